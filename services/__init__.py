@@ -1,0 +1,1 @@
+"""Services that run inside the fleet's containers. Nothing here imports ``orchestrator``."""

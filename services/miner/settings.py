@@ -1,0 +1,287 @@
+"""One typed settings tree for a miner, loaded once in ``main()`` and passed down.
+
+Every value comes from an environment variable with the ``MINER_`` prefix (nested groups with ``__``,
+e.g. ``MINER_LLAMACPP__MODEL_PATH``) or from an env file given with ``--env-file``. Lists are JSON
+(``MINER_PROTOCOLS='["prompting", "einstein"]'``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from services.miner.errors import ConfigError
+
+ENV_PREFIX = "MINER_"
+NESTED_DELIMITER = "__"
+# Validators penalise bigger chunks (DESIGN.md): the streamer never sends more tokens than this at once.
+MAX_STREAMING_BATCH_SIZE = 200
+
+
+class Network(StrEnum):
+    local = "local"
+    test = "test"
+    finney = "finney"
+
+
+class BackendName(StrEnum):
+    echo = "echo"
+    llamacpp = "llamacpp"
+    hf = "hf"
+    openai = "openai"
+
+
+ProtocolName = Literal["prompting", "einstein", "text-prompting"]
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EchoSettings(_Group):
+    """The deterministic backend: streams the last user message back, word by word."""
+
+    delay_per_token: float = Field(0.0, ge=0, description="Seconds to wait before each piece (demo/tests).")
+    fail_after_tokens: int | None = Field(
+        None, ge=0, description="Raise a backend error after this many pieces (fault injection)."
+    )
+    hang_after_tokens: int | None = Field(
+        None, ge=0, description="Stop producing (but stay connected) after this many pieces (fault injection)."
+    )
+
+
+class LlamaCppSettings(_Group):
+    """llama-cpp-python on CPU, or on GPU with ``n_gpu_layers``."""
+
+    model_path: Path | None = Field(None, description="Path to a GGUF model file.")
+    n_ctx: int = Field(2048, ge=128, description="Context window in tokens.")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads for generation (default: all cores).")
+    n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1: all; 0: CPU only).")
+    n_batch: int = Field(512, ge=1, description="Prompt-processing batch size.")
+    seed: int = Field(-1, description="Sampling seed (-1: random).")
+    chat_format: str | None = Field(
+        None, description="Force a llama.cpp chat format; default: the model's own template, else a transcript."
+    )
+
+
+class HFSettings(_Group):
+    """HuggingFace transformers: generation in a worker thread feeding an async queue."""
+
+    model: str | None = Field(None, description="A local model directory (or a hub id when online).")
+    gguf_file: str | None = Field(None, description="Load this GGUF file from the model directory.")
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
+    torch_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "float32", description="Weights dtype."
+    )
+    n_threads: int | None = Field(None, ge=1, description="torch intra-op threads.")
+
+
+class OpenAISettings(_Group):
+    """Any OpenAI-compatible server (vLLM, llama_cpp.server, OpenAI itself)."""
+
+    base_url: str | None = Field(None, description="Base URL, e.g. http://127.0.0.1:8000/v1.")
+    model: str = Field("default", description="Model name sent to the server.")
+    api_key: SecretStr = Field(
+        SecretStr("not-needed"), description="API key (pass it through the environment, never a file)."
+    )
+    request_timeout: float = Field(60.0, gt=0, description="Seconds before a request to the server is abandoned.")
+    use_chat: bool = Field(True, description="Use /chat/completions (else /completions with a transcript).")
+
+
+class MinerSettings(BaseSettings):
+    """Everything one miner needs. Loaded once in ``main()``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    name: str = Field("miner", description="Name of this miner in logs and the fleet.")
+    network: Network = Field(Network.local, description="local (no chain at all), test or finney.")
+    netuid: int = Field(1, ge=0, description="Subnet id.")
+    chain_endpoint: str | None = Field(None, description="Subtensor websocket endpoint (default: network's).")
+    wallet_path: Path = Field(Path("~/.bittensor/wallets"), description="Folder holding the wallets.")
+    wallet_name: str = Field("default", description="Wallet (coldkey) name.")
+    wallet_hotkey: str = Field("default", description="Hotkey name inside the wallet.")
+    axon_ip: str = Field("0.0.0.0", description="Address the axon binds to.")
+    axon_port: int = Field(8091, ge=1, le=65535, description="Port the axon binds to.")
+    axon_external_ip: str | None = Field(
+        None, description="Address announced to the network (default: axon_ip on local, looked up otherwise)."
+    )
+    axon_external_port: int | None = Field(
+        None, ge=1, le=65535, description="Port announced to the network (default: axon_port)."
+    )
+    protocols: list[ProtocolName] = Field(
+        default_factory=lambda: ["prompting"], min_length=1, description="Synapses served, one route each."
+    )
+    backend: BackendName = Field(BackendName.echo, description="echo, llamacpp, hf or openai.")
+    allowed_hotkeys: list[str] = Field(
+        default_factory=list, description="ss58 hotkeys always allowed (the fleet's probe hotkey among them)."
+    )
+    require_validator_permit: bool = Field(
+        False, description="On a chain network, refuse hotkeys without a validator permit."
+    )
+    min_stake: float = Field(0.0, ge=0, description="On a chain network, refuse hotkeys with less stake (TAO).")
+    metagraph_sync_interval: float = Field(600.0, gt=0, description="Seconds between metagraph re-syncs.")
+    streaming_batch_size: int = Field(
+        12, ge=1, le=MAX_STREAMING_BATCH_SIZE, description="Tokens per chunk (<= 200)."
+    )
+    max_chunk_delay: float = Field(0.25, gt=0, description="No token waits longer than this in the buffer (s).")
+    deadline_margin: float = Field(
+        0.3, ge=0, description="Flush and stop this many seconds before the request's timeout."
+    )
+    max_tokens: int = Field(256, ge=1, description="Most tokens generated per request.")
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature.")
+    max_queue: int = Field(4, ge=0, description="Requests waiting for the model; past it they get 'busy'.")
+    stop_on_forward_exception: bool = Field(
+        False, description="Exit with code 75 after a backend error so a supervisor restarts the miner."
+    )
+    system_prompt: str = Field(
+        "You are a helpful, concise assistant.", description="System prompt put before the chat."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    echo: EchoSettings = Field(default_factory=EchoSettings, description="echo backend options.")
+    llamacpp: LlamaCppSettings = Field(default_factory=LlamaCppSettings, description="llamacpp backend options.")
+    hf: HFSettings = Field(default_factory=HFSettings, description="hf backend options.")
+    openai: OpenAISettings = Field(default_factory=OpenAISettings, description="openai backend options.")
+
+    @field_validator("protocols")
+    @classmethod
+    def _unique_protocols(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each protocol may be listed once")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Values come only from what load_settings() passes in: the environment it was given and the env
+        # file. Reading os.environ behind the caller's back would make tests depend on the shell.
+        return (init_settings,)
+
+    @property
+    def hotkey_file(self) -> Path:
+        return self.wallet_path.expanduser() / self.wallet_name / "hotkeys" / self.wallet_hotkey
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a ``KEY=value`` env file (comments, blank lines, optional quotes, ``export``)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read env file {path}: {exc.strerror}") from exc
+    values: dict[str, str] = {}
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{path}:{lineno}: expected KEY=value, got {raw!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def _nest(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Turn ``MINER_*`` variables into the nested dict the model validates (JSON for lists)."""
+    import json
+
+    fields = MinerSettings.model_fields
+    data: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.upper().startswith(ENV_PREFIX):
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split(NESTED_DELIMITER)
+        top = path[0]
+        if top not in fields:
+            raise ConfigError(f"{key}: unknown setting (see `python -m services.miner --help`)")
+        if len(path) == 1:
+            annotation = str(fields[top].annotation)
+            if annotation.startswith("list"):
+                try:
+                    data[top] = json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(
+                        f"{key}: expected a JSON list such as [\"a\", \"b\"], got {value!r}"
+                    ) from exc
+            else:
+                data[top] = value
+        else:
+            data.setdefault(top, {})
+            if not isinstance(data[top], dict):
+                raise ConfigError(f"{key}: {ENV_PREFIX}{top.upper()} is a group, not a value")
+            data[top][NESTED_DELIMITER.join(path[1:])] = value
+    return data
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> MinerSettings:
+    """Build the settings from an environment (default ``os.environ``) and an optional env file.
+
+    The environment wins over the file. Any bad value raises :class:`ConfigError` with one line naming
+    the variable, what was wrong and the value expected.
+    """
+    merged: dict[str, str] = {}
+    if env_file is not None:
+        merged.update(read_env_file(env_file))
+    merged.update(os.environ if environ is None else environ)
+    data = _nest(merged)
+    try:
+        return MinerSettings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"]]
+        # pydantic puts list indexes and union branches in loc; the variable is the first one or two parts.
+        group = loc[0] if loc else ""
+        var = ENV_PREFIX + group.upper()
+        if len(loc) > 1 and group in {"echo", "llamacpp", "hf", "openai"}:
+            var += NESTED_DELIMITER + loc[1].upper()
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        if isinstance(value, SecretStr) or "api_key" in var.lower():
+            shown = ""
+        lines.append(f"{var}: {err['msg']}{shown}")
+    return "; ".join(lines)
+
+
+def describe_settings() -> str:
+    """The ``--help`` text: every variable, its default and its description."""
+    out = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{prefix}{name.upper()}{NESTED_DELIMITER}")
+                continue
+            default = field.get_default(call_default_factory=True)
+            if isinstance(default, SecretStr):
+                default = "***"
+            shown = default.value if isinstance(default, StrEnum) else default
+            out.append(f"  {prefix}{name.upper():<34} {field.description or ''} [default: {shown}]")
+
+    walk(MinerSettings, ENV_PREFIX)
+    return "\n".join(out)
