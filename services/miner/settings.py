@@ -52,7 +52,9 @@ class EchoSettings(_Group):
         None, ge=0, description="Raise a backend error after this many pieces (fault injection)."
     )
     hang_after_tokens: int | None = Field(
-        None, ge=0, description="Stop producing (but stay connected) after this many pieces (fault injection)."
+        None,
+        ge=0,
+        description="Stop producing (but stay connected) after this many pieces (fault injection).",
     )
 
 
@@ -66,7 +68,8 @@ class LlamaCppSettings(_Group):
     n_batch: int = Field(512, ge=1, description="Prompt-processing batch size.")
     seed: int = Field(-1, description="Sampling seed (-1: random).")
     chat_format: str | None = Field(
-        None, description="Force a llama.cpp chat format; default: the model's own template, else a transcript."
+        None,
+        description="Force a llama.cpp chat format; default: the model's own template, else a transcript.",
     )
 
 
@@ -90,7 +93,9 @@ class OpenAISettings(_Group):
     api_key: SecretStr = Field(
         SecretStr("not-needed"), description="API key (pass it through the environment, never a file)."
     )
-    request_timeout: float = Field(60.0, gt=0, description="Seconds before a request to the server is abandoned.")
+    request_timeout: float = Field(
+        60.0, gt=0, description="Seconds before a request to the server is abandoned."
+    )
     use_chat: bool = Field(True, description="Use /chat/completions (else /completions with a transcript).")
 
 
@@ -121,7 +126,9 @@ class MinerSettings(BaseSettings):
         None, ge=1, le=65535, description="Port announced to the network (default: axon_port)."
     )
     protocols: list[ProtocolName] = Field(
-        default_factory=lambda: ["prompting"], min_length=1, description="Synapses served, one route each."
+        default_factory=lambda: list[ProtocolName](["prompting"]),
+        min_length=1,
+        description="Synapses served, one route each.",
     )
     backend: BackendName = Field(BackendName.echo, description="echo, llamacpp, hf or openai.")
     allowed_hotkeys: list[str] = Field(
@@ -130,12 +137,16 @@ class MinerSettings(BaseSettings):
     require_validator_permit: bool = Field(
         False, description="On a chain network, refuse hotkeys without a validator permit."
     )
-    min_stake: float = Field(0.0, ge=0, description="On a chain network, refuse hotkeys with less stake (TAO).")
+    min_stake: float = Field(
+        0.0, ge=0, description="On a chain network, refuse hotkeys with less stake (TAO)."
+    )
     metagraph_sync_interval: float = Field(600.0, gt=0, description="Seconds between metagraph re-syncs.")
     streaming_batch_size: int = Field(
         12, ge=1, le=MAX_STREAMING_BATCH_SIZE, description="Tokens per chunk (<= 200)."
     )
-    max_chunk_delay: float = Field(0.25, gt=0, description="No token waits longer than this in the buffer (s).")
+    max_chunk_delay: float = Field(
+        0.25, gt=0, description="No token waits longer than this in the buffer (s)."
+    )
     deadline_margin: float = Field(
         0.3, ge=0, description="Flush and stop this many seconds before the request's timeout."
     )
@@ -150,7 +161,9 @@ class MinerSettings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     echo: EchoSettings = Field(default_factory=EchoSettings, description="echo backend options.")
-    llamacpp: LlamaCppSettings = Field(default_factory=LlamaCppSettings, description="llamacpp backend options.")
+    llamacpp: LlamaCppSettings = Field(
+        default_factory=LlamaCppSettings, description="llamacpp backend options."
+    )
     hf: HFSettings = Field(default_factory=HFSettings, description="hf backend options.")
     openai: OpenAISettings = Field(default_factory=OpenAISettings, description="openai backend options.")
 
@@ -221,7 +234,7 @@ def _nest(environ: Mapping[str, str]) -> dict[str, Any]:
                     data[top] = json.loads(value)
                 except json.JSONDecodeError as exc:
                     raise ConfigError(
-                        f"{key}: expected a JSON list such as [\"a\", \"b\"], got {value!r}"
+                        f'{key}: expected a JSON list such as ["a", "b"], got {value!r}'
                     ) from exc
             else:
                 data[top] = value

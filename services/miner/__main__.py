@@ -1,0 +1,3 @@
+from services.miner.app import main
+
+main()

@@ -1,0 +1,228 @@
+"""``python -m services.miner``: load settings once, check everything, serve, exit with a meaningful code.
+
+Exit codes (the orchestrator's contract, DESIGN.md): 0 clean stop on SIGTERM/SIGINT; 75 after a
+forward exception when ``stop_on_forward_exception`` is set; 78 for a configuration error (a one-line
+message on stderr naming the setting); anything else is a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from services.miner.errors import ConfigError, ExitCode, exit_now
+from services.miner.settings import MinerSettings, Network, describe_settings, load_settings
+
+log = logging.getLogger("services.miner")
+
+GRACEFUL_SHUTDOWN = 5  # seconds in-flight responses get to finish when the miner stops
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.miner",
+        description="Run one streaming miner. Settings come from MINER_* environment variables "
+        "(nested groups with __, lists as JSON) and/or an env file; the environment wins.",
+        epilog="settings:\n" + describe_settings(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--env-file", type=Path, help="read MINER_* settings from this KEY=value file")
+    parser.add_argument(
+        "--check", action="store_true", help="validate the settings, wallet and model, then exit (0 or 78)"
+    )
+    return parser.parse_args(argv)
+
+
+def configure_logging(settings: MinerSettings) -> None:
+    """One plain log format on stderr (what `docker compose logs` shows), bittensor's logs included."""
+    import bittensor  # noqa: F401 - bittensor installs its own handlers on import; replace them after
+
+    level = getattr(logging, settings.log_level.upper())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s %(levelname)s miner={settings.name} %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # bittensor sets every logger that exists when it is imported to CRITICAL; ours among them.
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("services") and isinstance(logger, logging.Logger):
+            logger.setLevel(logging.NOTSET)
+    for name in ("bittensor", "uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+        logger.setLevel(max(level, logging.WARNING))
+
+
+def open_wallet(settings: MinerSettings) -> Any:
+    """The miner's wallet, with its hotkey loaded. Missing or encrypted hotkeys are config errors."""
+    from bittensor_wallet import Wallet
+
+    hotkey_file = settings.hotkey_file
+    if not hotkey_file.is_file():
+        how = (
+            "python -m orchestrator wallets"
+            if settings.network is Network.local
+            else f"btcli wallet new_hotkey --wallet.name {settings.wallet_name} "
+            f"--wallet.hotkey {settings.wallet_hotkey}"
+        )
+        raise ConfigError(
+            f"MINER_WALLET_HOTKEY: hotkey file not found: {hotkey_file} (create it with: {how})"
+        )
+    wallet = Wallet(
+        name=settings.wallet_name, hotkey=settings.wallet_hotkey, path=str(settings.wallet_path.expanduser())
+    )
+    try:
+        if wallet.hotkey_file.is_encrypted():
+            raise ConfigError(
+                f"MINER_WALLET_HOTKEY: {hotkey_file} is encrypted; a miner needs an unencrypted hotkey"
+            )
+        _ = wallet.hotkey.ss58_address
+    except ConfigError:
+        raise
+    except Exception as exc:  # bittensor_wallet raises its own KeyFileError and friends
+        raise ConfigError(f"MINER_WALLET_HOTKEY: cannot read {hotkey_file}: {exc}") from exc
+    return wallet
+
+
+def check_port_free(ip: str, port: int) -> None:
+    """Fail early, with a clear message, if the axon could not bind (uvicorn would only log it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((ip, port))
+        except OSError as exc:
+            raise ConfigError(f"MINER_AXON_PORT: cannot bind {ip}:{port}: {exc.strerror}") from exc
+
+
+def build_gatekeeper(settings: MinerSettings, wallet: Any) -> tuple[Any, Any, Any]:
+    """(gatekeeper, subtensor or None, sync loop or None). ``network: local`` touches no chain."""
+    from services.miner.blacklist import Gatekeeper, SubtensorChain, SyncLoop
+
+    if settings.network is Network.local:
+        return Gatekeeper(allowed_hotkeys=settings.allowed_hotkeys, chain=None), None, None
+    import bittensor as bt
+
+    subtensor = bt.Subtensor(network=settings.chain_endpoint or settings.network.value)
+    hotkey = wallet.hotkey.ss58_address
+    if not subtensor.is_hotkey_registered(hotkey_ss58=hotkey, netuid=settings.netuid):
+        raise ConfigError(
+            f"MINER_WALLET_HOTKEY: hotkey {hotkey} is not registered on netuid {settings.netuid} "
+            f"({settings.network.value}); register it with: btcli subnet register --netuid {settings.netuid} "
+            f"--wallet.name {settings.wallet_name} --wallet.hotkey {settings.wallet_hotkey}"
+        )
+    gatekeeper = Gatekeeper(
+        allowed_hotkeys=settings.allowed_hotkeys,
+        chain=SubtensorChain(subtensor, settings.netuid),
+        require_validator_permit=settings.require_validator_permit,
+        min_stake=settings.min_stake,
+    )
+    gatekeeper.sync()
+    return gatekeeper, subtensor, SyncLoop(gatekeeper, settings.metagraph_sync_interval)
+
+
+def build_axon(settings: MinerSettings, wallet: Any) -> Any:
+    import bittensor as bt
+
+    external_ip = settings.axon_external_ip
+    if external_ip is None and settings.network is Network.local:
+        external_ip = "127.0.0.1" if settings.axon_ip == "0.0.0.0" else settings.axon_ip
+    axon = bt.Axon(
+        wallet=wallet,
+        ip=settings.axon_ip,
+        port=settings.axon_port,
+        external_ip=external_ip,
+        external_port=settings.axon_external_port or settings.axon_port,
+    )
+    # bittensor binds uvicorn to 0.0.0.0 whatever ``ip`` says; honour the setting (127.0.0.1 in tests).
+    axon.fast_server.config.host = settings.axon_ip
+    axon.fast_server.config.timeout_graceful_shutdown = GRACEFUL_SHUTDOWN
+    return axon
+
+
+def serve(settings: MinerSettings) -> int:
+    """Everything after the settings: checks (exit 78 on failure), then the axon until told to stop."""
+    from services.miner.backends import make_backend
+    from services.miner.service import ExitRequest, MinerService
+
+    exit_request = ExitRequest()
+    wallet = open_wallet(settings)
+    check_port_free(settings.axon_ip, settings.axon_port)
+    backend = make_backend(settings)
+    started = time.monotonic()
+    backend.load()
+    log.info("backend %s loaded in %.1fs", backend.name, time.monotonic() - started)
+    gatekeeper, subtensor, sync_loop = build_gatekeeper(settings, wallet)
+    service = MinerService(settings, backend, gatekeeper, exit_request)
+    axon = build_axon(settings, wallet)
+    service.attach(axon)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(
+            sig, lambda signum, _frame: exit_request.request(ExitCode.OK, signal.Signals(signum).name)
+        )
+
+    server = axon.fast_server
+    thread = threading.Thread(target=server.run, name="axon", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise ConfigError(
+                f"MINER_AXON_PORT: the axon could not start on {settings.axon_ip}:{settings.axon_port}"
+            )
+        time.sleep(0.01)
+    if subtensor is not None:
+        axon.serve(netuid=settings.netuid, subtensor=subtensor)
+        sync_loop.start()
+    log.info(
+        "miner %s serving %s on %s:%d (hotkey %s, backend %s, network %s)",
+        settings.name,
+        ",".join(settings.protocols),
+        settings.axon_ip,
+        settings.axon_port,
+        wallet.hotkey.ss58_address,
+        backend.name,
+        settings.network.value,
+    )
+
+    while not exit_request.wait(timeout=1.0):
+        if not thread.is_alive():
+            exit_request.request(1, "the axon's server thread died")
+    log.info("stopping (%s), exit code %d", exit_request.reason, exit_request.code)
+    if sync_loop is not None:
+        sync_loop.stop()
+    server.should_exit = True
+    thread.join(GRACEFUL_SHUTDOWN + 2.0)
+    return exit_request.code
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        settings = load_settings(env_file=args.env_file)
+        configure_logging(settings)
+        if args.check:
+            open_wallet(settings)
+            from services.miner.backends import make_backend
+
+            make_backend(settings).load()
+            print(f"ok: {settings.name} ({settings.backend.value}) on port {settings.axon_port}")
+            sys.exit(ExitCode.OK)
+        code = serve(settings)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.stderr.flush()
+        exit_now(ExitCode.CONFIG)
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    exit_now(code)

@@ -1,0 +1,53 @@
+"""The deterministic backend: no model, streams the prompt back word by word.
+
+For tests, demos and benchmarks of the streaming path itself. Whitespace is kept with the words, so the
+completion equals the last user message exactly. Faults can be injected: an error after N pieces (a
+forward exception) or a hang after N pieces (a stream that stalls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+from services.miner.backends.base import GenerationRequest
+from services.miner.chat import last_user_message
+from services.miner.errors import BackendError
+from services.miner.settings import EchoSettings
+
+_PIECE = re.compile(r"\S+\s*|\s+")
+
+
+def split_pieces(text: str) -> list[str]:
+    """Words with their trailing whitespace (leading whitespace is a piece of its own)."""
+    return _PIECE.findall(text)
+
+
+class EchoBackend:
+    name = "echo"
+
+    def __init__(self, settings: EchoSettings) -> None:
+        self.settings = settings
+
+    def load(self) -> None:
+        return None
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        pieces = split_pieces(last_user_message(request.chat))[: request.max_tokens]
+        fail_after = self.settings.fail_after_tokens
+        hang_after = self.settings.hang_after_tokens
+        for index, piece in enumerate(pieces):
+            if fail_after is not None and index >= fail_after:
+                raise BackendError(f"injected fault after {fail_after} pieces (echo.fail_after_tokens)")
+            if hang_after is not None and index >= hang_after:
+                await asyncio.Event().wait()  # stalls until the request is cancelled
+            if self.settings.delay_per_token:
+                await asyncio.sleep(self.settings.delay_per_token)
+            yield piece
+        if fail_after is not None and len(pieces) <= fail_after:
+            # A prompt shorter than the fault point still faults: the test asked for a failing backend.
+            raise BackendError(f"injected fault after {len(pieces)} pieces (echo.fail_after_tokens)")
+
+    async def aclose(self) -> None:
+        return None

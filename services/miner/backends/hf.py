@@ -1,0 +1,141 @@
+"""HuggingFace transformers: ``generate`` in a worker thread, text through a queue to the event loop.
+
+``TextIteratorStreamer`` is the per-request queue between ``generate`` (its own thread) and the reader
+(:func:`iterate_in_thread`'s thread); a stopping criterion watches the stop flag, so a deadline or a
+disconnect ends ``generate`` at the next token and nothing of one request leaks into the next.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from services.miner.backends.base import GenerationRequest, iterate_in_thread
+from services.miner.chat import TRANSCRIPT_STOP, transcript
+from services.miner.errors import BackendError, ConfigError
+from services.miner.settings import HFSettings
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, settings: HFSettings) -> None:
+        self.settings = settings
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    def load(self) -> None:
+        source = self.settings.model
+        if not source:
+            raise ConfigError("MINER_HF__MODEL: not set (a local model directory)")
+        if (source.startswith((".", "/", "~")) or self.settings.gguf_file) and not Path(
+            source
+        ).expanduser().exists():
+            raise ConfigError(f"MINER_HF__MODEL: model directory not found: {source}")
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:
+            raise ConfigError(
+                f"MINER_BACKEND=hf: transformers/torch are not installed ({exc}); use the miner-hf image"
+            ) from exc
+        if self.settings.n_threads:
+            torch.set_num_threads(self.settings.n_threads)
+        kwargs: dict[str, Any] = {}
+        if self.settings.gguf_file:
+            kwargs["gguf_file"] = self.settings.gguf_file
+        dtype = self.settings.torch_dtype
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(str(Path(source).expanduser()), **kwargs)
+            loader: Any = AutoModelForCausalLM
+            self._model = loader.from_pretrained(
+                str(Path(source).expanduser()),
+                dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+                **kwargs,
+            ).to(self.settings.device)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"MINER_HF__MODEL: cannot load {source}: {exc}") from exc
+        self._model.eval()
+
+    def _prompt(self, request: GenerationRequest) -> str:
+        if getattr(self._tokenizer, "chat_template", None):
+            text: str = self._tokenizer.apply_chat_template(
+                [m.as_dict() for m in request.chat], tokenize=False, add_generation_prompt=True
+            )
+            return text
+        return transcript(request.chat)
+
+    def _pieces(self, request: GenerationRequest, stop: threading.Event) -> Iterator[str]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        class _StopFlag(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return stop.is_set()
+
+        inputs = self._tokenizer(self._prompt(request), return_tensors="pt").to(self.settings.device)
+        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
+        failure: list[BaseException] = []
+        sampling: dict[str, Any] = {"do_sample": False}
+        if request.temperature > 0:
+            sampling = {"do_sample": True, "temperature": request.temperature}
+        if request.seed is not None:
+            torch.manual_seed(request.seed)
+
+        def generate() -> None:
+            try:
+                with torch.inference_mode():
+                    self._model.generate(
+                        **inputs,
+                        streamer=streamer,
+                        max_new_tokens=request.max_tokens,
+                        stopping_criteria=StoppingCriteriaList([_StopFlag()]),
+                        stop_strings=list(TRANSCRIPT_STOP),
+                        tokenizer=self._tokenizer,
+                        pad_token_id=self._tokenizer.eos_token_id,
+                        **sampling,
+                    )
+            except BaseException as exc:
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=generate, name="hf-generate", daemon=True)
+        worker.start()
+        held = ""
+        try:
+            for text in streamer:
+                if stop.is_set():
+                    break
+                # Hold back text that could be the start of a stop marker, and cut at a full one.
+                held += text
+                cut = min((i for i in (held.find(s) for s in TRANSCRIPT_STOP) if i >= 0), default=-1)
+                if cut >= 0:
+                    if held[:cut]:
+                        yield held[:cut]
+                    held = ""
+                    stop.set()
+                    break
+                if "\n" in held:
+                    keep = held.rfind("\n")
+                    if held[:keep]:
+                        yield held[:keep]
+                    held = held[keep:]
+                else:
+                    yield held
+                    held = ""
+            if held and not stop.is_set():
+                yield held
+        finally:
+            stop.set()
+            worker.join()
+        if failure:
+            raise BackendError(f"transformers generate failed: {failure[0]}") from failure[0]
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        return iterate_in_thread(lambda stop: self._pieces(request, stop))
+
+    async def aclose(self) -> None:
+        self._model = None
+        self._tokenizer = None

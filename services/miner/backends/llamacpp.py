@@ -1,0 +1,93 @@
+"""llama-cpp-python, on CPU or GPU (``n_gpu_layers``).
+
+The model's own chat template is used when the GGUF carries one; a base model (no template) gets a
+plain transcript and stops before it would write the next user turn. Generation runs in a worker thread
+(:func:`iterate_in_thread`); the thread checks the stop flag between tokens, so a deadline or a
+disconnect frees the model within one token.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from services.miner.backends.base import GenerationRequest, iterate_in_thread
+from services.miner.chat import TRANSCRIPT_STOP, transcript
+from services.miner.errors import ConfigError
+from services.miner.settings import LlamaCppSettings
+
+
+class LlamaCppBackend:
+    name = "llamacpp"
+
+    def __init__(self, settings: LlamaCppSettings) -> None:
+        self.settings = settings
+        self._llm: Any = None
+        self.has_chat_template = False
+
+    def load(self) -> None:
+        path = self.settings.model_path
+        if path is None:
+            raise ConfigError("MINER_LLAMACPP__MODEL_PATH: not set (path to a GGUF model file)")
+        path = path.expanduser()
+        if not path.is_file():
+            raise ConfigError(f"MINER_LLAMACPP__MODEL_PATH: model file not found: {path}")
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:  # a cuda/hf image without llama.cpp, say
+            raise ConfigError(f"MINER_BACKEND=llamacpp: llama-cpp-python is not installed ({exc})") from exc
+        try:
+            self._llm = Llama(
+                model_path=str(path),
+                n_ctx=self.settings.n_ctx,
+                n_threads=self.settings.n_threads or os.cpu_count(),
+                n_gpu_layers=self.settings.n_gpu_layers,
+                n_batch=self.settings.n_batch,
+                seed=self.settings.seed if self.settings.seed >= 0 else 0xFFFFFFFF,
+                chat_format=self.settings.chat_format,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ConfigError(f"MINER_LLAMACPP__MODEL_PATH: cannot load {path}: {exc}") from exc
+        self.has_chat_template = bool(self.settings.chat_format) or (
+            "tokenizer.chat_template" in (self._llm.metadata or {})
+        )
+
+    def _pieces(self, request: GenerationRequest, stop: threading.Event) -> Iterator[str]:
+        common: dict[str, Any] = {
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stream": True,
+        }
+        if request.seed is not None:
+            common["seed"] = request.seed
+        if self.has_chat_template:
+            chunks = self._llm.create_chat_completion(messages=[m.as_dict() for m in request.chat], **common)
+            for chunk in chunks:
+                if stop.is_set():
+                    break
+                text = chunk["choices"][0]["delta"].get("content")
+                if text:
+                    yield text
+        else:
+            chunks = self._llm.create_completion(
+                prompt=transcript(request.chat), stop=list(TRANSCRIPT_STOP), **common
+            )
+            for chunk in chunks:
+                if stop.is_set():
+                    break
+                text = chunk["choices"][0]["text"]
+                if text:
+                    yield text
+        # Closing the generator ends llama.cpp's loop now rather than at garbage collection.
+        chunks.close()
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        return iterate_in_thread(lambda stop: self._pieces(request, stop))
+
+    async def aclose(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None

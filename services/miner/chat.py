@@ -1,0 +1,98 @@
+"""From a synapse's ``roles``/``messages`` to the chat a backend sees, and to a plain transcript.
+
+Models with a chat template get the chat as messages; a base model (no template, like the bundled Gemma
+270M) gets :func:`transcript`, which ends with ``"Assistant:"`` so the model continues as the assistant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+ROLES = ("system", "user", "assistant")
+# A base model continuing a transcript would otherwise write the next user turn itself.
+TRANSCRIPT_STOP = ("\nUser:", "\nSystem:")
+
+
+class ChatError(ValueError):
+    """The request's chat cannot be used (answered with HTTP 400, the miner keeps serving)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+def decode_einstein(message: str) -> tuple[str, str]:
+    """Split Einstein's URL-encoded prompt into (question, question type).
+
+    The prompt looks like ``question_text=...&question_markdown=...&question_type=...``. ``question_text``
+    wins over ``question_markdown``. A message that is not in that form is returned unchanged.
+    """
+    if "question_text=" not in message and "question_markdown=" not in message:
+        return message, ""
+    fields = parse_qs(message, keep_blank_values=True)
+    text = (fields.get("question_text") or [""])[0]
+    markdown = (fields.get("question_markdown") or [""])[0]
+    qtype = (fields.get("question_type") or [""])[0]
+    return text or markdown, qtype
+
+
+def build_chat(
+    roles: list[str], messages: list[str], *, system_prompt: str, protocol: str
+) -> list[ChatMessage]:
+    """Pair roles with messages, decode Einstein's question, and put the system prompt first.
+
+    The request's own system message, when it has one, is kept and ours goes before it. Unknown roles
+    are treated as ``user`` (validators have used ``human``/``ai`` in the past, which we map).
+    """
+    if not messages:
+        raise ChatError("messages is empty: nothing to answer")
+    if len(roles) != len(messages):
+        raise ChatError(f"roles has {len(roles)} entries but messages has {len(messages)}")
+    aliases = {"human": "user", "ai": "assistant", "bot": "assistant"}
+    chat = [ChatMessage(aliases.get(r.lower(), r.lower()), m) for r, m in zip(roles, messages, strict=True)]
+    chat = [c if c.role in ROLES else ChatMessage("user", c.content) for c in chat]
+    system = system_prompt
+    if protocol == "einstein":
+        # The question is the last user message; its type becomes a hint in the system prompt so the
+        # model sees the question itself, exactly as the validator wrote it.
+        last = (
+            max(i for i, c in enumerate(chat) if c.role == "user")
+            if any(c.role == "user" for c in chat)
+            else len(chat) - 1
+        )
+        question, qtype = decode_einstein(chat[last].content)
+        chat[last] = ChatMessage(chat[last].role, question)
+        if qtype:
+            system = f"{system}\nThe question type is: {qtype}.".strip()
+    if system:
+        chat.insert(0, ChatMessage("system", system))
+    return chat
+
+
+def last_user_message(chat: list[ChatMessage]) -> str:
+    """The prompt: the last user message (or the last message of any role if there is none)."""
+    for message in reversed(chat):
+        if message.role == "user":
+            return message.content
+    return chat[-1].content if chat else ""
+
+
+def transcript(chat: list[ChatMessage]) -> str:
+    """A plain prompt for base models: the system text, then ``User:``/``Assistant:`` turns."""
+    lines: list[str] = []
+    for message in chat:
+        if message.role == "system":
+            lines.append(message.content.strip())
+            lines.append("")
+        elif message.role == "user":
+            lines.append(f"User: {message.content.strip()}")
+        else:
+            lines.append(f"Assistant: {message.content.strip()}")
+    lines.append("Assistant:")
+    return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""A validator's side of the wire, for the fleet probe, the tests and the benchmarks.
+
+``bt.Dendrite(...)`` looks up this machine's public IP on the internet in its constructor and fails
+offline. :func:`make_dendrite` builds a real dendrite without that lookup (the IP only goes into
+request headers; the axon does not check it), so probing a miner works with no internet at all.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import bittensor as bt
+from bittensor.core.stream import StreamingSynapse
+
+from services.miner.protocols import PROTOCOLS
+
+_CONSTRUCT = threading.Lock()
+
+
+class _FixedIP(ModuleType):
+    """Stands in for ``bittensor.utils.networking`` while a dendrite is built: same module, fixed IP."""
+
+    def __init__(self, real: ModuleType, ip: str) -> None:
+        super().__init__(real.__name__)
+        self._real = real
+        self._ip = ip
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def get_external_ip(self) -> str:
+        return self._ip
+
+
+def make_dendrite(wallet: Any, ip: str = "127.0.0.1") -> bt.Dendrite:
+    """A real ``bt.Dendrite`` signed by ``wallet`` (or a Keypair), built without the public-IP lookup."""
+    import bittensor.core.dendrite as dendrite_module
+
+    with _CONSTRUCT:
+        real = dendrite_module.networking
+        dendrite_module.networking = _FixedIP(real, ip)
+        try:
+            return bt.Dendrite(wallet=wallet)
+        finally:
+            dendrite_module.networking = real
+
+
+def axon_info(ip: str, port: int, hotkey: str) -> bt.AxonInfo:
+    """Where a miner listens and which hotkey it signs with (the request is signed for that hotkey)."""
+    return bt.AxonInfo(
+        version=0,
+        ip=ip,
+        port=port,
+        ip_type=4,
+        hotkey=hotkey,
+        coldkey="",
+        protocol=4,
+        placeholder1=0,
+        placeholder2=0,
+    )
+
+
+def make_synapse(
+    protocol: str,
+    prompt: str,
+    roles: list[str] | None = None,
+    messages: list[str] | None = None,
+    timeout: float = 12.0,
+) -> StreamingSynapse:
+    cls = PROTOCOLS[protocol]
+    return cls(roles=roles or ["user"], messages=messages or [prompt], timeout=timeout)
+
+
+@dataclass
+class StreamResult:
+    """What one streamed request gave back, measured on the client side."""
+
+    status_code: int | None = None
+    status_message: str = ""
+    chunks: list[str] = field(default_factory=list)
+    completion: str = ""
+    first_chunk_after: float | None = None
+    elapsed: float = 0.0
+    synapse: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code == 200
+
+
+async def stream_once(
+    dendrite: bt.Dendrite, target: bt.AxonInfo, synapse: StreamingSynapse, timeout: float = 12.0
+) -> StreamResult:
+    """Send ``synapse`` to ``target`` and read the whole stream."""
+    result = StreamResult()
+    started = time.monotonic()
+    async for item in dendrite.call_stream(target, synapse, timeout=timeout, deserialize=False):
+        if isinstance(item, StreamingSynapse):
+            result.synapse = item
+            continue
+        if result.first_chunk_after is None:
+            result.first_chunk_after = time.monotonic() - started
+        result.chunks.append("\n".join(item) if isinstance(item, list) else str(item))
+    result.elapsed = time.monotonic() - started
+    final = result.synapse
+    if final is not None:
+        code = getattr(final.dendrite, "status_code", None)
+        result.status_code = int(code) if code is not None else None
+        result.status_message = str(getattr(final.dendrite, "status_message", "") or "")
+        result.completion = final.completion or ""
+    return result

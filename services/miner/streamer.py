@@ -1,0 +1,189 @@
+"""The one token streamer every backend goes through.
+
+Backends only produce text pieces (an ``AsyncIterator[str]``); this module owns batching, deadlines and
+``send``. Its rules (DESIGN.md):
+
+- a chunk goes out when it holds ``batch_size`` pieces, or when its oldest piece has waited
+  ``max_delay`` seconds, whichever comes first (validators penalise chunks over 200 tokens, and a slow
+  model must still look alive);
+- a chunk is the UTF-8 encoding of whole ``str`` pieces, so a multi-byte character is never split;
+- just before the request's deadline whatever is buffered is sent (a partial answer still earns
+  rewards) and generation stops;
+- a client that disconnects or times out cancels generation (the producer task is cancelled and the
+  backend's generator closed, which frees the model); that is *not* a forward exception;
+- a backend error ends the stream after flushing what was produced, and is reported in the outcome so
+  the caller can apply ``stop_on_forward_exception``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Clock = Callable[[], float]
+
+
+class Ending(StrEnum):
+    """How a stream ended."""
+
+    done = "done"  # the backend finished
+    deadline = "deadline"  # the request's time ran out; what we had was flushed
+    disconnect = "disconnect"  # the client went away (or timed out on its side)
+    error = "error"  # the backend failed: a forward exception
+
+
+@dataclass
+class StreamOutcome:
+    """What happened to one stream: for logs, metrics and the exit-code decision."""
+
+    ending: Ending = Ending.done
+    pieces: int = 0
+    chunks: int = 0
+    bytes_sent: int = 0
+    first_chunk_after: float | None = None
+    error: BaseException | None = None
+    chunk_sizes: list[int] = field(default_factory=list)
+
+
+class _End:
+    """Sentinel put on the queue when the backend's iterator is exhausted."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: BaseException
+
+
+_END = _End()
+
+
+class ClientGone(Exception):
+    """``send`` failed because the client's connection is closed."""
+
+
+class TokenStreamer:
+    """Batch text pieces into chunks and send them as an ASGI streaming body.
+
+    One instance per miner; :meth:`stream` runs once per request. ``clock`` is injectable so tests can
+    check deadline behaviour without real waiting.
+    """
+
+    def __init__(self, *, batch_size: int, max_delay: float, clock: Clock = time.monotonic) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.batch_size = batch_size
+        self.max_delay = max_delay
+        self.clock = clock
+
+    async def stream(self, pieces: AsyncIterator[str], send: Send, *, deadline: float) -> StreamOutcome:
+        """Stream ``pieces`` through ``send`` until they end, fail, or ``deadline`` (a ``clock`` time).
+
+        Never raises for a backend error or a gone client (see :class:`StreamOutcome`); re-raises
+        ``CancelledError`` after stopping generation, as cancellation must never be swallowed.
+        """
+        outcome = StreamOutcome()
+        started = self.clock()
+        # Bounded: a slow client slows generation down instead of piling text up in memory.
+        queue: asyncio.Queue[str | _End | _Failed] = asyncio.Queue(maxsize=max(4, 2 * self.batch_size))
+        producer = asyncio.create_task(_produce(pieces, queue), name="token-producer")
+        buffer: list[str] = []
+        oldest = 0.0
+
+        async def flush() -> None:
+            nonlocal buffer
+            if not buffer:
+                return
+            body = "".join(buffer).encode("utf-8")
+            count = len(buffer)
+            buffer = []
+            try:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            except (OSError, RuntimeError) as exc:
+                # uvicorn raises ClientDisconnected (an OSError); starlette a RuntimeError on a closed
+                # stream. Either way nobody is listening any more.
+                raise ClientGone(str(exc)) from exc
+            if outcome.first_chunk_after is None:
+                outcome.first_chunk_after = self.clock() - started
+            outcome.chunks += 1
+            outcome.bytes_sent += len(body)
+            outcome.chunk_sizes.append(count)
+
+        try:
+            while True:
+                item: str | _End | _Failed | None = None
+                # Fast path: take what is already there without creating a timer.
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    item = queue.get_nowait()
+                if item is None:
+                    now = self.clock()
+                    wait = deadline - now
+                    if buffer:
+                        wait = min(wait, oldest + self.max_delay - now)
+                    if wait <= 0:
+                        if now >= deadline:
+                            outcome.ending = Ending.deadline
+                            break
+                        await flush()  # the oldest piece has waited long enough
+                        continue
+                    try:
+                        item = await asyncio.wait_for(queue.get(), timeout=wait)
+                    except TimeoutError:
+                        continue
+                if isinstance(item, _End):
+                    break
+                if isinstance(item, _Failed):
+                    outcome.ending = Ending.error
+                    outcome.error = item.error
+                    break
+                if not item:
+                    continue
+                if not buffer:
+                    oldest = self.clock()
+                buffer.append(item)
+                outcome.pieces += 1
+                if len(buffer) >= self.batch_size:
+                    await flush()
+            await flush()
+        except ClientGone as exc:
+            outcome.ending = Ending.disconnect
+            log.info("client gone after %d chunks (%s): generation stopped", outcome.chunks, exc)
+        except asyncio.CancelledError:
+            outcome.ending = Ending.disconnect
+            log.info(
+                "stream cancelled after %d chunks (client disconnected): generation stopped", outcome.chunks
+            )
+            raise
+        finally:
+            producer.cancel()
+            # Wait for the producer so the backend has really stopped (and released the model) before
+            # the next request may take it. Its own errors were already reported through the queue.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await producer
+        return outcome
+
+
+async def _produce(pieces: AsyncIterator[str], queue: asyncio.Queue[str | _End | _Failed]) -> None:
+    try:
+        async for piece in pieces:
+            await queue.put(piece)
+        await queue.put(_END)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        await queue.put(_Failed(exc))
+    finally:
+        # Close the backend's generator now (not at garbage collection), so its cleanup (stopping a
+        # worker thread, closing an HTTP stream) runs before the model is handed to the next request.
+        aclose = getattr(pieces, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
