@@ -1,0 +1,567 @@
+"""The restart policy: one state machine per miner, pure and driven by events.
+
+Nothing here does I/O, sleeps or reads a clock. The watch loop feeds events (a process started or
+exited, a stream probe answered, time passed, the operator asked for something) into ``transition``
+with the current monotonic time in the event, and gets back the miner's new record and the actions
+to hand to the runtime. Tests drive it with plain floats as time.
+
+States (DESIGN.md, "Supervision")::
+
+    STOPPED --start--> STARTING --probe ok--> RUNNING --probe fails--> UNHEALTHY
+                          ^                     |  ^                      |
+                          |                     |  +------probe ok--------+
+                          |                exit (restartable)      N failed probes: RESTART
+                          |                     v                         |
+                          +---backoff over--- BACKOFF                     +--> STARTING
+                                                | too many restarts in the window
+                                                v
+                                              FATAL  (also: exit 78 at once)
+
+A clean exit (code 0) and an operator stop end in STOPPED; only an operator start (or a process the
+operator started by hand) leaves STOPPED or FATAL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from signal import Signals
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.miner.errors import ExitCode
+
+HISTORY_LENGTH = 20
+"""How many decisions a ``MinerRecord`` keeps for the status API."""
+
+
+class State(StrEnum):
+    """Where a miner is in its lifecycle, as the orchestrator sees it."""
+
+    STARTING = "STARTING"  # process started, inside the grace period or not yet healthy
+    RUNNING = "RUNNING"  # the last stream probe succeeded
+    UNHEALTHY = "UNHEALTHY"  # process up, but stream probes fail
+    BACKOFF = "BACKOFF"  # process gone, waiting before the next start
+    FATAL = "FATAL"  # gave up (config error or crash loop): waits for the operator
+    STOPPED = "STOPPED"  # not running and not meant to run (clean exit, stop request, never started)
+
+
+class Action(StrEnum):
+    """What the policy asks the runtime to do to the miner's process."""
+
+    START = "start"  # the process is not running: start it
+    RESTART = "restart"  # the process runs but is sick: stop it and start it again
+    STOP = "stop"  # stop the process and leave it stopped
+
+
+class Reason(StrEnum):
+    """The fixed reasons a decision carries. Exit reasons can also be ``killed:SIG…``/``crash:exit-N``."""
+
+    CLEAN_EXIT = "clean-exit"
+    FORWARD_EXCEPTION = "forward-exception"
+    CONFIG_ERROR = "config-error"
+    OOM = "oom"
+    CRASH_LOOP = "crash-loop"
+    PROBE_FAILED = "probe-failed"
+    PROBE_OK = "probe-ok"
+    BACKOFF_ELAPSED = "backoff-elapsed"
+    STARTED = "started"
+    STOP_REQUESTED = "stop-requested"
+    START_REQUESTED = "start-requested"
+    ADOPTED = "adopted"
+    ADOPTED_NOT_RUNNING = "adopted-not-running"
+    NOT_STARTED = "not-started"
+
+
+# Reasons after which the miner is never restarted automatically.
+_NO_RESTART = frozenset({Reason.CLEAN_EXIT, Reason.CONFIG_ERROR})
+
+
+class RestartPolicy(BaseModel):
+    """Every number the restart policy uses. The fleet file embeds it as ``restart:`` (fleet-wide
+    defaults) with per-miner overrides; see ``with_overrides``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backoff_initial: float = Field(
+        1.0, gt=0, description="Seconds to wait before the first restart after a failure."
+    )
+    backoff_factor: float = Field(
+        2.0, ge=1, description="Each further consecutive restart waits this many times longer."
+    )
+    backoff_max: float = Field(60.0, gt=0, description="The longest wait before a restart, in seconds.")
+    reset_after: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds of uninterrupted RUNNING after which the backoff starts over.",
+    )
+    crash_loop_max_restarts: int = Field(
+        5, ge=1, description="More restarts than this within crash_loop_window make the miner FATAL."
+    )
+    crash_loop_window: float = Field(
+        300.0, gt=0, description="Seconds over which restarts are counted for crash-loop detection."
+    )
+    unhealthy_after_failed_probes: int = Field(
+        3, ge=1, description="This many consecutive failed stream probes restart a miner."
+    )
+    start_grace: float = Field(
+        120.0,
+        ge=0,
+        description="Seconds after each start during which failed probes are ignored (model loading).",
+    )
+
+    @model_validator(mode="after")
+    def _max_not_below_initial(self) -> RestartPolicy:
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError(
+                f"backoff_max ({self.backoff_max:g}) is smaller than backoff_initial "
+                f"({self.backoff_initial:g}): raise backoff_max or lower backoff_initial"
+            )
+        return self
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> RestartPolicy:
+        """Return this policy with a miner's overrides applied, validated like the defaults were."""
+        # model_copy(update=...) skips validation; a per-miner typo or a negative number must fail loudly.
+        return RestartPolicy.model_validate({**self.model_dump(), **overrides})
+
+    def backoff_delay(self, restart_number: int) -> float:
+        """Seconds to wait before the ``restart_number``-th consecutive restart (1-based)."""
+        if restart_number < 1:
+            raise ValueError(f"restart_number must be 1 or more, got {restart_number}")
+        try:
+            delay = self.backoff_initial * self.backoff_factor ** (restart_number - 1)
+        except OverflowError:  # far past the cap (a miner failing for days): the cap it is
+            return self.backoff_max
+        return min(delay, self.backoff_max)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Events: what the watch loop tells the policy. ``now`` is monotonic seconds.
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """The runtime reports that the miner's process is up (after our START/RESTART, or by hand).
+
+    Not for a process found already running when the watch loop begins: that is ``Adopted``.
+    """
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Exited:
+    """The miner's process ended. ``detail`` is the miner's own last error line (stderr), if any."""
+
+    now: float
+    exit_code: int | None
+    signal: int | None = None
+    oom: bool = False
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """A stream probe finished: ``ok`` when a real answer streamed back, else ``reason`` says why not."""
+
+    now: float
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed. Lets a backoff end and a healthy period reset the backoff."""
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequested:
+    """The operator wants the miner stopped and left stopped."""
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequested:
+    """The operator wants a stopped or FATAL miner started again, with a clean slate."""
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """Sent once per miner when the watch loop begins: whether its process was already running.
+
+    A running miner is taken over as RUNNING: not restarted, and no restart is counted.
+    """
+
+    now: float
+    running: bool
+
+
+Event = Started | Exited | ProbeResult | Tick | StopRequested | StartRequested | Adopted
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decisions and records
+
+
+_LOGFMT_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _logfmt_value(value: str) -> str:
+    # logfmt: bare when safe, else double-quoted with backslash escapes, so one decision stays one line.
+    if value and not any(c in value for c in ' ="\\\n\r\t'):
+        return value
+    return '"' + value.translate(_LOGFMT_ESCAPES) + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One state change of one miner, and why. Kept in the record's history and logged as one line."""
+
+    at: float
+    miner: str
+    from_state: State
+    to_state: State
+    reason: str
+    detail: str = ""
+    next_attempt_at: float | None = None
+    actions: tuple[Action, ...] = ()
+
+    def log_line(self) -> str:
+        """Render the decision as one logfmt line, e.g.
+        ``miner=a from=RUNNING to=BACKOFF reason=forward-exception next_attempt_in=2.0s``."""
+        parts = [
+            f"miner={_logfmt_value(self.miner)}",
+            f"from={self.from_state}",
+            f"to={self.to_state}",
+            f"reason={_logfmt_value(self.reason)}",
+        ]
+        if self.actions:
+            parts.append(f"action={','.join(self.actions)}")
+        if self.next_attempt_at is not None:
+            parts.append(f"next_attempt_in={self.next_attempt_at - self.at:.1f}s")
+        if self.detail:
+            parts.append(f"detail={_logfmt_value(self.detail)}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class MinerRecord:
+    """Everything the policy remembers about one miner. ``transition`` returns a new one each time."""
+
+    name: str
+    state: State = State.STOPPED
+    reason: str = Reason.NOT_STARTED
+    detail: str = ""
+    restarts: int = 0  # total automatic restarts since the watch loop began
+    restarts_by_reason: Mapping[str, int] = field(default_factory=dict)
+    consecutive_restarts: int = 0  # drives the backoff; reset after a healthy period
+    recent_restarts: tuple[float, ...] = ()  # restart times inside the crash-loop window
+    failed_probes: int = 0  # consecutive failed probes that counted (outside the grace period)
+    backoff_until: float | None = None
+    started_at: float | None = None  # last start: the grace period runs from here
+    healthy_since: float | None = None  # start of the current uninterrupted RUNNING period
+    last_exit_code: int | None = None
+    # A RESTART was asked for and the new process has not reported Started yet: an exit seen now is
+    # the old process leaving, not a crash of the new one.
+    restart_in_flight: bool = False
+    history: tuple[Decision, ...] = ()
+    # What the event that produced this record decided (None: nothing changed state). The watch loop
+    # logs ``decision.log_line()`` when it is set.
+    decision: Decision | None = None
+
+
+def classify_exit(exit_code: int | None, signal: int | None, oom: bool) -> str:
+    """Name why a miner's process ended, following the miner's exit-code contract (DESIGN.md).
+
+    ``clean-exit`` (0), ``forward-exception`` (75), ``config-error`` (78), ``oom``, ``killed:SIGKILL``
+    (a signal, or a shell-style exit code 128+N as docker reports it), ``crash:exit-N`` otherwise.
+    """
+    # The OOM killer's SIGKILL looks like any other kill; the runtime's flag is the only way to name it.
+    if oom:
+        return Reason.OOM
+    if signal is None and exit_code is not None:
+        if exit_code < 0:  # subprocess convention: -N means killed by signal N
+            signal = -exit_code
+        elif 128 < exit_code < 128 + 65 and exit_code - 128 in _SIGNAL_NUMBERS:
+            signal = exit_code - 128
+    if signal is not None:
+        try:
+            return f"killed:{Signals(signal).name}"
+        except ValueError:
+            return f"killed:{signal}"
+    if exit_code is None:
+        return "crash:unknown"
+    if exit_code == ExitCode.OK:
+        return Reason.CLEAN_EXIT
+    if exit_code == ExitCode.FORWARD_EXCEPTION:
+        return Reason.FORWARD_EXCEPTION
+    if exit_code == ExitCode.CONFIG:
+        return Reason.CONFIG_ERROR
+    return f"crash:exit-{exit_code}"
+
+
+_SIGNAL_NUMBERS = frozenset(int(s) for s in Signals)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The transition function
+
+
+def transition(record: MinerRecord, event: Event, policy: RestartPolicy) -> tuple[MinerRecord, list[Action]]:
+    """Apply one event to one miner's record.
+
+    Returns the new record (the given one is never changed) and the actions the runtime must take,
+    in order (usually none or one). When the state changed, ``new.decision`` says how and why and is
+    also the last entry of ``new.history``.
+    """
+    now = event.now
+    state = record.state
+    rec = _quiet(record)
+
+    # A long enough healthy stretch forgives earlier failures, checked on every event so that a crash
+    # after an hour of RUNNING gets the short backoff even if no Tick came in between.
+    if state is State.RUNNING and rec.healthy_since is not None and rec.consecutive_restarts:
+        if now - rec.healthy_since >= policy.reset_after:
+            rec = replace(rec, consecutive_restarts=0)
+
+    match event:
+        case StopRequested():
+            if state is State.STOPPED:
+                return rec, []
+            # Only a live process needs stopping; from BACKOFF/FATAL it is already gone.
+            actions = [Action.STOP] if state in _PROCESS_UP else []
+            # STARTING/RUNNING/UNHEALTHY/BACKOFF/FATAL -> STOPPED
+            return _move(rec, now, State.STOPPED, Reason.STOP_REQUESTED, actions=actions, **_CLEARED), actions
+
+        case StartRequested():
+            if state not in (State.STOPPED, State.FATAL):
+                return rec, []  # already running or about to: nothing to do
+            # STOPPED/FATAL -> STARTING: the operator starts over, so earlier failures are forgiven.
+            new = _move(
+                rec,
+                now,
+                State.STARTING,
+                Reason.START_REQUESTED,
+                actions=[Action.START],
+                **_CLEARED,
+                **_FORGIVEN,
+                started_at=now,
+            )
+            return new, [Action.START]
+
+        case Adopted(running=running):
+            if state is not State.STOPPED or rec.reason != Reason.NOT_STARTED:
+                return rec, []  # adoption only makes sense for a record nobody has driven yet
+            if running:
+                # STOPPED -> RUNNING: take the live process over; no restart, no grace period.
+                new = _move(rec, now, State.RUNNING, Reason.ADOPTED, healthy_since=now, started_at=None)
+                return new, []
+            # STOPPED -> STARTING: the fleet says this miner should run, and its process is not running.
+            actions = [Action.START]
+            new = _move(rec, now, State.STARTING, Reason.ADOPTED_NOT_RUNNING, actions=actions, started_at=now)
+            return new, actions
+
+        case Started():
+            if state is State.STARTING:
+                # STARTING -> STARTING (quiet): the grace period runs from the real start.
+                return replace(rec, started_at=now, restart_in_flight=False, failed_probes=0), []
+            # Someone started the process outside the policy (by hand, or docker's own restart).
+            changes: dict[str, Any] = {"started_at": now, "failed_probes": 0, "restart_in_flight": False}
+            changes.update(backoff_until=None, healthy_since=None)
+            if state in (State.STOPPED, State.FATAL):
+                changes.update(_FORGIVEN)  # a hand start out of FATAL is the operator starting over
+            # STOPPED/FATAL/BACKOFF/RUNNING/UNHEALTHY -> STARTING
+            detail = "started outside the policy"
+            return _move(rec, now, State.STARTING, Reason.STARTED, detail=detail, **changes), []
+
+        case Exited(exit_code=code, signal=sig, oom=oom, detail=detail):
+            rec = replace(rec, last_exit_code=code)
+            if state not in _PROCESS_UP:
+                return rec, []  # STOPPED/FATAL/BACKOFF: the process was already gone or meant to go
+            if state is State.STARTING and rec.restart_in_flight:
+                return rec, []  # the old process leaving during our RESTART
+            reason = classify_exit(code, sig, oom)
+            if reason == Reason.CLEAN_EXIT:
+                # STARTING/RUNNING/UNHEALTHY -> STOPPED: the miner stopped on purpose (SIGTERM).
+                return _move(rec, now, State.STOPPED, reason, detail=detail, **_CLEARED), []
+            if reason == Reason.CONFIG_ERROR:
+                # STARTING/RUNNING/UNHEALTHY -> FATAL: restarting cannot fix a bad setting; show the
+                # miner's own message so the operator knows what to fix.
+                return _move(rec, now, State.FATAL, reason, detail=detail, **_CLEARED), []
+            # STARTING/RUNNING/UNHEALTHY -> BACKOFF (or FATAL on a crash loop)
+            return _restart(rec, now, reason, detail, policy, process_up=False)
+
+        case ProbeResult(ok=ok, reason=probe_reason):
+            if state not in _PROCESS_UP:
+                return rec, []  # a probe that raced with an exit or a stop says nothing new
+            if ok:
+                if state is State.RUNNING:
+                    return replace(rec, failed_probes=0), []
+                # STARTING/UNHEALTHY -> RUNNING
+                new = _move(rec, now, State.RUNNING, Reason.PROBE_OK, failed_probes=0, healthy_since=now)
+                return new, []
+            in_grace = rec.started_at is not None and now - rec.started_at < policy.start_grace
+            if state is State.STARTING and in_grace:
+                return rec, []  # the model may still be loading: this failure does not count
+            failed = rec.failed_probes + 1
+            detail = f"{failed}/{policy.unhealthy_after_failed_probes} probes failed: {probe_reason}"
+            if failed >= policy.unhealthy_after_failed_probes:
+                # STARTING/RUNNING/UNHEALTHY -> STARTING via RESTART (or FATAL on a crash loop)
+                return _restart(rec, now, Reason.PROBE_FAILED, detail, policy, process_up=True)
+            if state is State.UNHEALTHY:
+                return replace(rec, failed_probes=failed, detail=detail), []
+            # STARTING/RUNNING -> UNHEALTHY
+            new = _move(
+                rec,
+                now,
+                State.UNHEALTHY,
+                Reason.PROBE_FAILED,
+                detail=detail,
+                failed_probes=failed,
+                healthy_since=None,
+            )
+            return new, []
+
+        case Tick():
+            if state is State.BACKOFF and rec.backoff_until is not None and now >= rec.backoff_until:
+                # BACKOFF -> STARTING
+                new = _move(
+                    rec,
+                    now,
+                    State.STARTING,
+                    Reason.BACKOFF_ELAPSED,
+                    detail=f"restart {rec.consecutive_restarts} after {rec.reason}",
+                    actions=[Action.START],
+                    backoff_until=None,
+                    started_at=now,
+                    failed_probes=0,
+                )
+                return new, [Action.START]
+            return rec, []
+
+    raise TypeError(f"not a policy event: {event!r}")  # pragma: no cover - the match is exhaustive
+
+
+# States in which the miner's process is (or should be) alive.
+_PROCESS_UP = frozenset({State.STARTING, State.RUNNING, State.UNHEALTHY})
+
+# Fields reset whenever the miner leaves the running states for good.
+_CLEARED: dict[str, Any] = {
+    "backoff_until": None,
+    "failed_probes": 0,
+    "healthy_since": None,
+    "restart_in_flight": False,
+}
+# Fields reset when the operator starts over: the backoff and the crash-loop window.
+_FORGIVEN: dict[str, Any] = {"consecutive_restarts": 0, "recent_restarts": ()}
+
+
+def _quiet(record: MinerRecord) -> MinerRecord:
+    """The record as an event that decides nothing leaves it: no decision of its own."""
+    return record if record.decision is None else replace(record, decision=None)
+
+
+def _move(
+    record: MinerRecord,
+    now: float,
+    to: State,
+    reason: str,
+    *,
+    detail: str = "",
+    actions: list[Action] | None = None,
+    next_attempt_at: float | None = None,
+    **changes: Any,
+) -> MinerRecord:
+    """Change state, remembering the decision in the record's bounded history."""
+    decision = Decision(
+        at=now,
+        miner=record.name,
+        from_state=record.state,
+        to_state=to,
+        reason=str(reason),
+        detail=detail,
+        next_attempt_at=next_attempt_at,
+        actions=tuple(actions or ()),
+    )
+    history = (*record.history, decision)[-HISTORY_LENGTH:]
+    return replace(
+        record, state=to, reason=str(reason), detail=detail, history=history, decision=decision, **changes
+    )
+
+
+def _restart(
+    record: MinerRecord, now: float, reason: str, detail: str, policy: RestartPolicy, *, process_up: bool
+) -> tuple[MinerRecord, list[Action]]:
+    """A failure that calls for a restart: count it, then back off, restart, or give up on a crash loop.
+
+    ``process_up`` is true for a sick but live process (failed probes): it is restarted at once,
+    since it already had its grace period and N probe intervals. A dead process waits out the backoff.
+    """
+    window_start = now - policy.crash_loop_window
+    recent = tuple(t for t in record.recent_restarts if t > window_start)
+    if len(recent) + 1 > policy.crash_loop_max_restarts:
+        # -> FATAL: restarting forever hides the problem and burns the validators' patience.
+        why = (
+            f"{len(recent) + 1} restarts within {policy.crash_loop_window:g}s "
+            f"(limit {policy.crash_loop_max_restarts}); last: {reason}" + (f": {detail}" if detail else "")
+        )
+        actions = [Action.STOP] if process_up else []
+        new = _move(
+            record,
+            now,
+            State.FATAL,
+            Reason.CRASH_LOOP,
+            detail=why,
+            actions=actions,
+            **_CLEARED,
+            recent_restarts=recent,
+        )
+        return new, actions
+
+    by_reason = dict(record.restarts_by_reason)
+    by_reason[reason] = by_reason.get(reason, 0) + 1
+    consecutive = record.consecutive_restarts + 1
+    counted: dict[str, Any] = {
+        "restarts": record.restarts + 1,
+        "restarts_by_reason": by_reason,
+        "consecutive_restarts": consecutive,
+        "recent_restarts": (*recent, now),
+        "failed_probes": 0,
+        "healthy_since": None,
+    }
+    if process_up:
+        # -> STARTING: the runtime replaces the process now.
+        new = _move(
+            record,
+            now,
+            State.STARTING,
+            reason,
+            detail=detail,
+            actions=[Action.RESTART],
+            next_attempt_at=now,
+            started_at=now,
+            restart_in_flight=True,
+            **counted,
+        )
+        return new, [Action.RESTART]
+    # -> BACKOFF: a Tick after the deadline starts it again.
+    until = now + policy.backoff_delay(consecutive)
+    new = _move(
+        record,
+        now,
+        State.BACKOFF,
+        reason,
+        detail=detail,
+        next_attempt_at=until,
+        backoff_until=until,
+        restart_in_flight=False,
+        **counted,
+    )
+    return new, []
