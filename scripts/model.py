@@ -55,11 +55,22 @@ def ensure_hf() -> Path:
         return HF_DIR
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    import shutil
+
     tmp = HF_DIR.with_name(HF_DIR.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(str(MODELS), gguf_file=GGUF.name)
-    model = AutoModelForCausalLM.from_pretrained(str(MODELS), gguf_file=GGUF.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(MODELS), gguf_file=GGUF.name)
+    # A model loaded from GGUF is marked "quantized" and refuses save_pretrained; its weights are
+    # already dequantised, so copy them into a plain model of the same config and save that.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict())
     tokenizer.save_pretrained(tmp)
     model.save_pretrained(tmp)
+    shutil.rmtree(HF_DIR, ignore_errors=True)
     tmp.replace(HF_DIR)
     return HF_DIR
 

@@ -72,7 +72,11 @@ def make_synapse(
     timeout: float = 12.0,
 ) -> StreamingSynapse:
     cls = PROTOCOLS[protocol]
-    return cls(roles=roles or ["user"], messages=messages or [prompt], timeout=timeout)
+    return cls(
+        roles=["user"] if roles is None else roles,
+        messages=[prompt] if messages is None else messages,
+        timeout=timeout,
+    )
 
 
 @dataclass

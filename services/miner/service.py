@@ -16,6 +16,11 @@ from collections.abc import Callable
 from inspect import Parameter, Signature
 from typing import Any, Tuple  # noqa: UP035 - bittensor compares signatures against typing.Tuple
 
+import anyio
+from bittensor.core.stream import BTStreamingResponseModel, StreamingSynapse
+from starlette.types import Receive, Scope
+from starlette.types import Send as StarletteSend
+
 from services.miner.backends.base import Backend, GenerationRequest, ModelGate
 from services.miner.blacklist import Gatekeeper
 from services.miner.chat import ChatError, build_chat
@@ -142,7 +147,9 @@ class MinerService:
             if outcome.ending is Ending.error:
                 self._forward_exception(outcome.error)
 
-        return synapse.create_streaming_response(token_streamer)
+        return DisconnectAwareResponse(
+            BTStreamingResponseModel(token_streamer=token_streamer), synapse=synapse
+        )
 
     def _forward_exception(self, error: BaseException | None) -> None:
         self.forward_exceptions += 1
@@ -154,7 +161,7 @@ class MinerService:
 
     def _log(self, protocol: str, caller: str, outcome: StreamOutcome | None, took: float) -> None:
         if outcome is None:
-            log.info("%s from %s: cancelled before streaming (%.2fs)", protocol, caller, took)
+            log.info("%s from %s: cancelled, client gone (%.2fs)", protocol, caller, took)
             return
         ttfc = "-" if outcome.first_chunk_after is None else f"{outcome.first_chunk_after:.3f}s"
         log.info(
@@ -168,6 +175,30 @@ class MinerService:
             ttfc,
             took,
         )
+
+
+class DisconnectAwareResponse(StreamingSynapse.BTStreamingResponse):
+    """bittensor's streaming response, plus what starlette's own does: stop when the client leaves.
+
+    bittensor's ``BTStreamingResponse`` never reads ``receive``, so a validator that disconnects or
+    times out goes unnoticed and the model keeps generating for nobody (uvicorn drops writes to a
+    closed connection silently). Here the token streamer runs beside a listener for
+    ``http.disconnect``; whichever ends first cancels the other, and cancellation stops generation.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: StarletteSend) -> None:
+        async with anyio.create_task_group() as group:
+
+            async def stream_then_stop() -> None:
+                await self.stream_response(send)
+                group.cancel_scope.cancel()
+
+            async def listen_then_stop() -> None:
+                await self.listen_for_disconnect(receive)
+                group.cancel_scope.cancel()
+
+            group.start_soon(stream_then_stop)
+            group.start_soon(listen_then_stop)
 
 
 def _caller(synapse: Any) -> str | None:

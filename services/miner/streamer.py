@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import anyio
+
 log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -165,8 +167,11 @@ class TokenStreamer:
         finally:
             producer.cancel()
             # Wait for the producer so the backend has really stopped (and released the model) before
-            # the next request may take it. Its own errors were already reported through the queue.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            # the next request may take it. Shielded: under a cancelled anyio scope (the response's
+            # task group) every unshielded await would be cancelled again at once, and the next
+            # request would start on a model that is still generating. Its own errors were already
+            # reported through the queue.
+            with anyio.CancelScope(shield=True), contextlib.suppress(asyncio.CancelledError, Exception):
                 await producer
         return outcome
 
@@ -185,5 +190,5 @@ async def _produce(pieces: AsyncIterator[str], queue: asyncio.Queue[str | _End |
         # worker thread, closing an HTTP stream) runs before the model is handed to the next request.
         aclose = getattr(pieces, "aclose", None)
         if aclose is not None:
-            with contextlib.suppress(Exception):
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await aclose()

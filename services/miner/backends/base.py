@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+import anyio
+
 from services.miner.chat import ChatMessage
 from services.miner.errors import BackendError, BusyError
 
@@ -103,7 +105,10 @@ async def iterate_in_thread(produce: Callable[[threading.Event], Iterable[str]])
             yield item
     finally:
         stop.set()
-        await asyncio.shield(finished)
+        # The thread ends within one item of seeing the flag; wait for it even if we are being
+        # cancelled, so nobody else touches the model while it still runs.
+        with anyio.CancelScope(shield=True):
+            await finished
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -25,6 +25,9 @@ class LlamaCppBackend:
     def __init__(self, settings: LlamaCppSettings) -> None:
         self.settings = settings
         self._llm: Any = None
+        # The model gate already allows one generation at a time; this lock makes that a hard
+        # guarantee in the thread itself (a llama.cpp context used by two threads crashes the process).
+        self._busy = threading.Lock()
         self.has_chat_template = False
 
     def load(self) -> None:
@@ -56,6 +59,10 @@ class LlamaCppBackend:
         )
 
     def _pieces(self, request: GenerationRequest, stop: threading.Event) -> Iterator[str]:
+        with self._busy:
+            yield from self._generate(request, stop)
+
+    def _generate(self, request: GenerationRequest, stop: threading.Event) -> Iterator[str]:
         common: dict[str, Any] = {
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,

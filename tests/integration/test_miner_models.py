@@ -1,0 +1,217 @@
+"""Real models through a real axon: llama.cpp, transformers, and an OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
+from tests.helpers import HF_DIR, ROOT, Wallets, free_port, running_miner, wait_for_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.model]
+
+QUESTION = "What is the capital of France?"
+# A base model keeps going on this one, so the generation is long enough to overlap with others.
+COUNTING = "Count from 1 to 500, separated by commas: 1, 2, 3, 4,"
+
+
+async def _ask(wallets: Wallets, port: int, prompt: str = QUESTION, timeout: float = 30.0) -> object:
+    dendrite = make_dendrite(wallets.wallet("probe"))
+    try:
+        return await stream_once(
+            dendrite,
+            axon_info("127.0.0.1", port, wallets.miner_hotkey),
+            make_synapse("prompting", prompt),
+            timeout,
+        )
+    finally:
+        await dendrite.aclose_session()
+
+
+async def test_llamacpp_streams_real_tokens(tmp_path: Path, wallets: Wallets, gguf_model: str) -> None:
+    with running_miner(
+        tmp_path,
+        wallets,
+        backend="llamacpp",
+        llamacpp__model_path=gguf_model,
+        llamacpp__n_threads="2",
+        max_tokens="32",
+        streaming_batch_size="4",
+        temperature="0",
+    ) as miner:
+        result = await _ask(wallets, miner.port)
+    assert result.status_code == 200, result.status_message  # type: ignore[attr-defined]
+    assert "Paris" in result.completion  # type: ignore[attr-defined]
+    assert len(result.chunks) >= 2  # type: ignore[attr-defined]
+
+
+async def test_the_event_loop_is_never_blocked_by_generation(
+    tmp_path: Path, wallets: Wallets, gguf_model: str
+) -> None:
+    """While one long llama.cpp generation streams, a second request is answered at once."""
+    with running_miner(
+        tmp_path,
+        wallets,
+        backend="llamacpp",
+        llamacpp__model_path=gguf_model,
+        llamacpp__n_threads="2",
+        max_tokens="400",
+        max_queue="0",
+        temperature="0",
+    ) as miner:
+        long = asyncio.create_task(_ask(wallets, miner.port, COUNTING, timeout=90))
+        await asyncio.sleep(1.5)  # the first generation is streaming now
+        assert not long.done()
+        second = await _ask(wallets, miner.port, "hi", timeout=30)
+        # The axon's built-in ping route too (a plain Synapse), which validators use as a heartbeat.
+        async with aiohttp.ClientSession() as session:
+            started = time.monotonic()
+            async with session.post(f"http://127.0.0.1:{miner.port}/Synapse", json={}) as resp:
+                await resp.read()
+            ping_after = time.monotonic() - started
+        still_running = not long.done()
+        first = await long
+    assert second.status_code == 503 and "busy" in second.status_message  # type: ignore[attr-defined]
+    assert still_running, "the second answer waited for the first generation to finish"
+    assert ping_after < 5, ping_after
+    assert first.status_code == 200 and len(first.completion) > 0  # type: ignore[attr-defined]
+
+
+async def test_llamacpp_generation_stops_when_the_client_leaves(
+    tmp_path: Path, wallets: Wallets, gguf_model: str
+) -> None:
+    with running_miner(
+        tmp_path,
+        wallets,
+        backend="llamacpp",
+        llamacpp__model_path=gguf_model,
+        llamacpp__n_threads="2",
+        max_tokens="2000",
+        max_queue="0",
+        streaming_batch_size="1",
+    ) as miner:
+        dendrite = make_dendrite(wallets.wallet("probe"))
+        target = axon_info("127.0.0.1", miner.port, wallets.miner_hotkey)
+        synapse = dendrite.preprocess_synapse_for_request(
+            target, make_synapse("prompting", "Count from one to one thousand."), 60.0
+        )
+        async with aiohttp.ClientSession() as session:
+            resp = await session.post(
+                f"http://127.0.0.1:{miner.port}/StreamPromptingSynapse",
+                headers=synapse.to_headers(),
+                json=synapse.model_dump(),
+            )
+            await resp.content.readany()
+            resp.close()
+        for _ in range(40):  # the model is free again once the abandoned generation stopped
+            again = await stream_once(dendrite, target, make_synapse("prompting", QUESTION), timeout=30)
+            if again.status_code != 503:
+                break
+            await asyncio.sleep(0.25)
+        await dendrite.aclose_session()
+    assert again.status_code == 200 and again.completion
+
+
+@pytest.fixture(scope="session")
+def hf_model_dir() -> Path:
+    if not (HF_DIR / "config.json").exists():
+        subprocess.run([sys.executable, "scripts/model.py", "--hf"], cwd=ROOT, check=True)
+    return HF_DIR
+
+
+@pytest.mark.hf
+async def test_hf_streams_the_same_model_through_transformers(
+    tmp_path: Path, wallets: Wallets, hf_model_dir: Path
+) -> None:
+    with running_miner(
+        tmp_path,
+        wallets,
+        wait=240,
+        backend="hf",
+        hf__model=str(hf_model_dir),
+        hf__n_threads="2",
+        max_tokens="24",
+        temperature="0",
+        streaming_batch_size="2",
+    ) as miner:
+        result = await _ask(wallets, miner.port, timeout=60)
+    assert result.status_code == 200, result.status_message  # type: ignore[attr-defined]
+    assert "Paris" in result.completion  # type: ignore[attr-defined]
+    assert len(result.chunks) >= 2  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def llama_server(gguf_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real OpenAI-compatible server (llama_cpp.server) on 127.0.0.1 serving the Gemma model."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("llama-server") / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            gguf_model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_threads",
+            "2",
+            "--n_ctx",
+            "2048",
+            "--model_alias",
+            "gemma",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        wait_for_port(port, 120, proc)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+async def test_openai_backend_streams_through_a_real_llama_cpp_server(
+    tmp_path: Path, wallets: Wallets, llama_server: str
+) -> None:
+    with running_miner(
+        tmp_path,
+        wallets,
+        backend="openai",
+        openai__base_url=llama_server,
+        openai__model="gemma",
+        openai__use_chat="false",
+        max_tokens="32",
+        temperature="0",
+        streaming_batch_size="3",
+    ) as miner:
+        result = await _ask(wallets, miner.port)
+    assert result.status_code == 200, result.status_message  # type: ignore[attr-defined]
+    assert "Paris" in result.completion  # type: ignore[attr-defined]
+    assert len(result.chunks) >= 2  # type: ignore[attr-defined]
+
+
+async def test_openai_backend_server_down_is_a_forward_exception(tmp_path: Path, wallets: Wallets) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    with running_miner(
+        tmp_path, wallets, backend="openai", openai__base_url=dead, stop_on_forward_exception="true"
+    ) as miner:
+        result = await _ask(wallets, miner.port)
+        code = miner.wait(timeout=30)
+        log = miner.log
+    assert result.completion == ""  # type: ignore[attr-defined]
+    assert code == 75
+    assert "forward exception" in log and "APIConnectionError" in log
