@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -54,8 +55,6 @@ def ensure_hf() -> Path:
     if marker.exists():
         return HF_DIR
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    import shutil
 
     tmp = HF_DIR.with_name(HF_DIR.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

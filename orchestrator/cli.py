@@ -1,0 +1,167 @@
+"""The command line: ``python -m orchestrator COMMAND [--config config/miners.yaml]``.
+
+Each command is one function ``run(args, out, err) -> exit code``, registered in :func:`build_parser`.
+Errors are printed at this edge only, one ``error: ...`` line each on stderr. Exit codes: 0 ok,
+1 the check failed (stale docker-compose.yml, keys missing on a chain network), 2 the fleet file is
+invalid (or a usage error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from orchestrator.fleetfile import DEFAULT_FLEET_FILE, FleetInvalid, LoadedFleet, load_fleet
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+
+Runner = Callable[[argparse.Namespace, TextIO, TextIO], int]
+
+
+def _load(args: argparse.Namespace, err: TextIO, *, check_files: bool = True) -> LoadedFleet | None:
+    """Load the fleet file named by ``--config``; print every error and return None when invalid."""
+    try:
+        return load_fleet(args.config, args.project_dir, check_files=check_files)
+    except FleetInvalid as exc:
+        for message in exc.messages():
+            print(f"error: {message}", file=err)
+        count = len(exc.errors)
+        print(f"error: {exc.file}: {count} error{'s' if count != 1 else ''}, nothing done", file=err)
+        return None
+
+
+def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from orchestrator.render import compose_staleness
+
+    loaded = _load(args, err)
+    if loaded is None:
+        return EXIT_INVALID
+    miners = ", ".join(f"{m.name}:{m.axon_port} ({m.backend.value})" for m in loaded.miners)
+    print(
+        f"ok: {args.config}: network {loaded.fleet.network.value}, {len(loaded.miners)} miners: {miners}",
+        file=out,
+    )
+    stale = compose_staleness(loaded)
+    if stale is None:
+        return EXIT_OK
+    if "STALE" in stale:
+        print(f"error: {stale}", file=err)
+        return EXIT_FAILED
+    print(f"note: {stale}", file=err)
+    return EXIT_OK
+
+
+def cmd_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from orchestrator.render import RenderError, describe, render, write
+
+    loaded = _load(args, err)
+    if loaded is None:
+        return EXIT_INVALID
+    try:
+        files = render(loaded, python=args.python)
+    except RenderError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_INVALID
+    if args.check:
+        stale = [
+            path for path, text in files.items()
+            if not (loaded.project_dir / path).is_file()
+            or (loaded.project_dir / path).read_text(encoding="utf-8") != text
+        ]  # fmt: skip
+        for path in stale:
+            print(f"error: {path} is not up to date: run `python -m orchestrator render`", file=err)
+        return EXIT_FAILED if stale else EXIT_OK
+    for line in describe(loaded, write(loaded, files)):
+        print(line, file=out)
+    return EXIT_OK
+
+
+def cmd_wallets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from orchestrator.wallets import ensure_wallets
+
+    # The files that do not exist yet are what this command creates: don't require them.
+    loaded = _load(args, err, check_files=False)
+    if loaded is None:
+        return EXIT_INVALID
+    report = ensure_wallets(loaded)
+    for line in report.lines:
+        print(line, file=out)
+    if report.missing:
+        print(
+            "error: some keys are missing; run the commands above, then `python -m orchestrator validate`",
+            file=err,
+        )
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from orchestrator.fleet import json_schema
+
+    out.write(json.dumps(json_schema(), indent=2) + "\n")
+    return EXIT_OK
+
+
+def add_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    run: Runner,
+    help: str,
+    *,
+    fleet: bool = True,
+) -> argparse.ArgumentParser:
+    """Register a command; ``fleet=True`` gives it ``--config`` and ``--project-dir``."""
+    parser = sub.add_parser(name, help=help, description=help)
+    if fleet:
+        parser.add_argument(
+            "--config", type=Path, default=DEFAULT_FLEET_FILE, help="the fleet file (default: %(default)s)"
+        )
+        parser.add_argument(
+            "--project-dir",
+            type=Path,
+            default=None,
+            help="where docker-compose.yml goes and relative paths start (default: the current directory)",
+        )
+    parser.set_defaults(run=run)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator", description="Run a fleet of Bittensor streaming miners from one file."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_command(
+        sub, "validate", cmd_validate, "check the fleet file; report every error with its line and fix"
+    )
+    render = add_command(
+        sub, "render", cmd_render, "write config/generated/*.env, supervisord.conf and docker-compose.yml"
+    )
+    render.add_argument(
+        "--python",
+        default=".venv/bin/python",
+        help="python that supervisord runs the miners with (relative to the project dir; %(default)s)",
+    )
+    render.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if the rendered files are not up to date"
+    )
+    add_command(
+        sub,
+        "wallets",
+        cmd_wallets,
+        "network local: create missing hotkeys; chain networks: list what is missing",
+    )
+    add_command(sub, "schema", cmd_schema, "print the JSON schema of the fleet file", fleet=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run: Runner = args.run
+    return run(args, out or sys.stdout, err or sys.stderr)

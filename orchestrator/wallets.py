@@ -1,0 +1,83 @@
+"""Create (network ``local``) or check (chain networks) the hotkeys the fleet needs.
+
+On ``network: local`` there is no chain: any key will do, so missing hotkeys (the miners' and the
+probe's) are created unencrypted in the fleet's wallet folder, with a coldkey per wallet when it has
+none (the coldkey stays on the host; only ``coldkeypub.txt`` and hotkeys are ever mounted into miners).
+On ``test``/``finney`` keys are the operator's money and identity: nothing is created, each missing
+file is named with the ``btcli`` command that makes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.fleetfile import LoadedFleet, display
+from services.miner.settings import Network
+
+
+@dataclass(frozen=True)
+class WalletReport:
+    """What ``ensure_wallets`` did or found: lines for the operator, and whether anything is missing."""
+
+    lines: list[str]
+    missing: bool
+
+
+def needed_keys(loaded: LoadedFleet) -> list[tuple[str, str]]:
+    """Every (wallet, hotkey) the fleet uses, the probe's first, without repeats, in file order."""
+    probe = loaded.fleet.probe
+    keys = [(probe.wallet, probe.hotkey)] + [(miner.wallet, miner.hotkey) for miner in loaded.miners]
+    return list(dict.fromkeys(keys))
+
+
+def ensure_wallets(loaded: LoadedFleet) -> WalletReport:
+    """Create the missing keys (local) or list them with the commands that create them (chain)."""
+    from bittensor_wallet import Wallet
+
+    fleet = loaded.fleet
+    project_dir = loaded.project_dir
+    root = loaded.wallet_dir
+    local = fleet.network == Network.local
+    lines: list[str] = []
+    missing = False
+    wallets_done: set[str] = set()
+    for wallet_name, hotkey in needed_keys(loaded):
+        wallet = Wallet(name=wallet_name, hotkey=hotkey, path=str(root))
+        hotkey_path = root / wallet_name / "hotkeys" / hotkey
+        coldkeypub = root / wallet_name / "coldkeypub.txt"
+        shown_hotkey = display(project_dir, hotkey_path)
+        if wallet_name not in wallets_done:
+            wallets_done.add(wallet_name)
+            if not coldkeypub.is_file():
+                if local and not (root / wallet_name / "coldkey").exists():
+                    wallet.create_new_coldkey(use_password=False, overwrite=False, suppress=True)
+                    lines.append(
+                        f"created coldkey {wallet_name} (unencrypted, stays on this host): "
+                        f"{wallet.coldkeypub.ss58_address}"
+                    )
+                elif local:
+                    missing = True
+                    lines.append(
+                        f"missing {display(project_dir, coldkeypub)}, but a coldkey exists: run "
+                        f"`btcli wallet regen_coldkeypub --wallet.name {wallet_name} --wallet.path {root}`"
+                    )
+                else:
+                    missing = True
+                    lines.append(
+                        f"missing {display(project_dir, coldkeypub)}: run `btcli wallet new_coldkey "
+                        f"--wallet.name {wallet_name}` (`btcli wallet regen_coldkeypub` for an existing one)"
+                    )
+        if hotkey_path.exists():
+            lines.append(f"ok      {shown_hotkey}")
+        elif local:
+            wallet.create_new_hotkey(use_password=False, overwrite=False, suppress=True)
+            lines.append(f"created {shown_hotkey} (unencrypted): {wallet.hotkey.ss58_address}")
+        else:
+            missing = True
+            lines.append(
+                f"missing {shown_hotkey}: run `btcli wallet new_hotkey --wallet.name {wallet_name} "
+                f"--wallet.hotkey {hotkey}`, then register it on subnet {fleet.netuid} "
+                f"(`btcli subnet register --netuid {fleet.netuid} --wallet.name {wallet_name} "
+                f"--wallet.hotkey {hotkey}`)"
+            )
+    return WalletReport(lines, missing)

@@ -1,0 +1,311 @@
+"""Render: golden files for the shipped fleet, determinism, no secrets, no coldkeys, the probe allowed.
+
+The golden files in tests/golden/ are the shipped config/miners.yaml rendered with the deterministic test
+wallets of tests/fleets.py. After an intended change, regenerate them and review the diff:
+
+    UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_render.py -k golden
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator import cli
+from orchestrator.fleetfile import LoadedFleet, load_fleet
+from orchestrator.render import (
+    COMPOSE_FILE,
+    GENERATED_DIR,
+    SUPERVISOR_FILE,
+    compose_hash,
+    compose_staleness,
+    probe_ss58,
+    render,
+    write,
+)
+from services.miner.settings import load_settings, read_env_file
+from tests.fleets import GOLDEN, make_key, make_project, shipped_project
+
+SECRET = "sk-secret-0123456789abcdefXYZ"
+
+OPENAI_WITH_KEY = """
+network: local
+wallet_path: ./wallets
+probe: {wallet: probe, hotkey: default}
+defaults: {wallet: fleet}
+miners:
+  - name: remote-1
+    hotkey: remote-1
+    backend: openai
+    openai:
+      base_url: https://api.example.com/v1
+      model: some-model
+      api_key_env: OPENAI_API_KEY
+  - name: gpu-1
+    hotkey: gpu-1
+    backend: llamacpp
+    gpus: [0, 1]
+    llamacpp: {model: big, n_gpu_layers: -1}
+models:
+  big: {path: /opt/models/big.gguf}
+"""
+
+
+def _load(root: Path, **kwargs: bool) -> LoadedFleet:
+    return load_fleet(root / "config" / "miners.yaml", root, **kwargs)
+
+
+def test_golden_files_for_the_shipped_fleet(tmp_path: Path) -> None:
+    shipped_project(tmp_path)
+    files = render(_load(tmp_path))
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.mkdir(exist_ok=True)
+        for old in GOLDEN.glob("*"):
+            if old.name != "README.md":
+                old.unlink()
+        for path, text in files.items():
+            (GOLDEN / path.name).write_text(text, encoding="utf-8")
+    expected = {p.name for p in GOLDEN.iterdir() if p.name != "README.md"}
+    assert {path.name for path in files} == expected
+    for path, text in files.items():
+        assert text == (GOLDEN / path.name).read_text(encoding="utf-8"), (
+            f"{path} differs from tests/golden/{path.name}; if intended, regenerate with "
+            "UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_render.py -k golden"
+        )
+
+
+def test_rendering_twice_and_elsewhere_gives_the_same_bytes(tmp_path: Path) -> None:
+    first, second = tmp_path / "a" / "project", tmp_path / "b" / "elsewhere"
+    shipped_project(first)
+    shipped_project(second)
+    once = render(_load(first))
+    assert render(_load(first)) == once
+    assert render(_load(second)) == once  # nothing of the machine's paths leaks in
+    write(_load(first), once)
+    written = {p: (first / p).read_bytes() for p in once}
+    write(_load(first), render(_load(first)))
+    assert {p: (first / p).read_bytes() for p in once} == written
+
+
+def test_no_rendered_file_holds_a_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    make_project(tmp_path, OPENAI_WITH_KEY)
+    (tmp_path / "opt-models").mkdir()
+    fleet = (
+        (tmp_path / "config" / "miners.yaml")
+        .read_text()
+        .replace("/opt/models/big.gguf", str(tmp_path / "opt-models" / "big.gguf"))
+    )
+    (tmp_path / "config" / "miners.yaml").write_text(fleet)
+    (tmp_path / "opt-models" / "big.gguf").touch()
+    files = render(_load(tmp_path))
+    for path, text in files.items():
+        assert SECRET not in text, path
+    compose = yaml.safe_load(files[COMPOSE_FILE])
+    assert compose["services"]["remote-1"]["environment"] == {"MINER_OPENAI__API_KEY": "${OPENAI_API_KEY}"}
+    assert "MINER_OPENAI__API_KEY" not in files[GENERATED_DIR / "remote-1.env"].replace("# MINER_OPENAI", "")
+    supervisor = files[SUPERVISOR_FILE]
+    assert '/bin/sh -c \'MINER_OPENAI__API_KEY="${OPENAI_API_KEY}" exec ' in supervisor
+
+
+def test_gpu_miners_get_the_cuda_image_and_their_devices(tmp_path: Path) -> None:
+    make_project(tmp_path, OPENAI_WITH_KEY.replace("/opt/models/big.gguf", "elsewhere/big.gguf"))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "big.gguf").touch()
+    files = render(_load(tmp_path))
+    service = yaml.safe_load(files[COMPOSE_FILE])["services"]["gpu-1"]
+    assert service["image"] == "minerfleet/miner:cuda"
+    assert service["build"]["target"] == "miner-cuda"
+    devices = service["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "device_ids": ["0", "1"], "capabilities": ["gpu"]}]
+    # a model outside ./models is mounted on its own, read-only
+    assert "./elsewhere/big.gguf:/models-extra/big/big.gguf:ro" in service["volumes"]
+    env = read_env_file_text(files[GENERATED_DIR / "gpu-1.env"])
+    assert env["MINER_LLAMACPP__MODEL_PATH"] == "/models-extra/big/big.gguf"
+    assert env["MINER_LLAMACPP__N_GPU_LAYERS"] == "-1"
+    assert 'CUDA_VISIBLE_DEVICES="0,1"' in files[SUPERVISOR_FILE]
+
+
+def read_env_file_text(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_miners_mount_only_their_hotkey_and_coldkeypub_read_only(tmp_path: Path) -> None:
+    shipped_project(tmp_path)
+    loaded = _load(tmp_path)
+    compose = yaml.safe_load(render(loaded)[COMPOSE_FILE])
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            assert not source.endswith("/coldkey") and not target.endswith("/coldkey"), (name, volume)
+            assert "coldkey" not in source or source.endswith("/coldkeypub.txt"), (name, volume)
+            if source != "/var/run/docker.sock":
+                assert volume.endswith(":ro"), (name, volume)
+    for miner in loaded.miners:
+        volumes = compose["services"][miner.name]["volumes"]
+        wallet_mounts = [v for v in volumes if v.startswith("./wallets/")]
+        assert wallet_mounts == [
+            f"./wallets/{miner.wallet}/hotkeys/{miner.hotkey}:/wallets/{miner.wallet}/hotkeys/{miner.hotkey}:ro",
+            f"./wallets/{miner.wallet}/coldkeypub.txt:/wallets/{miner.wallet}/coldkeypub.txt:ro",
+        ]
+        assert compose["services"][miner.name]["restart"] == "no"
+        assert compose["services"][miner.name]["labels"]["minerfleet.miner"] == miner.name
+
+
+def test_probe_hotkey_is_allowed_by_every_miner(tmp_path: Path) -> None:
+    shipped_project(tmp_path)
+    loaded = _load(tmp_path)
+    probe = probe_ss58(loaded)
+    assert probe == make_key(tmp_path / "wallets", "probe", "default")
+    files = render(loaded)
+    for miner in loaded.miners:
+        env = read_env_file_text(files[GENERATED_DIR / f"{miner.name}.env"])
+        assert probe in yaml.safe_load(env["MINER_ALLOWED_HOTKEYS"])
+
+
+def test_env_files_are_valid_miner_settings_in_docker_and_on_the_host(tmp_path: Path) -> None:
+    shipped_project(tmp_path)
+    loaded = _load(tmp_path)
+    write(loaded, render(loaded))
+    for miner in loaded.miners:
+        env_file = tmp_path / GENERATED_DIR / f"{miner.name}.env"
+        settings = load_settings(environ={}, env_file=env_file)  # as compose passes it
+        assert settings.name == miner.name
+        assert settings.axon_port == miner.axon_port
+        assert str(settings.wallet_path) == "/wallets"
+        assert read_env_file(env_file)["MINER_NAME"] == miner.name
+
+
+def test_supervisord_conf_runs_each_miner_with_host_paths(tmp_path: Path) -> None:
+    from supervisor.options import ServerOptions
+
+    shipped_project(tmp_path)
+    loaded = _load(tmp_path)
+    write(loaded, render(loaded))
+    options = ServerOptions()
+    options.configfile = str(tmp_path / SUPERVISOR_FILE)
+    options.process_config(do_usage=False)
+    programs = {group.name: group.process_configs[0] for group in options.process_group_configs}
+    assert set(programs) == {"model-server", *(m.name for m in loaded.miners)}
+    here = tmp_path / "config" / "generated"
+    for miner in loaded.miners:
+        program = programs[miner.name]
+        assert program.command.endswith(f"-m services.miner --env-file {here}/{miner.name}.env")
+        assert program.autorestart is False
+        assert Path(program.environment["MINER_WALLET_PATH"]).resolve() == (tmp_path / "wallets").resolve()
+        settings = load_settings(environ=program.environment, env_file=here / f"{miner.name}.env")
+        assert settings.hotkey_file.resolve() == loaded.hotkey_file(miner.wallet, miner.hotkey).resolve()
+        if settings.llamacpp.model_path is not None:
+            assert settings.llamacpp.model_path.resolve() == (tmp_path / "models/gemma-3-270m-q4_k_m.gguf")
+        if miner.uses_model_server:
+            assert settings.openai.base_url == "http://127.0.0.1:8000/v1"
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose 1.29 is not installed")
+def test_docker_compose_1_29_accepts_the_rendered_file(tmp_path: Path) -> None:
+    shipped_project(tmp_path)
+    loaded = _load(tmp_path)
+    write(loaded, render(loaded))
+    result = subprocess.run(
+        [
+            "docker-compose",
+            "--project-directory",
+            str(tmp_path),
+            "-f",
+            str(tmp_path / COMPOSE_FILE),
+            "config",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_stale_compose_file_is_reported_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = shipped_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["validate"], out=out, err=err) == cli.EXIT_OK
+    assert "not rendered yet" in err.getvalue()
+    assert cli.main(["render"], out=io.StringIO(), err=io.StringIO()) == cli.EXIT_OK
+    assert compose_hash(tmp_path / COMPOSE_FILE) == _load(tmp_path).sha256
+    assert cli.main(["render", "--check"], out=io.StringIO(), err=io.StringIO()) == cli.EXIT_OK
+    err = io.StringIO()
+    assert cli.main(["validate"], out=io.StringIO(), err=err) == cli.EXIT_OK
+    assert err.getvalue() == ""
+
+    path.write_text(path.read_text().replace("max_tokens: 128", "max_tokens: 100"))
+    err = io.StringIO()
+    assert cli.main(["validate"], out=io.StringIO(), err=err) == cli.EXIT_FAILED
+    assert err.getvalue().startswith("error: docker-compose.yml is STALE: config/miners.yaml changed")
+    assert compose_staleness(_load(tmp_path)) is not None
+    assert cli.main(["render", "--check"], out=io.StringIO(), err=io.StringIO()) == cli.EXIT_FAILED
+
+
+def test_render_removes_env_files_of_removed_miners(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = shipped_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["render"], out=io.StringIO(), err=io.StringIO()) == cli.EXIT_OK
+    assert (tmp_path / GENERATED_DIR / "echo-1.env").exists()
+    text = path.read_text()
+    start = text.index("  # No model at all")
+    end = text.index("  # Talks to the shared model server")
+    path.write_text(text[:start] + text[end:])
+    assert cli.main(["render"], out=io.StringIO(), err=io.StringIO()) == cli.EXIT_OK
+    assert not (tmp_path / GENERATED_DIR / "echo-1.env").exists()
+
+
+def test_wallets_creates_missing_local_keys_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_project(
+        tmp_path,
+        """
+        network: local
+        wallet_path: ./wallets
+        defaults: {wallet: fleet, backend: echo}
+        miners:
+          - {name: one, hotkey: one}
+          - {name: two, hotkey: two}
+        """,
+        keys=False,
+    )
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    assert cli.main(["wallets"], out=out, err=io.StringIO()) == cli.EXIT_OK
+    created = [line for line in out.getvalue().splitlines() if line.startswith("created")]
+    assert len(created) == 5  # two coldkeys (probe, fleet), three hotkeys
+    for hotkey in ("probe/hotkeys/default", "fleet/hotkeys/one", "fleet/hotkeys/two", "fleet/coldkeypub.txt"):
+        assert (tmp_path / "wallets" / hotkey).is_file()
+    out = io.StringIO()
+    assert cli.main(["wallets"], out=out, err=io.StringIO()) == cli.EXIT_OK
+    assert all(line.startswith("ok") for line in out.getvalue().splitlines())
+    assert cli.main(["validate"], out=io.StringIO(), err=io.StringIO()) == cli.EXIT_OK
+
+
+def test_wallets_on_a_chain_only_explains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_project(
+        tmp_path,
+        """
+        network: finney
+        netuid: 1
+        wallet_path: ./wallets
+        defaults: {wallet: fleet, backend: echo}
+        miners:
+          - {name: one, hotkey: one}
+        """,
+        keys=False,
+    )
+    monkeypatch.chdir(tmp_path)
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["wallets"], out=out, err=err) == cli.EXIT_FAILED
+    assert not (tmp_path / "wallets").exists()
+    command = "btcli wallet new_hotkey --wallet.name fleet --wallet.hotkey one"
+    assert f"missing wallets/fleet/hotkeys/one: run `{command}`" in out.getvalue()
+    assert err.getvalue().startswith("error: some keys are missing")
