@@ -101,6 +101,31 @@ def cmd_wallets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_health(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from orchestrator.health import HealthError, print_reports, run_health
+    from orchestrator.render import compose_staleness
+
+    # Files are checked by the probe itself (it needs hotkeys, not models): a fleet whose model file
+    # moved must still be probed.
+    loaded = _load(args, err, check_files=False)
+    if loaded is None:
+        return EXIT_INVALID
+    unknown = [name for name in args.miner if name not in {m.name for m in loaded.miners}]
+    if unknown:
+        print(f"error: no miner named {', '.join(unknown)} in {args.config}", file=err)
+        return EXIT_INVALID
+    stale = compose_staleness(loaded)
+    if stale and "STALE" in stale:
+        print(f"WARNING: {stale}", file=err)
+    try:
+        reports = run_health(loaded, args.host, args.miner, args.timeout)
+    except HealthError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_FAILED
+    print_reports(reports, out, as_json=args.json, stale=stale if stale and "STALE" in stale else None)
+    return EXIT_OK if all(r.healthy for r in reports) else EXIT_FAILED
+
+
 def cmd_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from orchestrator.fleet import json_schema
 
@@ -156,6 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
         "wallets",
         cmd_wallets,
         "network local: create missing hotkeys; chain networks: list what is missing",
+    )
+    health = add_command(
+        sub, "health", cmd_health, "stream a prompt through every miner; exit 1 if any is unhealthy"
+    )
+    health.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    health.add_argument(
+        "--miner", action="append", default=[], metavar="NAME", help="check only this miner (repeatable)"
+    )
+    health.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="where the miners' axon ports are reachable (default: %(default)s)",
+    )
+    health.add_argument(
+        "--timeout", type=float, default=None, help="seconds per miner (default: probe.timeout)"
     )
     add_command(sub, "schema", cmd_schema, "print the JSON schema of the fleet file", fleet=False)
     return parser

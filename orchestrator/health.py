@@ -1,0 +1,81 @@
+"""``python -m orchestrator health``: stream a real prompt through every miner and judge the answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from orchestrator.fleetfile import LoadedFleet
+from orchestrator.probe import Prober, ProbeReport, ProbeTarget, format_table
+from orchestrator.render import read_ss58
+
+
+class HealthError(Exception):
+    """Something the probe needs is missing (its hotkey, a miner's hotkey file)."""
+
+
+def probe_wallet(loaded: LoadedFleet) -> Any:
+    """The probe's wallet with its (unencrypted) hotkey, which signs every probe request."""
+    from bittensor_wallet import Wallet
+
+    probe = loaded.fleet.probe
+    path = loaded.hotkey_file(probe.wallet, probe.hotkey)
+    if not path.is_file():
+        raise HealthError(
+            f"the probe hotkey {path} does not exist: run `python -m orchestrator wallets` (network local) "
+            f"or point probe.wallet/probe.hotkey at an existing unencrypted hotkey"
+        )
+    return Wallet(name=probe.wallet, hotkey=probe.hotkey, path=str(loaded.wallet_dir))
+
+
+def targets(loaded: LoadedFleet, host: str, names: Sequence[str] = ()) -> list[ProbeTarget]:
+    """One target per miner (each probed on its first protocol), optionally only the named ones."""
+    chosen = [loaded.miner(name) for name in names] if names else list(loaded.miners)
+    result = []
+    for miner in chosen:
+        try:
+            ss58 = read_ss58(loaded.hotkey_file(miner.wallet, miner.hotkey))
+        except Exception as exc:  # the render module says which file and why
+            raise HealthError(str(exc)) from exc
+        result.append(
+            ProbeTarget(
+                name=miner.name,
+                hotkey=ss58,
+                host=host,
+                port=miner.axon_port,
+                backend=miner.backend.value,
+                protocol=miner.protocols[0],
+            )
+        )
+    return result
+
+
+async def check(
+    loaded: LoadedFleet, host: str, names: Sequence[str] = (), timeout: float | None = None
+) -> list[ProbeReport]:
+    probe = loaded.fleet.probe
+    prober = Prober(probe_wallet(loaded), probe.prompt, timeout or probe.timeout, probe.max_concurrency)
+    try:
+        return await prober.probe_all(targets(loaded, host, names))
+    finally:
+        await prober.aclose()
+
+
+def print_reports(reports: list[ProbeReport], out: TextIO, *, as_json: bool, stale: str | None) -> None:
+    if as_json:
+        payload = {
+            "healthy": all(r.healthy for r in reports),
+            "stale_compose": stale,
+            "miners": [r.as_dict() for r in reports],
+        }
+        out.write(json.dumps(payload, indent=2) + "\n")
+    else:
+        out.write(format_table(reports) + "\n")
+
+
+def run_health(
+    loaded: LoadedFleet, host: str, names: Sequence[str], timeout: float | None
+) -> list[ProbeReport]:
+    return asyncio.run(check(loaded, host, names, timeout))

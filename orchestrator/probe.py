@@ -1,0 +1,215 @@
+"""The stream probe: what a validator would see, for every miner of the fleet, in parallel.
+
+A real ``bt.Dendrite`` signed by the fleet's probe hotkey sends each miner its synapse with a short
+prompt and reads the whole stream. Each miner gets a :class:`ProbeReport`: a verdict with its reason,
+the HTTP status, time to first chunk, chunks, an estimate of tokens/s and the completion's length.
+No internet is needed (the dendrite is built without bittensor's public-IP lookup).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from services.miner.client import StreamResult, axon_info, make_dendrite, make_synapse, stream_once
+
+# What an answer that is really an error message looks like (a miner that returns its exception text
+# as the completion, as the seed code does). A probe must not call that healthy.
+_ERROR_TEXT = re.compile(
+    r"^\s*(error\b|exception\b|traceback \(most recent call last\)|internal server error|"
+    r"\w+(error|exception):)",
+    re.IGNORECASE,
+)
+# Clients cannot see tokens; ~4 characters per token is the usual estimate for English text.
+CHARS_PER_TOKEN = 4.0
+
+
+class Verdict(StrEnum):
+    healthy = "healthy"
+    down = "down"  # nothing listens on the port
+    refused = "refused"  # the miner refused the probe's hotkey (403)
+    busy = "busy"  # the model's queue was full (503 from the miner)
+    timeout = "timeout"  # no complete answer within the probe's timeout
+    empty = "empty"  # a 200 stream with no text at all
+    error_text = "error-text"  # the only "answer" is an error message
+    broken = "broken"  # the stream was cut off
+    error = "error"  # any other failure status
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """One miner as the probe sees it."""
+
+    name: str
+    hotkey: str  # ss58: the request is signed for this hotkey
+    host: str
+    port: int
+    backend: str
+    protocol: str
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    name: str
+    hotkey: str
+    port: int
+    backend: str
+    protocol: str
+    verdict: Verdict
+    reason: str
+    status_code: int | None
+    first_chunk_after: float | None
+    chunks: int
+    tokens_per_s: float | None
+    completion_chars: int
+    elapsed: float
+    completion: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        return self.verdict is Verdict.healthy
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["verdict"] = self.verdict.value
+        data["healthy"] = self.healthy
+        return data
+
+
+def judge(result: StreamResult, timeout: float) -> tuple[Verdict, str]:
+    """Turn what came back into a verdict and a one-line reason."""
+    code, message = result.status_code, result.status_message.strip()
+    if code == 200:
+        if not result.completion.strip():
+            return Verdict.empty, "the stream carried no text"
+        if _ERROR_TEXT.match(result.completion):
+            return Verdict.error_text, f"the answer is an error message: {result.completion.strip()[:80]!r}"
+        return Verdict.healthy, ""
+    if code == 403:
+        return Verdict.refused, message or "forbidden"
+    if code == 503 and "busy" in message.lower():
+        return Verdict.busy, message
+    if code == 503 and ("unavailable" in message.lower() or "connection" in message.lower()):
+        return Verdict.down, message or "connection refused"
+    if code in (408, 504) or "timeout" in message.lower():
+        return Verdict.timeout, f"no complete answer within {timeout:g}s"
+    if code == 400 and "payload" in message.lower():
+        return Verdict.broken, message
+    if code is None:
+        return Verdict.error, message or "no answer"
+    return Verdict.error, f"HTTP {code}: {message}" if message else f"HTTP {code}"
+
+
+def report(target: ProbeTarget, result: StreamResult, timeout: float) -> ProbeReport:
+    verdict, reason = judge(result, timeout)
+    streaming_time = (result.elapsed - result.first_chunk_after) if result.first_chunk_after else None
+    tokens = len(result.completion) / CHARS_PER_TOKEN
+    rate = tokens / streaming_time if streaming_time and streaming_time > 0 and tokens else None
+    return ProbeReport(
+        name=target.name,
+        hotkey=target.hotkey,
+        port=target.port,
+        backend=target.backend,
+        protocol=target.protocol,
+        verdict=verdict,
+        reason=reason,
+        status_code=result.status_code,
+        first_chunk_after=result.first_chunk_after,
+        chunks=len(result.chunks),
+        tokens_per_s=rate,
+        completion_chars=len(result.completion),
+        elapsed=result.elapsed,
+        completion=result.completion,
+    )
+
+
+class Prober:
+    """Probes miners with one dendrite; reuse it for many rounds (the watch loop does)."""
+
+    def __init__(self, wallet: Any, prompt: str, timeout: float, max_concurrency: int) -> None:
+        self.wallet = wallet
+        self.prompt = prompt
+        self.timeout = timeout
+        self.max_concurrency = max_concurrency
+        self._dendrite: Any = None
+
+    async def probe(self, target: ProbeTarget) -> ProbeReport:
+        if self._dendrite is None:
+            self._dendrite = make_dendrite(self.wallet)
+        synapse = make_synapse(target.protocol, self.prompt, timeout=self.timeout)
+        started = time.monotonic()
+        try:
+            # The dendrite enforces the timeout itself; this outer bound only guards against a hang
+            # in the client (it should never fire).
+            result = await asyncio.wait_for(
+                stream_once(self._dendrite, axon_info(target.host, target.port, target.hotkey), synapse,
+                            self.timeout),
+                timeout=self.timeout + 10,
+            )  # fmt: skip
+        except TimeoutError:
+            result = StreamResult(
+                status_code=408, status_message="probe timeout", elapsed=time.monotonic() - started
+            )
+        return report(target, result, self.timeout)
+
+    async def probe_all(self, targets: Iterable[ProbeTarget]) -> list[ProbeReport]:
+        """Every target in parallel, at most ``max_concurrency`` at a time; results in target order."""
+        limit = asyncio.Semaphore(self.max_concurrency)
+
+        async def bounded(target: ProbeTarget) -> ProbeReport:
+            async with limit:
+                return await self.probe(target)
+
+        return list(await asyncio.gather(*(bounded(t) for t in targets)))
+
+    async def aclose(self) -> None:
+        if self._dendrite is not None:
+            await self._dendrite.aclose_session()
+            self._dendrite = None
+
+
+def format_table(reports: Sequence[ProbeReport]) -> str:
+    """The human table ``health`` prints: one row per miner."""
+    header = (
+        "MINER",
+        "HOTKEY",
+        "PORT",
+        "BACKEND",
+        "VERDICT",
+        "HTTP",
+        "TTFC",
+        "CHUNKS",
+        "TOK/S~",
+        "CHARS",
+        "ERROR",
+    )
+    rows = [header]
+    for r in reports:
+        rows.append(
+            (
+                r.name,
+                f"{r.hotkey[:6]}…{r.hotkey[-4:]}" if len(r.hotkey) > 12 else r.hotkey,
+                str(r.port),
+                r.backend,
+                r.verdict.value,
+                "-" if r.status_code is None else str(r.status_code),
+                "-" if r.first_chunk_after is None else f"{r.first_chunk_after:.2f}s",
+                str(r.chunks),
+                "-" if r.tokens_per_s is None else f"{r.tokens_per_s:.1f}",
+                str(r.completion_chars),
+                r.reason,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    healthy = sum(r.healthy for r in reports)
+    lines.append(f"{healthy}/{len(reports)} healthy")
+    return "\n".join(lines)
