@@ -25,6 +25,8 @@ _ERROR_TEXT = re.compile(
     r"\w+(error|exception):)",
     re.IGNORECASE,
 )
+# A stream still running at this fraction of the probe's timeout was cut off by the miner's deadline.
+DEADLINE_FRACTION = 0.9
 # Clients cannot see tokens; ~4 characters per token is the usual estimate for English text.
 CHARS_PER_TOKEN = 4.0
 
@@ -85,6 +87,13 @@ def judge(result: StreamResult, timeout: float) -> tuple[Verdict, str]:
     """Turn what came back into a verdict and a one-line reason."""
     code, message = result.status_code, result.status_message.strip()
     if code == 200:
+        # Our miners flush and end the stream just before the deadline: an answer that took (nearly)
+        # all the time allowed was cut off, however healthy the status looks.
+        if result.elapsed >= timeout * DEADLINE_FRACTION:
+            return Verdict.timeout, (
+                f"no complete answer within {timeout:g}s (stream cut at the deadline after "
+                f"{len(result.completion)} chars)"
+            )
         if not result.completion.strip():
             return Verdict.empty, "the stream carried no text"
         if _ERROR_TEXT.match(result.completion):

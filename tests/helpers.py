@@ -146,3 +146,27 @@ def running_miner(
 
 def run(coro: object) -> object:
     return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+@contextmanager
+def supervisord(conf: Path, port: int, timeout: float = 60.0) -> Iterator[object]:
+    """A real supervisord on ``conf`` (its XML-RPC on 127.0.0.1:``port``); shut down afterwards."""
+    import xmlrpc.client
+
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([str(bin_dir / "supervisord"), "-c", str(conf)], check=True)
+    server = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/RPC2")
+    try:
+        wait_for_port(port, timeout)
+        yield server
+    finally:
+        try:
+            server.supervisor.shutdown()
+        except (OSError, xmlrpc.client.Fault):
+            pass
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) != 0:
+                    break
+            time.sleep(0.1)

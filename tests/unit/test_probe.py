@@ -1,0 +1,57 @@
+"""The probe's judgement of a stream, and the health table."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.probe import ProbeTarget, Verdict, format_table, judge, report
+from services.miner.client import StreamResult
+
+
+def _result(code: int | None, message: str = "", completion: str = "", elapsed: float = 1.0) -> StreamResult:
+    chunks = [completion] if completion else []
+    first = 0.1 if completion else None
+    return StreamResult(code, message, chunks, completion, first_chunk_after=first, elapsed=elapsed)
+
+
+@pytest.mark.parametrize(
+    ("result", "verdict", "reason_part"),
+    [
+        (_result(200, "Success", "Paris is the capital."), Verdict.healthy, ""),
+        (_result(200, "Success", ""), Verdict.empty, "no text"),
+        (_result(200, "Success", "   \n"), Verdict.empty, "no text"),
+        (_result(200, "Success", "Error: CUDA out of memory"), Verdict.error_text, "error message"),
+        (_result(200, "Success", "Traceback (most recent call last):\n  File"), Verdict.error_text, "error"),
+        (_result(200, "Success", "RuntimeError: boom"), Verdict.error_text, "RuntimeError"),
+        (_result(200, "Success", "Errors are how we learn."), Verdict.healthy, ""),
+        (_result(200, "Success", "partial", elapsed=9.5), Verdict.timeout, "cut at the deadline"),
+        (_result(403, "Forbidden. Key is blacklisted: nope"), Verdict.refused, "blacklisted"),
+        (_result(503, "busy: 0 request(s) already wait"), Verdict.busy, "busy"),
+        (_result(503, "Service unavailable at 127.0.0.1:1/X"), Verdict.down, "unavailable"),
+        (_result(408, "Request timeout after 10 seconds"), Verdict.timeout, "within 10s"),
+        (_result(400, "Payload error: Response payload is not completed"), Verdict.broken, "payload"),
+        (_result(500, "Internal Server Error"), Verdict.error, "HTTP 500"),
+        (_result(None, ""), Verdict.error, "no answer"),
+    ],
+)
+def test_judge(result: StreamResult, verdict: Verdict, reason_part: str) -> None:
+    got, reason = judge(result, timeout=10)
+    assert got is verdict
+    assert reason_part in reason
+
+
+def test_report_estimates_tokens_per_second_and_the_table_shows_every_miner() -> None:
+    target = ProbeTarget(
+        "m-1", "5FcXSsAejw7Beau9RmpmX6jFxkEstd8jarGeXyvB1QaWrQMV", "127.0.0.1", 8091, "echo", "prompting"
+    )
+    result = StreamResult(200, "Success", ["a" * 40, "b" * 40], "a" * 40 + "b" * 40, 0.5, 2.5)
+    rep = report(target, result, timeout=10)
+    assert rep.healthy and rep.chunks == 2 and rep.completion_chars == 80
+    assert rep.tokens_per_s == pytest.approx(80 / 4 / 2.0)
+    down = report(target, _result(503, "Service unavailable at x"), timeout=10)
+    table = format_table([rep, down])
+    lines = table.splitlines()
+    assert lines[0].split()[:5] == ["MINER", "HOTKEY", "PORT", "BACKEND", "VERDICT"]
+    assert "healthy" in lines[1] and "5FcXSs…rQMV" in lines[1] and "10.0" in lines[1]
+    assert "down" in lines[2] and "Service unavailable" in lines[2]
+    assert lines[-1] == "1/2 healthy"
