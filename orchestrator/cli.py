@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -126,6 +127,40 @@ def cmd_health(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK if all(r.healthy for r in reports) else EXIT_FAILED
 
 
+def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from orchestrator.health import HealthError
+    from orchestrator.supervise import WatchError, run_watch
+
+    loaded = _load(args, err, check_files=False)
+    if loaded is None:
+        return EXIT_INVALID
+    try:
+        return run_watch(
+            loaded, runtime=args.runtime, status_host=args.status_host, probe_host=args.probe_host
+        )
+    except (WatchError, HealthError) as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_FAILED
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from orchestrator.supervise import WatchError, fetch_status, format_status
+
+    loaded = _load(args, err, check_files=False)
+    if loaded is None:
+        return EXIT_INVALID
+    try:
+        snapshot = fetch_status(args.url or f"http://127.0.0.1:{loaded.fleet.status_api.port}")
+    except WatchError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_FAILED
+    if args.json:
+        out.write(json.dumps(snapshot, indent=2) + "\n")
+    else:
+        out.write(format_status(snapshot) + "\n")
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from orchestrator.fleet import json_schema
 
@@ -196,6 +231,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     health.add_argument(
         "--timeout", type=float, default=None, help="seconds per miner (default: probe.timeout)"
+    )
+    watch = add_command(
+        sub,
+        "watch",
+        cmd_watch,
+        "supervise the fleet: restart on exit codes and failed probes; serve the status API",
+    )
+    watch.add_argument(
+        "--runtime",
+        choices=["docker", "supervisor"],
+        default=os.environ.get("MINERFLEET_RUNTIME", "supervisor"),
+        help="where the miners run (default: $MINERFLEET_RUNTIME or %(default)s)",
+    )
+    watch.add_argument(
+        "--status-host",
+        default=os.environ.get("MINERFLEET_STATUS_HOST", "127.0.0.1"),
+        help="address the status API binds to (default: $MINERFLEET_STATUS_HOST or %(default)s)",
+    )
+    watch.add_argument(
+        "--probe-host",
+        default=None,
+        help="where miners are reached (default: 127.0.0.1; for docker, each compose service's name)",
+    )
+    status = add_command(sub, "status", cmd_status, "print the watch loop's view of every miner")
+    status.add_argument("--json", action="store_true", help="print the /status JSON")
+    status.add_argument(
+        "--url", default=None, help="the status API (default: http://127.0.0.1:<status_api.port>)"
     )
     add_command(sub, "schema", cmd_schema, "print the JSON schema of the fleet file", fleet=False)
     return parser

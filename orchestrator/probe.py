@@ -25,8 +25,9 @@ _ERROR_TEXT = re.compile(
     r"\w+(error|exception):)",
     re.IGNORECASE,
 )
-# A stream still running at this fraction of the probe's timeout was cut off by the miner's deadline.
-DEADLINE_FRACTION = 0.9
+# A stream still running at this fraction of the probe's timeout was cut off by the miner's deadline
+# (a miner stops deadline_margin, at most 20% of the timeout, before it).
+DEADLINE_FRACTION = 0.8
 # Clients cannot see tokens; ~4 characters per token is the usual estimate for English text.
 CHARS_PER_TOKEN = 4.0
 

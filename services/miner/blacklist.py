@@ -43,11 +43,20 @@ class SubtensorChain:
 
     def neurons(self) -> dict[str, Neuron]:
         result: dict[str, Neuron] = {}
-        for n in self.subtensor.neurons_lite(netuid=self.netuid):
+        for n in self._fetch():
             result[n.hotkey] = Neuron(
                 uid=int(n.uid), stake=float(n.stake), validator_permit=bool(n.validator_permit)
             )
         return result
+
+    def _fetch(self) -> list[Any]:
+        # neurons_lite: hotkey, uid, stake and permit, without every neuron's weights and bonds.
+        try:
+            return list(self.subtensor.neurons_lite(netuid=self.netuid))
+        except AttributeError:
+            # bittensor 10.5's MockSubtensor.neurons_lite reads NeuronInfo fields that no longer exist
+            # (rank, trust, pruning_score); neurons() carries the same four fields and works there.
+            return list(self.subtensor.neurons(netuid=self.netuid))
 
 
 class Gatekeeper:

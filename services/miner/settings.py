@@ -49,7 +49,7 @@ class EchoSettings(_Group):
 
     delay_per_token: float = Field(0.0, ge=0, description="Seconds to wait before each piece (demo/tests).")
     fail_after_tokens: int | None = Field(
-        None, ge=0, description="Raise a backend error after this many pieces (fault injection)."
+        None, ge=0, description="Raise a backend error on reaching this many pieces (fault injection)."
     )
     hang_after_tokens: int | None = Field(
         None,
@@ -274,7 +274,9 @@ def _first_error(exc: ValidationError) -> str:
             var += NESTED_DELIMITER + loc[1].upper()
         value = err.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        if isinstance(value, SecretStr) or "api_key" in var.lower():
+        # An unknown name's value helps nobody, and a mistyped key name (MINER_OPENAI__APIKEY) must
+        # not print the secret it carries.
+        if isinstance(value, SecretStr) or "api_key" in var.lower() or err["type"] == "extra_forbidden":
             shown = ""
         lines.append(f"{var}: {err['msg']}{shown}")
     return "; ".join(lines)

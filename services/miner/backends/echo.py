@@ -45,9 +45,9 @@ class EchoBackend:
             if self.settings.delay_per_token:
                 await asyncio.sleep(self.settings.delay_per_token)
             yield piece
-        if fail_after is not None and len(pieces) <= fail_after:
-            # A prompt shorter than the fault point still faults: the test asked for a failing backend.
-            raise BackendError(f"injected fault after {len(pieces)} pieces (echo.fail_after_tokens)")
+        if fail_after is not None and len(pieces) == fail_after:
+            # The fault point is right at the end: the answer is complete, then the backend fails.
+            raise BackendError(f"injected fault after {fail_after} pieces (echo.fail_after_tokens)")
 
     async def aclose(self) -> None:
         return None

@@ -1,0 +1,1 @@
+"""Runtimes: where miner processes live. The same policy drives each through one small interface."""

@@ -1,0 +1,183 @@
+"""``watch`` and ``status``: build the watch loop from the fleet file, run it with its status API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+from orchestrator.fleetfile import LoadedFleet
+from orchestrator.health import probe_wallet, targets
+from orchestrator.probe import Prober
+from orchestrator.runtimes.base import Runtime
+from orchestrator.watch import Watcher
+
+log = logging.getLogger("orchestrator")
+
+
+class WatchError(Exception):
+    """The watch cannot start (no runtime answers, the status port is taken) or cannot be reached."""
+
+
+def in_container_view(loaded: LoadedFleet) -> LoadedFleet:
+    """Inside the orchestrator container the wallets are mounted elsewhere ($MINERFLEET_WALLET_PATH)."""
+    wallet_path = os.environ.get("MINERFLEET_WALLET_PATH")
+    if not wallet_path:
+        return loaded
+    return replace(loaded, fleet=loaded.fleet.model_copy(update={"wallet_path": wallet_path}))
+
+
+def make_runtime(loaded: LoadedFleet, kind: str) -> Runtime:
+    if kind == "docker":
+        from orchestrator.runtimes.docker_sdk import DockerRuntime
+
+        return DockerRuntime(loaded.fleet.project)
+    from orchestrator.runtimes.supervisord import SupervisorRuntime
+
+    return SupervisorRuntime(f"http://127.0.0.1:{loaded.fleet.supervisor.port}/RPC2")
+
+
+def make_watcher(loaded: LoadedFleet, runtime: Runtime, probe_host: str | None) -> tuple[Watcher, Prober]:
+    probe = loaded.fleet.probe
+    prober = Prober(probe_wallet(loaded), probe.prompt, probe.timeout, probe.max_concurrency)
+    watched = []
+    for target in targets(loaded, probe_host or "127.0.0.1"):
+        if runtime.name == "docker" and probe_host is None:
+            # Inside the compose network every miner is reachable by its service name.
+            target = replace(target, host=target.name)
+        watched.append((target, loaded.miner(target.name).restart))
+    return Watcher(watched, runtime, prober, probe.interval), prober
+
+
+def configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    # bittensor (imported for the probe's dendrite) silences loggers that exist at its import.
+    for name in ("orchestrator", "orchestrator.watch"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    for noisy in ("bittensor", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise WatchError(
+                f"the status API cannot bind {host}:{port} ({exc.strerror}): is another watch running? "
+                "(change status_api.port in the fleet file otherwise)"
+            ) from exc
+
+
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn without its own signal handling: SIGTERM stops the whole watch, API included."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return Server
+
+
+async def serve_watch(
+    loaded: LoadedFleet, runtime_kind: str, status_host: str, probe_host: str | None
+) -> int:
+    from orchestrator.runtimes.base import RuntimeFailure
+    from orchestrator.status import make_app
+
+    runtime = make_runtime(loaded, runtime_kind)
+    watcher, prober = make_watcher(loaded, runtime, probe_host)
+    try:
+        await runtime.inspect([])
+    except RuntimeFailure as exc:
+        raise WatchError(f"the {runtime.name} runtime does not answer: {exc}") from exc
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    port = loaded.fleet.status_api.port
+    _check_port_free(status_host, port)
+    import uvicorn
+
+    config = uvicorn.Config(make_app(watcher.snapshot), host=status_host, port=port, log_level="warning")
+    server = _server_class()(config)
+    api = asyncio.create_task(server.serve(), name="status-api")
+    log.info(
+        "watching %d miners with the %s runtime; status API on http://%s:%d",
+        len(watcher.miners), runtime.name, status_host, port,
+    )  # fmt: skip
+    try:
+        watch = asyncio.create_task(watcher.run(stop), name="watch")
+        done, _ = await asyncio.wait({watch, api}, return_when=asyncio.FIRST_COMPLETED)
+        if api in done and not stop.is_set():
+            stop.set()
+            await watch
+            raise WatchError(f"the status API could not serve on {status_host}:{port} (port in use?)")
+        await watch
+    finally:
+        server.should_exit = True
+        await asyncio.gather(api, return_exceptions=True)
+        await prober.aclose()
+        await runtime.aclose()
+    log.info("watch stopped; miners left as they are")
+    return 0
+
+
+def run_watch(loaded: LoadedFleet, runtime: str, status_host: str, probe_host: str | None) -> int:
+    configure_logging()
+    return asyncio.run(serve_watch(in_container_view(loaded), runtime, status_host, probe_host))
+
+
+def fetch_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=timeout) as response:
+            data: dict[str, Any] = json.load(response)
+            return data
+    except (urllib.error.URLError, OSError) as exc:
+        raise WatchError(
+            f"no watch loop answers at {url} ({exc}): "
+            "start it with `make up` or `python -m orchestrator watch`"
+        ) from exc
+
+
+def format_status(snapshot: dict[str, Any]) -> str:
+    header = ("MINER", "BACKEND", "PORT", "STATE", "RESTARTS", "LAST PROBE", "TTFC", "REASON")
+    rows = [header]
+    for m in snapshot["miners"]:
+        probe = m.get("last_probe") or {}
+        ttft = probe.get("first_chunk_after")
+        rows.append(
+            (
+                m["name"],
+                m["backend"],
+                str(m["port"]),
+                m["state"],
+                str(m["restarts"]),
+                probe.get("verdict", "-"),
+                "-" if ttft is None else f"{ttft:.2f}s",
+                (m["reason"] + (f": {m['detail']}" if m["detail"] else "")),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    lines = ["  ".join([*(c.ljust(widths[i]) for i, c in enumerate(r[:-1])), r[-1]]).rstrip() for r in rows]
+    running = sum(m["state"] == "RUNNING" for m in snapshot["miners"])
+    lines.append(f"{running}/{len(snapshot['miners'])} running (runtime: {snapshot['runtime']})")
+    return "\n".join(lines)

@@ -1,0 +1,255 @@
+"""ModelGate / Reservation (one generation at a time, a bounded queue) and iterate_in_thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from services.miner.backends.base import ModelGate, Reservation, iterate_in_thread
+from services.miner.errors import BackendError, BusyError
+
+FAR = 3600.0
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- ModelGate ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_queue", [0, 1, 3])
+def test_capacity_is_one_running_plus_max_queue(max_queue: int) -> None:
+    clock = FakeClock()
+    gate = ModelGate(max_queue=max_queue, clock=clock)
+    assert gate.capacity == 1 + max_queue
+    for _ in range(1 + max_queue):
+        gate.reserve(clock.now + FAR)
+    assert gate.load == 1 + max_queue
+    with pytest.raises(BusyError, match="busy"):
+        gate.reserve(clock.now + FAR)
+    assert gate.load == 1 + max_queue  # a refused request takes no place
+
+
+async def test_a_place_is_freed_after_hold() -> None:
+    gate = ModelGate(max_queue=0)
+    reservation = gate.reserve(time.monotonic() + FAR)
+    with pytest.raises(BusyError):
+        gate.reserve(time.monotonic() + FAR)
+    async with reservation.hold(timeout=1.0):
+        assert gate.load == 1
+        with pytest.raises(BusyError):
+            gate.reserve(time.monotonic() + FAR)
+    assert gate.load == 0
+    gate.reserve(time.monotonic() + FAR)  # no BusyError
+
+
+async def test_a_place_is_freed_when_the_holder_fails() -> None:
+    gate = ModelGate(max_queue=0)
+    reservation = gate.reserve(time.monotonic() + FAR)
+    with pytest.raises(RuntimeError, match="backend blew up"):
+        async with reservation.hold(timeout=1.0):
+            raise RuntimeError("backend blew up")
+    assert gate.load == 0
+    assert not gate._lock.locked()
+
+
+def test_a_reservation_never_entered_expires_at_its_deadline() -> None:
+    clock = FakeClock(100.0)
+    gate = ModelGate(max_queue=0, clock=clock)
+    gate.reserve(deadline=110.0)  # the response is never sent, so hold() never runs
+
+    clock.now = 109.9
+    with pytest.raises(BusyError):
+        gate.reserve(deadline=200.0)
+    clock.now = 110.0
+    assert gate.load == 0
+    gate.reserve(deadline=200.0)
+    assert gate.load == 1
+
+
+async def test_an_entered_reservation_does_not_expire_while_it_runs() -> None:
+    clock = FakeClock(100.0)
+    gate = ModelGate(max_queue=0, clock=clock)
+    reservation = gate.reserve(deadline=110.0)
+    async with reservation.hold(timeout=1.0):
+        clock.now = 500.0  # long past its deadline: a long generation still holds the model
+        assert gate.load == 1
+        with pytest.raises(BusyError):
+            gate.reserve(deadline=600.0)
+    assert gate.load == 0
+
+
+async def test_hold_timeout_raises_and_frees_the_place() -> None:
+    gate = ModelGate(max_queue=1)
+    first = gate.reserve(time.monotonic() + FAR)
+    second = gate.reserve(time.monotonic() + FAR)
+    release_first = asyncio.Event()
+    first_in = asyncio.Event()
+
+    async def hold_first() -> None:
+        async with first.hold(timeout=1.0):
+            first_in.set()
+            await release_first.wait()
+
+    task = asyncio.create_task(hold_first())
+    await asyncio.wait_for(first_in.wait(), 5)
+
+    with pytest.raises(TimeoutError):
+        async with second.hold(timeout=0.05):
+            pytest.fail("the second request must not get the model while the first holds it")
+    assert gate.load == 1  # only the first still holds a place
+    third = gate.reserve(time.monotonic() + FAR)  # the timed-out one's place is free again
+
+    release_first.set()
+    await task
+    async with third.hold(timeout=1.0):
+        pass
+    assert gate.load == 0
+
+
+async def test_one_holder_at_a_time_the_second_waits() -> None:
+    gate = ModelGate(max_queue=1)
+    first = gate.reserve(time.monotonic() + FAR)
+    second = gate.reserve(time.monotonic() + FAR)
+    order: list[str] = []
+    release_first = asyncio.Event()
+
+    async def run(name: str, reservation: Reservation, release: asyncio.Event | None) -> None:
+        async with reservation.hold(timeout=5.0):
+            order.append(f"{name} in")
+            if release is not None:
+                await release.wait()
+            order.append(f"{name} out")
+
+    task_first = asyncio.create_task(run("first", first, release_first))
+    await asyncio.sleep(0.01)
+    task_second = asyncio.create_task(run("second", second, None))
+    await asyncio.sleep(0.05)
+    assert order == ["first in"], "the second request ran while the first held the model"
+
+    release_first.set()
+    await asyncio.gather(task_first, task_second)
+    assert order == ["first in", "first out", "second in", "second out"]
+
+
+# --- iterate_in_thread -------------------------------------------------------------------------------
+
+
+async def test_iterate_in_thread_yields_every_item() -> None:
+    threads: list[str] = []
+
+    def produce(stop: threading.Event) -> Iterator[str]:
+        threads.append(threading.current_thread().name)
+        yield from ["a", "b", "c"]
+
+    items = [item async for item in iterate_in_thread(produce)]
+    assert items == ["a", "b", "c"]
+    assert threads and threads[0] != threading.current_thread().name  # not on the event loop's thread
+
+
+async def test_closing_early_sets_stop_and_waits_for_the_thread() -> None:
+    seen: dict[str, object] = {}
+    cleanup_done = threading.Event()
+
+    def produce(stop: threading.Event) -> Iterator[str]:
+        seen["stop"] = stop
+        try:
+            i = 0
+            while not stop.is_set():
+                yield f"t{i}"
+                i += 1
+                time.sleep(0.005)
+        finally:
+            time.sleep(0.1)  # slow cleanup (freeing a model): the consumer must wait for it
+            cleanup_done.set()
+
+    pieces = iterate_in_thread(produce)
+    assert await pieces.__anext__() == "t0"
+    await pieces.aclose()
+
+    stop = seen["stop"]
+    assert isinstance(stop, threading.Event) and stop.is_set()
+    assert cleanup_done.is_set(), "aclose() returned before the generation thread finished"
+
+
+async def test_cancelling_the_consumer_still_waits_for_the_thread() -> None:
+    cleanup_done = threading.Event()
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def produce(stop: threading.Event) -> Iterator[str]:
+        try:
+            while not stop.is_set():
+                loop.call_soon_threadsafe(started.set)
+                time.sleep(0.005)  # a slow model: nothing yielded yet
+            yield "never consumed"
+        finally:
+            time.sleep(0.05)
+            cleanup_done.set()
+
+    async def consume() -> list[str]:
+        return [item async for item in iterate_in_thread(produce)]
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleanup_done.is_set()
+
+
+async def test_an_exception_in_the_thread_surfaces_as_backend_error() -> None:
+    def produce(stop: threading.Event) -> Iterator[str]:
+        yield "a"
+        yield "b"
+        raise ValueError("CUDA out of memory")
+
+    items: list[str] = []
+    with pytest.raises(BackendError, match="ValueError: CUDA out of memory") as info:
+        async for item in iterate_in_thread(produce):
+            items.append(item)
+    assert items == ["a", "b"]
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+async def test_a_backend_error_in_the_thread_is_raised_as_is() -> None:
+    error = BackendError("model file truncated")
+
+    def produce(stop: threading.Event) -> Iterator[str]:
+        raise error
+        yield ""  # pragma: no cover - makes this a generator
+
+    with pytest.raises(BackendError) as info:
+        async for _ in iterate_in_thread(produce):
+            pass
+    assert info.value is error
+
+
+async def test_the_event_loop_is_not_blocked_while_the_thread_works() -> None:
+    loop_ran = threading.Event()
+
+    def produce(stop: threading.Event) -> Iterator[str]:
+        # Blocks this thread until a coroutine on the event loop has run. If the producer ran on the
+        # loop (or blocked it), that coroutine could never run and this would time out.
+        if not loop_ran.wait(timeout=5):
+            raise AssertionError("the event loop was blocked while the generation thread worked")
+        yield "done"
+
+    async def other_request() -> None:
+        await asyncio.sleep(0.01)
+        loop_ran.set()
+
+    async def collect() -> list[str]:
+        return [item async for item in iterate_in_thread(produce)]
+
+    items, _ = await asyncio.gather(collect(), other_request())
+    assert items == ["done"]

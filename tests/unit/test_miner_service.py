@@ -1,0 +1,326 @@
+"""MinerService with the echo backend: handler signatures (checked by a real bt.Axon), refusals, and
+the forward-exception / exit-code decision, driving the response's token streamer with a fake send."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator
+from typing import Any, Tuple  # noqa: UP035 - the axon compares against typing.Tuple
+
+import bittensor as bt
+import pytest
+from bittensor.core.synapse import TerminalInfo
+
+from services.miner.backends.base import GenerationRequest
+from services.miner.backends.echo import EchoBackend
+from services.miner.blacklist import ALLOWED_PRIORITY, Gatekeeper
+from services.miner.errors import BackendError, ExitCode
+from services.miner.protocols import PROTOCOLS, StreamPromptingSynapse
+from services.miner.service import DisconnectAwareResponse, ExitRequest, MinerService
+from services.miner.settings import EchoSettings, MinerSettings
+from tests.helpers import Wallets, free_port
+
+PROBE = "5ProbeHotkeyForTheFleet"
+STRANGER = "5SomeoneElse"
+PROMPT = "Grüße aus 東京 🎉 and some more words"
+
+
+class Recorder:
+    def __init__(self, fail_with: BaseException | None = None) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.fail_with = fail_with
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.messages.append(message)
+
+    @property
+    def text(self) -> str:
+        return b"".join(m["body"] for m in self.messages).decode("utf-8")
+
+
+def make_service(
+    *, echo: EchoSettings | None = None, backend: Any = None, **settings: Any
+) -> tuple[MinerService, ExitRequest]:
+    values: dict[str, Any] = {
+        "protocols": list(PROTOCOLS),
+        "streaming_batch_size": 2,
+        "max_chunk_delay": 60.0,
+        "echo": echo or EchoSettings(),
+    }
+    values.update(settings)
+    config = MinerSettings(**values)
+    exit_request = ExitRequest()
+    service = MinerService(
+        config,
+        backend if backend is not None else EchoBackend(config.echo),
+        Gatekeeper(allowed_hotkeys=[PROBE], chain=None),
+        exit_request,
+    )
+    return service, exit_request
+
+
+def synapse(
+    protocol: str = "prompting",
+    roles: list[str] | None = None,
+    messages: list[str] | None = None,
+    hotkey: str | None = PROBE,
+    timeout: float = 12.0,
+) -> Any:
+    return PROTOCOLS[protocol](
+        roles=["user"] if roles is None else roles,
+        messages=[PROMPT] if messages is None else messages,
+        timeout=timeout,
+        dendrite=TerminalInfo(hotkey=hotkey),
+    )
+
+
+# --- handlers and the real axon ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", list(PROTOCOLS))
+def test_handler_signatures_are_what_the_axon_checks(protocol: str) -> None:
+    service, _ = make_service()
+    forward, blacklist, priority = service.handlers(protocol)
+    cls = PROTOCOLS[protocol]
+    param = [inspect.Parameter("synapse", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=cls)]
+    assert inspect.signature(forward) == inspect.Signature(param, return_annotation=cls.BTStreamingResponse)
+    assert inspect.signature(blacklist) == inspect.Signature(param, return_annotation=Tuple[bool, str])  # noqa: UP006
+    assert inspect.signature(priority) == inspect.Signature(param, return_annotation=float)
+
+
+def make_axon(wallets: Wallets) -> bt.Axon:
+    # external_ip given: no public-IP lookup. The axon is built but never started (nothing binds).
+    return bt.Axon(wallet=wallets.wallet("miner"), ip="127.0.0.1", port=free_port(), external_ip="127.0.0.1")
+
+
+def test_handlers_attach_to_a_real_axon_one_route_per_protocol(wallets: Wallets) -> None:
+    service, _ = make_service()
+    axon = make_axon(wallets)
+
+    service.attach(axon)  # bittensor asserts every signature here
+
+    names = {cls.__name__ for cls in PROTOCOLS.values()}
+    assert names <= set(axon.forward_fns)
+    for protocol, cls in PROTOCOLS.items():
+        assert axon.forward_class_types[cls.__name__] is cls
+        blacklist = axon.blacklist_fns[cls.__name__]
+        priority = axon.priority_fns[cls.__name__]
+        assert blacklist is not None and priority is not None
+        assert blacklist(synapse(protocol, hotkey=PROBE)) == (False, "allowed hotkey")
+        assert blacklist(synapse(protocol, hotkey=STRANGER))[0] is True
+        assert priority(synapse(protocol, hotkey=PROBE)) == ALLOWED_PRIORITY
+    routes = {getattr(route, "path", "") for route in axon.router.routes}
+    assert {f"/{name}" for name in names} <= routes
+
+
+def test_the_axon_really_rejects_a_wrong_blacklist_signature(wallets: Wallets) -> None:
+    # The control for the test above: attach() does check, so passing it means something.
+    service, _ = make_service()
+    forward, _, priority = service.handlers("prompting")
+
+    def blacklist(synapse: StreamPromptingSynapse) -> bool:
+        return False
+
+    with pytest.raises(AssertionError, match="blacklist_fn"):
+        make_axon(wallets).attach(forward_fn=forward, blacklist_fn=blacklist, priority_fn=priority)
+
+
+def test_only_the_configured_protocols_are_attached(wallets: Wallets) -> None:
+    service, _ = make_service(protocols=["einstein"])
+    axon = make_axon(wallets)
+    service.attach(axon)
+    assert "StreamCoreSynapse" in axon.forward_fns
+    assert "StreamPromptingSynapse" not in axon.forward_fns
+
+
+# --- forward -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", list(PROTOCOLS))
+async def test_forward_streams_the_echo_answer(protocol: str) -> None:
+    service, exit_request = make_service()
+    forward, _, _ = service.handlers(protocol)
+
+    response = forward(synapse(protocol))
+    assert isinstance(response, DisconnectAwareResponse)
+    assert service.gate.load == 1  # reserved at once, before streaming
+    send = Recorder()
+    await response.token_streamer(send)
+
+    assert send.text == PROMPT
+    assert all(m["more_body"] is True for m in send.messages)
+    assert service.gate.load == 0
+    assert not exit_request.requested
+    assert service.forward_exceptions == 0
+
+
+@pytest.mark.parametrize(
+    ("roles", "messages"),
+    [(["user"], []), (["user", "assistant"], ["only one"]), ([], [])],
+)
+def test_forward_on_a_bad_chat_answers_400(roles: list[str], messages: list[str]) -> None:
+    service, exit_request = make_service()
+    request = synapse(roles=roles, messages=messages)
+
+    result = service.forward(request, "prompting")
+
+    assert result is request
+    assert result.axon.status_code == 400
+    assert result.axon.status_message.startswith("bad request:")
+    assert service.gate.load == 0  # no place taken
+    assert not exit_request.requested
+
+
+async def test_forward_when_the_gate_is_full_answers_503_busy() -> None:
+    service, exit_request = make_service(max_queue=0)
+    first = service.forward(synapse(), "prompting")
+    assert isinstance(first, DisconnectAwareResponse)
+
+    request = synapse()
+    second = service.forward(request, "prompting")
+
+    assert second is request
+    assert second.axon.status_code == 503
+    assert "busy" in second.axon.status_message
+    assert not exit_request.requested
+
+    await first.token_streamer(Recorder())  # the first finishes and frees the model
+    assert isinstance(service.forward(synapse(), "prompting"), DisconnectAwareResponse)
+
+
+def test_the_queue_admits_max_queue_waiting_requests() -> None:
+    service, _ = make_service(max_queue=2)
+    answers = [service.forward(synapse(), "prompting") for _ in range(4)]
+    assert [isinstance(a, DisconnectAwareResponse) for a in answers] == [True, True, True, False]
+    assert answers[3].axon.status_code == 503
+
+
+async def test_a_failing_backend_with_stop_on_forward_exception_requests_exit_75() -> None:
+    service, exit_request = make_service(
+        echo=EchoSettings(fail_after_tokens=2), stop_on_forward_exception=True
+    )
+    response = service.forward(synapse(messages=["one two three four five"]), "prompting")
+    send = Recorder()
+
+    await response.token_streamer(send)
+
+    assert send.text == "one two "  # what was produced before the fault still went out
+    assert exit_request.requested
+    assert exit_request.code == ExitCode.FORWARD_EXCEPTION == 75
+    assert "stop_on_forward_exception" in exit_request.reason
+    assert "injected fault" in exit_request.reason
+    assert service.forward_exceptions == 1
+    assert service.gate.load == 0
+
+
+async def test_a_failing_backend_without_stop_on_forward_exception_keeps_serving() -> None:
+    service, exit_request = make_service(echo=EchoSettings(fail_after_tokens=1))
+    response = service.forward(synapse(messages=["one two three"]), "prompting")
+
+    await response.token_streamer(Recorder())
+
+    assert not exit_request.requested
+    assert exit_request.code == ExitCode.OK
+    assert service.forward_exceptions == 1
+    assert service.gate.load == 0
+
+
+async def test_a_client_disconnect_is_not_a_forward_exception() -> None:
+    service, exit_request = make_service(stop_on_forward_exception=True)
+    response = service.forward(synapse(), "prompting")
+
+    await response.token_streamer(Recorder(fail_with=OSError("client went away")))
+
+    assert not exit_request.requested
+    assert service.forward_exceptions == 0
+    assert service.gate.load == 0
+
+
+async def test_the_first_exit_reason_wins() -> None:
+    service, exit_request = make_service(
+        echo=EchoSettings(fail_after_tokens=0), stop_on_forward_exception=True
+    )
+    await service.forward(synapse(), "prompting").token_streamer(Recorder())
+    exit_request.request(ExitCode.OK, "SIGTERM")  # a stop signal during the forward-exception exit
+    assert exit_request.code == ExitCode.FORWARD_EXCEPTION
+    assert exit_request.wait(timeout=0) is True
+
+
+class RecordingBackend:
+    """A backend that records what it was asked (the chat the service built)."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.requests: list[GenerationRequest] = []
+
+    def load(self) -> None:
+        return None
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        self.requests.append(request)
+        yield "ok"
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_forward_passes_the_built_chat_and_limits_to_the_backend() -> None:
+    backend = RecordingBackend()
+    service, _ = make_service(backend=backend, system_prompt="SYS", max_tokens=17, temperature=0.2)
+    prompt = "question_text=What+is+2%2B2%3F&question_markdown=&question_type=math"
+
+    await service.forward(synapse("einstein", messages=[prompt]), "einstein").token_streamer(Recorder())
+
+    [request] = backend.requests
+    assert [(m.role, m.content) for m in request.chat] == [
+        ("system", "SYS\nThe question type is: math."),
+        ("user", "What is 2+2?"),
+    ]
+    assert (request.max_tokens, request.temperature) == (17, 0.2)
+
+
+async def test_a_backend_error_raised_by_a_custom_backend_counts_once() -> None:
+    class Broken(RecordingBackend):
+        async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+            raise BackendError("GPU lost")
+            yield ""  # pragma: no cover - makes this an async generator
+
+    service, exit_request = make_service(backend=Broken(), stop_on_forward_exception=True)
+    send = Recorder()
+    await service.forward(synapse(), "prompting").token_streamer(send)
+    assert send.messages == []
+    assert service.forward_exceptions == 1
+    assert exit_request.code == ExitCode.FORWARD_EXCEPTION
+    assert "GPU lost" in exit_request.reason
+
+
+async def test_a_disconnect_while_the_backend_hangs_stops_generation_and_frees_the_model() -> None:
+    # The whole ASGI response: the echo backend stalls after one piece, then the client goes away.
+    service, exit_request = make_service(
+        echo=EchoSettings(hang_after_tokens=1), streaming_batch_size=1, stop_on_forward_exception=True
+    )
+    response = service.forward(synapse(messages=["first second third"]), "prompting")
+    sent: list[dict[str, Any]] = []
+    first_body = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message.get("body"):
+            first_body.set()
+
+    async def receive() -> dict[str, Any]:
+        await first_body.wait()
+        return {"type": "http.disconnect"}
+
+    await asyncio.wait_for(response({"type": "http"}, receive, send), timeout=5)
+
+    assert sent[0]["type"] == "http.response.start"
+    assert [m["body"] for m in sent[1:] if m.get("body")] == [b"first "]
+    assert service.gate.load == 0
+    assert not service.gate._lock.locked()
+    assert service.forward_exceptions == 0
+    assert not exit_request.requested
