@@ -3,6 +3,7 @@ rendered settings, and the real `python -m orchestrator watch` deciding from exi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -148,7 +149,7 @@ async def _send(project: Path, port: int, prompt: str) -> None:
     await dendrite.aclose_session()
 
 
-async def test_the_watch_loop_restarts_for_the_right_reasons(tmp_path: Path) -> None:
+def test_the_watch_loop_restarts_for_the_right_reasons(tmp_path: Path) -> None:
     with fleet(tmp_path) as (project, ports, server, status_port):
         wait_for_port(ports["steady"], 60)
         watch = Watch(project, status_port)
@@ -167,7 +168,7 @@ async def test_the_watch_loop_restarts_for_the_right_reasons(tmp_path: Path) -> 
             # stop_on_forward_exception: a fault exits 75, and the miner is back healthy on its own.
             watch.wait_for("faulty RUNNING", lambda s: s["faulty"]["state"] == "RUNNING")
             old_pid = _pid(server, "faulty")
-            await _send(project, ports["faulty"], "one two three four five six seven")
+            asyncio.run(_send(project, ports["faulty"], "one two three four five six seven"))
             s = watch.wait_for(
                 "faulty restarted",
                 lambda s: (
@@ -210,9 +211,9 @@ async def test_the_watch_loop_restarts_for_the_right_reasons(tmp_path: Path) -> 
             assert 'minerfleet_miner_state{miner="doomed",state="FATAL"} 1' in metrics
             page = urllib.request.urlopen(f"http://127.0.0.1:{status_port}/", timeout=5).read().decode()
             assert "<table>" in page and "misconfigured" in page and "FATAL" in page
+            fleet_file = str(project / "config/miners.yaml")
             status_cli = subprocess.run(
-                [sys.executable, "-m", "orchestrator", "status", "--config", str(project / "config/miners.yaml"),
-                 "--project-dir", str(project)],
+                [sys.executable, "-m", "orchestrator", "status", "--config", fleet_file, "--project-dir", str(project)],
                 cwd=ROOT, capture_output=True, text=True, timeout=30,
             )  # fmt: skip
             assert status_cli.returncode == 0, status_cli.stderr
