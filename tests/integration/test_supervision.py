@@ -211,9 +211,9 @@ def test_the_watch_loop_restarts_for_the_right_reasons(tmp_path: Path) -> None:
             assert 'minerfleet_miner_state{miner="doomed",state="FATAL"} 1' in metrics
             page = urllib.request.urlopen(f"http://127.0.0.1:{status_port}/", timeout=5).read().decode()
             assert "<table>" in page and "misconfigured" in page and "FATAL" in page
-            fleet_file = str(project / "config/miners.yaml")
+            where = ["--config", str(project / "config/miners.yaml"), "--project-dir", str(project)]
             status_cli = subprocess.run(
-                [sys.executable, "-m", "orchestrator", "status", "--config", fleet_file, "--project-dir", str(project)],
+                [sys.executable, "-m", "orchestrator", "status", *where],
                 cwd=ROOT, capture_output=True, text=True, timeout=30,
             )  # fmt: skip
             assert status_cli.returncode == 0, status_cli.stderr
