@@ -1,11 +1,47 @@
-# minerfleet: thin wrappers. `make up` runs the fleet, `make test` runs the tests; both set up what is missing.
+# minerfleet: thin wrappers over scripts/ and `python -m orchestrator`.
+# `make up` runs the fleet, `make test` runs the tests; both set up whatever is missing first.
 SHELL := /bin/bash
 PY := .venv/bin/python
 CONFIG ?= config/miners.yaml
 MODEL := models/gemma-3-270m-q4_k_m.gguf
+ORCH := $(PY) -m orchestrator
+COMPOSE := bash scripts/compose.sh
 
-.PHONY: venv model model-hf test test-unit check lint types layers clean
+.PHONY: up down health status logs render validate wallets images bench \
+        venv model model-hf test test-unit check lint types layers clean
 
+# --- the fleet ------------------------------------------------------------------------------------
+up: venv model
+	@CONFIG=$(CONFIG) bash scripts/up.sh
+
+down:
+	$(COMPOSE) down --remove-orphans
+
+health: venv
+	$(ORCH) health --config $(CONFIG)
+
+status: venv
+	$(ORCH) status --config $(CONFIG)
+
+logs:
+	$(COMPOSE) logs -f --tail=100
+
+render: venv
+	$(ORCH) render --config $(CONFIG)
+
+validate: venv
+	$(ORCH) validate --config $(CONFIG)
+
+wallets: venv
+	$(ORCH) wallets --config $(CONFIG)
+
+images:
+	bash scripts/images.sh
+
+bench: venv model
+	$(PY) bench/run.py
+
+# --- setting up ------------------------------------------------------------------------------------
 venv: .venv/.installed
 .venv/.installed: pyproject.toml scripts/setup.sh
 	@bash scripts/setup.sh
@@ -17,6 +53,7 @@ $(MODEL):
 model-hf: model
 	@$(PY) scripts/model.py --hf
 
+# --- checks ----------------------------------------------------------------------------------------
 test: venv model
 	$(PY) -m pytest -ra
 
@@ -27,7 +64,7 @@ check: lint types layers
 
 lint: venv
 	.venv/bin/ruff check .
-	.venv/bin/ruff format --check . || true
+	.venv/bin/ruff format --check .
 
 types: venv
 	.venv/bin/mypy
