@@ -18,6 +18,7 @@ hotkey file and their wallet's ``coldkeypub.txt``, read-only; no coldkey is ever
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -36,6 +37,9 @@ from services.miner.settings import BackendName
 GENERATED_DIR = Path("config/generated")
 COMPOSE_FILE = Path("docker-compose.yml")
 SUPERVISOR_FILE = GENERATED_DIR / "supervisord.conf"
+# The miners' public addresses, for the probe where the hotkey files are not mounted (the orchestrator
+# container gets only the probe's hotkey).
+HOTKEYS_FILE = GENERATED_DIR / "hotkeys.json"
 RUN_DIR = Path(".run/supervisor")  # supervisord's logs and pid, git-ignored
 DEFAULT_PYTHON = ".venv/bin/python"
 
@@ -567,7 +571,33 @@ def render(loaded: LoadedFleet, *, python: str = DEFAULT_PYTHON) -> dict[Path, s
     for miner in loaded.miners:
         files[GENERATED_DIR / f"{miner.name}.env"] = render_env_file(loaded, miner, probe)
     files[SUPERVISOR_FILE] = render_supervisor(loaded, python)
+    files[HOTKEYS_FILE] = render_hotkeys(loaded)
     return files
+
+
+def render_hotkeys(loaded: LoadedFleet) -> str:
+    """``{miner: ss58}``: public addresses only, read from each hotkey's file."""
+    addresses = {m.name: read_ss58(loaded.hotkey_file(m.wallet, m.hotkey)) for m in loaded.miners}
+    return json.dumps(addresses, indent=2, sort_keys=True) + "\n"
+
+
+def miner_ss58(loaded: LoadedFleet, name: str) -> str:
+    """A miner's address: from its hotkey file, else from the rendered ``hotkeys.json``."""
+    miner = loaded.miner(name)
+    hotkey_file = loaded.hotkey_file(miner.wallet, miner.hotkey)
+    with contextlib.suppress(RenderError):
+        return read_ss58(hotkey_file)
+    try:
+        known = json.loads((loaded.project_dir / HOTKEYS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    address = known.get(name) if isinstance(known, dict) else None
+    if not isinstance(address, str):
+        raise RenderError(
+            f"cannot read the address of miner {name}: its hotkey file {hotkey_file} is unreadable and "
+            f"{HOTKEYS_FILE} has no entry for it (run `python -m orchestrator render`)"
+        )
+    return address
 
 
 def write(loaded: LoadedFleet, files: dict[Path, str]) -> list[Path]:
