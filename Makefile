@@ -6,6 +6,11 @@ CONFIG ?= config/miners.yaml
 MODEL := models/gemma-3-270m-q4_k_m.gguf
 ORCH := $(PY) -m orchestrator
 COMPOSE := bash scripts/compose.sh
+# Containers never run as root: the operator's own uid, or 1000 when make runs as root. Keys on network
+# local are handed to that uid by `wallets`; the orchestrator joins the docker socket's group.
+export MINERFLEET_UID ?= $(shell [ "$$(id -u)" = 0 ] && echo 1000 || id -u)
+export MINERFLEET_GID ?= $(shell [ "$$(id -u)" = 0 ] && echo 1000 || id -g)
+export MINERFLEET_DOCKER_GID ?= $(shell stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)
 
 .PHONY: up down health status logs render validate wallets images bench \
         venv model model-hf test test-unit check lint types layers clean

@@ -287,8 +287,20 @@ def _deploy_gpus(gpus: tuple[int, ...] | list[int]) -> dict[str, Any]:
     }
 
 
-def _build(target: str) -> dict[str, str]:
-    return {"context": ".", "dockerfile": "Dockerfile", "target": target}
+def _build(target: str) -> dict[str, Any]:
+    # BASE_IMAGE: a registry's Debian by default; offline hosts pass the debootstrap-built one
+    # (`make images` does, or `MINERFLEET_BASE_IMAGE=$(scripts/images.sh --base) docker compose build`).
+    return {
+        "context": ".",
+        "dockerfile": "Dockerfile",
+        "target": target,
+        "args": {"BASE_IMAGE": "${MINERFLEET_BASE_IMAGE:-debian:bookworm-slim}"},
+    }
+
+
+# Containers never run as root. The hotkeys they read are owned by this uid (`wallets` sees to it on
+# network local); `make` sets it to the operator's own uid, or 1000 when run as root.
+CONTAINER_USER = "${MINERFLEET_UID:-1000}:${MINERFLEET_GID:-1000}"
 
 
 def _labels(loaded: LoadedFleet, role: str, miner: str | None = None) -> dict[str, str]:
@@ -313,6 +325,7 @@ def _miner_service(loaded: LoadedFleet, miner: Miner) -> dict[str, Any]:
         "build": _build(TARGETS[miner.image]),
         "image": f"minerfleet/miner:{miner.image.value}",
         "command": ["python", "-m", "services.miner"],
+        "user": CONTAINER_USER,
         "env_file": [(GENERATED_DIR / f"{miner.name}.env").as_posix()],
     }
     secrets = secret_env(miner)
@@ -381,10 +394,14 @@ def _orchestrator_service(loaded: LoadedFleet) -> dict[str, Any]:
         "build": _build("orchestrator"),
         "image": "minerfleet/orchestrator",
         "command": ["python", "-m", "orchestrator", "watch", "--config", config],
+        "user": CONTAINER_USER,
+        # The docker socket's group, so a non-root orchestrator may use it (make sets it).
+        "group_add": ["${MINERFLEET_DOCKER_GID:-0}"],
         "environment": {
             "MINERFLEET_RUNTIME": "docker",
             "MINERFLEET_WALLET_PATH": CONTAINER_WALLETS,
             "MINERFLEET_STATUS_HOST": "0.0.0.0",  # inside the container; published on 127.0.0.1 only
+            "MINERFLEET_STATUS_PORT": str(port),  # for the image's HEALTHCHECK
         },
         "ports": [f"127.0.0.1:{port}:{port}"],
         "volumes": [

@@ -9,7 +9,9 @@ file is named with the ``btcli`` command that makes it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from orchestrator.fleetfile import LoadedFleet, display
 from services.miner.settings import Network
@@ -30,8 +32,53 @@ def needed_keys(loaded: LoadedFleet) -> list[tuple[str, str]]:
     return list(dict.fromkeys(keys))
 
 
-def ensure_wallets(loaded: LoadedFleet) -> WalletReport:
-    """Create the missing keys (local) or list them with the commands that create them (chain)."""
+def container_user(environ: dict[str, str] | None = None) -> tuple[int, int]:
+    """The uid:gid the containers run as ($MINERFLEET_UID/$MINERFLEET_GID, 1000:1000 by default)."""
+    env = os.environ if environ is None else environ
+    return int(env.get("MINERFLEET_UID") or 1000), int(env.get("MINERFLEET_GID") or 1000)
+
+
+def readable_by(path: Path, uid: int, gid: int) -> bool:
+    st = path.stat()
+    if uid == 0 or st.st_uid == uid:
+        return bool(st.st_mode & 0o400)
+    if st.st_gid == gid:
+        return bool(st.st_mode & 0o040)
+    return bool(st.st_mode & 0o004)
+
+
+def hand_over(loaded: LoadedFleet, user: tuple[int, int], *, local: bool) -> tuple[list[str], bool]:
+    """Make the files containers read (hotkeys, their pub.txt, coldkeypub.txt) readable by ``user``.
+
+    On network local, as root, they are given to that uid (mode stays 0600: nobody else reads them).
+    On a chain network nothing is changed: each unreadable file is named with the command that fixes it.
+    """
+    uid, gid = user
+    lines: list[str] = []
+    problem = False
+    files: list[Path] = []
+    for wallet, hotkey in needed_keys(loaded):
+        hotkey_path = loaded.hotkey_file(wallet, hotkey)
+        files += [hotkey_path, hotkey_path.with_name(hotkey + "pub.txt"), loaded.coldkeypub_file(wallet)]
+    for path in dict.fromkeys(files):
+        if not path.is_file() or readable_by(path, uid, gid):
+            continue
+        shown = display(loaded.project_dir, path)
+        if local and os.geteuid() == 0:
+            os.chown(path, uid, gid)
+            lines.append(f"owner   {shown} -> {uid}:{gid} (the containers' user)")
+        else:
+            problem = True
+            lines.append(
+                f"unreadable for the containers (uid {uid}): {shown}; run `sudo chown {uid}:{gid} {path}` "
+                f"or set MINERFLEET_UID/MINERFLEET_GID to its owner"
+            )
+    return lines, problem
+
+
+def ensure_wallets(loaded: LoadedFleet, user: tuple[int, int] | None = None) -> WalletReport:
+    """Create the missing keys (local) or list them with the commands that create them (chain), then
+    make sure the containers' user can read what they mount."""
     from bittensor_wallet import Wallet
 
     fleet = loaded.fleet
@@ -80,4 +127,5 @@ def ensure_wallets(loaded: LoadedFleet) -> WalletReport:
                 f"(`btcli subnet register --netuid {fleet.netuid} --wallet.name {wallet_name} "
                 f"--wallet.hotkey {hotkey}`)"
             )
-    return WalletReport(lines, missing)
+    handed, unreadable = hand_over(loaded, user or container_user(), local=local)
+    return WalletReport(lines + handed, missing or unreadable)

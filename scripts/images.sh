@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Build the minerfleet images (`make images`). Idempotent: does whatever is missing, in order:
+#   1. a Docker engine (scripts/docker-engine.sh: installs and starts one when root and absent),
+#   2. the base image: $MINERFLEET_BASE_IMAGE if set; else the local minerfleet/base:bookworm if it
+#      exists; else debian:bookworm-slim if present or pullable; else scripts/base-image.sh builds
+#      minerfleet/base:bookworm with debootstrap (no registry needed),
+#   3. this host's extra CA certificates -> certs/ (git-ignored copies),
+#   4. llama-cpp-python compiled once: the Dockerfile's llama-wheel stage builds the wheel, which is
+#      kept in $MINERFLEET_CACHE/wheels/ (survives `docker system prune` and engine resets) and put
+#      into container/wheels/ for every later build, so the compile (~5 min on 2 cores) happens once per
+#      (version, CMake flags, base image),
+#   5. the CPU torch wheel (hf image) from $MINERFLEET_TORCH_WHEELS (default /opt/wheels) -> container/wheels/,
+#   6. docker build of each image in $MINERFLEET_IMAGES (default "cpu hf orchestrator"; add "cuda" on a
+#      GPU host), printing the time each took.
+#
+#   scripts/images.sh            build what MINERFLEET_IMAGES names
+#   scripts/images.sh --base     only make sure the base image exists and print its name (what
+#                                MINERFLEET_BASE_IMAGE must be for `docker compose build`)
+#
+# Environment: MINERFLEET_IMAGES, MINERFLEET_BASE_IMAGE, MINERFLEET_CACHE (~/.cache/minerfleet),
+# MINERFLEET_EXTRA_CA_DIR (/usr/local/share/ca-certificates; empty: none), MINERFLEET_TORCH_WHEELS,
+# MINERFLEET_LLAMA_CPU (portable, avx512 or native; see below), MINERFLEET_LLAMA_CMAKE_ARGS, TORCH_VERSION,
+# TORCH_INDEX_URL, CUDA_DEVEL_IMAGE, CUDA_RUNTIME_IMAGE, CUDA_ARCHITECTURES (passed as build args when
+# set), MINERFLEET_VERBOSE=1 (stream the build output; it always goes to build/images/<target>.log),
+# DOCKER_BUILDKIT (default: BuildKit when `docker buildx` works, else the legacy builder).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail() { echo "images: $*" >&2; exit 1; }
+say() { echo "images: $*" >&2; }
+
+images=${MINERFLEET_IMAGES:-cpu hf orchestrator}
+cache=${MINERFLEET_CACHE:-$HOME/.cache/minerfleet}
+local_base=minerfleet/base:bookworm
+public_base=debian:bookworm-slim   # the Dockerfile's default BASE_IMAGE
+# Which CPUs the llama.cpp in the images runs on (MINERFLEET_LLAMA_CMAKE_ARGS overrides the flags):
+#   portable  x86-64-v3: AVX2/FMA/F16C/BMI2, any x86-64 CPU since ~2015 (Intel Haswell, AMD Zen)
+#   avx512    adds AVX512 (+VBMI/VNNI/BF16) and AVX-VNNI: Intel Ice Lake/Sapphire Rapids, AMD Zen 4+
+#   native    whatever the build host has: fastest, but the images only run on CPUs like this one
+portable='-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON'
+case ${MINERFLEET_LLAMA_CPU:-portable} in
+  portable) cpu_args=$portable ;;
+  avx512) cpu_args="$portable -DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON" ;;
+  native) cpu_args=-DGGML_NATIVE=ON ;;
+  *) fail "MINERFLEET_LLAMA_CPU=${MINERFLEET_LLAMA_CPU}: use portable, avx512 or native" ;;
+esac
+cmake_args=${MINERFLEET_LLAMA_CMAKE_ARGS:-$cpu_args}
+torch_version=${TORCH_VERSION:-2.13.0}
+torch_dir=${MINERFLEET_TORCH_WHEELS:-/opt/wheels}
+logs=build/images
+
+for image in $images; do
+  case $image in cpu | hf | orchestrator | cuda) ;; *) fail "unknown image '$image' in MINERFLEET_IMAGES (cpu hf orchestrator cuda)" ;; esac
+done
+
+# pyproject.toml pins llama-cpp-python; the images use the same pin.
+llama_version=$(sed -n 's/.*"llama-cpp-python==\([0-9][0-9.]*\)".*/\1/p' pyproject.toml | head -1)
+[ -n "$llama_version" ] || fail "no llama-cpp-python==X pin found in pyproject.toml"
+
+# --- 1. engine -------------------------------------------------------------------------------------
+bash scripts/docker-engine.sh
+if [ -z "${DOCKER_BUILDKIT+set}" ] && ! docker buildx version >/dev/null 2>&1; then
+  export DOCKER_BUILDKIT=0   # no buildx plugin: the CLI's BuildKit path fails; the legacy builder works
+fi
+
+# --- 2. base image ---------------------------------------------------------------------------------
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+if [ -n "${MINERFLEET_BASE_IMAGE:-}" ]; then
+  base=$MINERFLEET_BASE_IMAGE
+  if [ "$base" = "$local_base" ]; then
+    bash scripts/base-image.sh
+  elif ! have_image "$base"; then
+    docker pull -q "$base" >/dev/null || fail "MINERFLEET_BASE_IMAGE=$base: not present and cannot be pulled"
+  fi
+elif have_image "$local_base"; then
+  base=$local_base
+elif have_image "$public_base" || timeout 120 docker pull -q "$public_base" >/dev/null 2>&1; then
+  base=$public_base
+else
+  say "$public_base cannot be pulled (no registry?): building $local_base with debootstrap"
+  bash scripts/base-image.sh
+  base=$local_base
+fi
+if [ "${1:-}" = --base ]; then
+  echo "$base"
+  exit 0
+fi
+say "base image $base, builder $([ "${DOCKER_BUILDKIT:-1}" = 0 ] && echo legacy || echo BuildKit)"
+
+# --- 3. extra CA certificates ----------------------------------------------------------------------
+cadir=${MINERFLEET_EXTRA_CA_DIR-/usr/local/share/ca-certificates}
+if [ -n "$cadir" ] && [ -d "$cadir" ]; then
+  while IFS= read -r -d '' crt; do
+    cmp -s "$crt" "certs/$(basename "$crt")" || cp "$crt" certs/
+  done < <(find "$cadir" -name '*.crt' -type f -print0)
+fi
+
+build_args=(--build-arg "BASE_IMAGE=$base" --build-arg "LLAMA_CPP_VERSION=$llama_version"
+  --build-arg "LLAMA_CMAKE_ARGS=$cmake_args" --build-arg "TORCH_VERSION=$torch_version")
+for var in TORCH_INDEX_URL CUDA_DEVEL_IMAGE CUDA_RUNTIME_IMAGE CUDA_ARCHITECTURES; do
+  [ -n "${!var:-}" ] && build_args+=(--build-arg "$var=${!var}")
+done
+
+mkdir -p "$logs"
+# build TARGET TAG: docker build, output to build/images/TARGET.log (and the terminal if verbose).
+build() {
+  local target=$1 tag=$2 log=$logs/$1.log start=$SECONDS old
+  old=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
+  say "building $tag (target $target) ..."
+  if [ "${MINERFLEET_VERBOSE:-0}" = 1 ]; then
+    docker build --target "$target" -t "$tag" "${build_args[@]}" . 2>&1 | tee "$log"
+  else
+    docker build --target "$target" -t "$tag" "${build_args[@]}" . >"$log" 2>&1
+  fi || { tail -n 30 "$log" >&2; fail "building $tag failed (whole log: $log)"; }
+  say "built $tag in $((SECONDS - start)) s ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
+  # The previous build of this tag, now untagged, only takes disk space (kept if a container uses it).
+  if [ -n "$old" ] && [ "$old" != "$(docker image inspect -f '{{.Id}}' "$tag")" ]; then
+    docker rmi "$old" >/dev/null 2>&1 || true
+  fi
+}
+
+# --- 4. llama-cpp-python wheel, compiled once --------------------------------------------------------
+if [[ " $images " == *" cpu "* || " $images " == *" hf "* ]]; then
+  key=$(printf '%s\n' "$llama_version" "$cmake_args" "$base" | sha256sum | cut -c1-12)
+  wheels=$cache/wheels/llama-cpp-python-$llama_version-$key
+  if ! compgen -G "$wheels/llama_cpp_python-$llama_version-*.whl" >/dev/null; then
+    say "compiling llama-cpp-python $llama_version once ($cmake_args); cached in $wheels"
+    rm -f container/wheels/llama_cpp_python-*
+    build llama-wheel "minerfleet/llama-wheel:$key"
+    tmp=$(mktemp -d "$cache/wheels.XXXXXX")
+    cid=$(docker create "minerfleet/llama-wheel:$key" true)
+    docker cp "$cid:/wheels/." "$tmp/" && docker rm "$cid" >/dev/null
+    compgen -G "$tmp/llama_cpp_python-$llama_version-*.whl" >/dev/null || fail "the llama-wheel stage left no wheel"
+    rm -rf "$wheels" && mkdir -p "$(dirname "$wheels")" && mv "$tmp" "$wheels"
+    # The builder image (compilers) is not needed any more; the wheel is cached.
+    docker rmi "minerfleet/llama-wheel:$key" >/dev/null
+  fi
+  for whl in container/wheels/llama_cpp_python-*; do
+    [ -e "$whl" ] && ! [ -e "$wheels/$(basename "$whl")" ] && rm -f "$whl"
+  done
+  for whl in "$wheels"/llama_cpp_python-*.whl; do
+    cmp -s "$whl" "container/wheels/$(basename "$whl")" || cp "$whl" container/wheels/
+  done
+fi
+
+# --- 5. CPU torch wheel ----------------------------------------------------------------------------
+if [[ " $images " == *" hf "* ]]; then
+  torch=$(compgen -G "$torch_dir/torch-$torch_version+cpu-cp311-cp311-*x86_64.whl" | head -1 || true)
+  for whl in container/wheels/torch-*; do
+    [ -e "$whl" ] && [ "$(basename "$whl")" != "$(basename "${torch:-none}")" ] && rm -f "$whl"
+  done
+  if [ -n "$torch" ]; then
+    dest=container/wheels/$(basename "$torch")
+    if ! cmp -s "$torch" "$dest"; then
+      ln -f "$torch" "$dest" 2>/dev/null || cp "$torch" "$dest"
+    fi
+  else
+    say "no torch-$torch_version+cpu wheel in $torch_dir: the hf build downloads it (TORCH_INDEX_URL)"
+  fi
+fi
+
+# --- 6. the images ---------------------------------------------------------------------------------
+total=$SECONDS
+[[ " $images " == *" orchestrator "* ]] && build orchestrator minerfleet/orchestrator
+[[ " $images " == *" cpu "* ]] && build miner minerfleet/miner:cpu
+[[ " $images " == *" hf "* ]] && build miner-hf minerfleet/miner:hf
+[[ " $images " == *" cuda "* ]] && build miner-cuda minerfleet/miner:cuda
+say "done in $((SECONDS - total)) s: $images"
