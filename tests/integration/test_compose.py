@@ -1,0 +1,305 @@
+"""The compose stack on a real Docker engine (started by the test setup itself when it is missing).
+
+The images are built offline by scripts/images.sh (debootstrap base, llama.cpp compiled once and its
+wheel cached). Each test runs its own compose project from a temporary project directory with free
+ports, so a fleet the operator runs with `make up` is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
+from tests.fleets import SHIPPED_FLEET, make_project
+from tests.helpers import GGUF, ROOT, free_port, wait_for_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+IMAGES = "cpu orchestrator"
+
+
+def _run(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(
+        list(args),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def docker_images() -> None:
+    """A running engine and the images: what `make up` does first (minutes the first time only)."""
+    _run("bash", "scripts/images.sh", timeout=3600, env={"MINERFLEET_IMAGES": IMAGES})
+
+
+def _compose_env() -> dict[str, str]:
+    return {
+        "MINERFLEET_UID": "1000",
+        "MINERFLEET_GID": "1000",
+        "MINERFLEET_DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
+    }
+
+
+def _free_block(count: int) -> int:
+    """A base port with ``count`` free ports above it."""
+    for _ in range(50):
+        base = free_port()
+        if base + count >= 65535:
+            continue
+        ok = True
+        for port in range(base, base + count):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no block of free ports")
+
+
+class Stack:
+    def __init__(self, project: Path, name: str) -> None:
+        self.project = project
+        self.name = name
+
+    def compose(self, *args: str, timeout: float = 600) -> str:
+        return _run("bash", str(ROOT / "scripts/compose.sh"), "-p", self.name, *args, cwd=self.project,
+                    timeout=timeout, env=_compose_env())  # fmt: skip
+
+    def orchestrator(self, *args: str) -> str:
+        where = ["--config", str(self.project / "config/miners.yaml"), "--project-dir", str(self.project)]
+        return _run(sys.executable, "-m", "orchestrator", *args, *where, env=_compose_env())
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        where = ["--config", str(self.project / "config/miners.yaml"), "--project-dir", str(self.project)]
+        proc = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "health", "--json", *where],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        return proc.returncode, json.loads(proc.stdout or "{}")
+
+    def container(self, service: str) -> Any:
+        import docker
+
+        client = docker.from_env()
+        found = client.containers.list(
+            all=True,
+            filters={
+                "label": [f"com.docker.compose.project={self.name}", f"com.docker.compose.service={service}"]
+            },
+        )
+        assert len(found) == 1, f"{service}: {found}"
+        return found[0]
+
+
+@contextmanager
+def stack(tmp_path: Path, fleet: str) -> Iterator[Stack]:
+    project = tmp_path / "project"
+    make_project(project, fleet, keys=False, model=False)
+    (project / "models").mkdir(exist_ok=True)
+    try:
+        os.link(GGUF, project / "models" / GGUF.name)
+    except OSError:
+        shutil.copyfile(GGUF, project / "models" / GGUF.name)
+    name = f"mftest{os.getpid()}{time.monotonic_ns() % 100000}"
+    s = Stack(project, name)
+    s.orchestrator("wallets")
+    s.orchestrator("render")
+    try:
+        s.compose("up", "-d", "--no-build")
+        yield s
+    finally:
+        try:
+            logs = s.compose("logs", "--no-color", "--tail=30", timeout=60)
+            print(logs[-6000:])
+        finally:
+            s.compose("down", "--remove-orphans", "-t", "5", timeout=180)
+
+
+def _wait(what: str, check: Callable[[], Any], timeout: float = 180) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def _status(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as resp:
+        data: dict[str, Any] = json.load(resp)
+    return {m["name"]: m for m in data["miners"]}
+
+
+def _status_when(port: int, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """The status API's view of the miners once ``check`` holds (None until then, or while it is down)."""
+    try:
+        status = _status(port)
+    except OSError:
+        return None
+    return status if check(status) else None
+
+
+def _running(*names: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda status: all(status[name]["state"] == "RUNNING" for name in names)
+
+
+def _restarted(name: str, reason: str) -> Callable[[dict[str, Any]], bool]:
+    """Restarted once for ``reason`` and running again."""
+    return lambda status: bool(
+        status[name]["restarts_by_reason"].get(reason) == 1 and status[name]["state"] == "RUNNING"
+    )
+
+
+def _probed_healthy(status: dict[str, Any]) -> bool:
+    return all((m["last_probe"] or {}).get("healthy") for m in status.values())
+
+
+def _shipped_with_free_ports() -> tuple[str, int]:
+    """The shipped fleet file, only moved to free ports (so a running `make up` stack is not touched),
+    and its status API port."""
+    base, status_port = _free_block(4), free_port()
+    text = SHIPPED_FLEET.read_text(encoding="utf-8")
+    replacements = {
+        "port_base: 8091": f"port_base: {base}",
+        "  port: 8000": f"  port: {free_port()}",
+        "  port: 9100": f"  port: {status_port}",
+        "project: minerfleet": "project: minerfleet-test",
+    }
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return text, status_port
+
+
+def test_the_shipped_fleet_comes_up_and_streams_real_tokens(docker_images: None, tmp_path: Path) -> None:
+    fleet, status_port = _shipped_with_free_ports()
+    with stack(tmp_path, fleet) as s:
+
+        def all_healthy() -> dict[str, Any] | None:
+            code, report = s.health()
+            return report if code == 0 else None
+
+        report = _wait("every miner healthy", all_healthy)
+        miners = {m["name"]: m for m in report["miners"]}
+        assert set(miners) == {"gemma-1", "gemma-2", "echo-1", "shared-1"}
+        for name in ("gemma-1", "gemma-2", "shared-1"):  # llama.cpp in the miner, and the shared server
+            assert miners[name]["verdict"] == "healthy"
+            assert len(miners[name]["completion"].split()) >= 3, miners[name]
+        assert miners["echo-1"]["completion"] == "In one sentence, what is a language model?"
+
+        # Inside a running miner: not root, the hotkey read-only, no coldkey anywhere.
+        out = (
+            s.container("gemma-1")
+            .exec_run(
+                ["sh", "-c", "id -u; ls -R /wallets; touch /wallets/fleet/hotkeys/gemma-1 || echo READ-ONLY"]
+            )
+            .output.decode()
+        )
+        uid, *listing = out.splitlines()
+        assert uid != "0"
+        assert "READ-ONLY" in listing
+        assert "coldkeypub.txt" in listing and "coldkey" not in listing
+        assert s.container("orchestrator").attrs["Config"]["User"].split(":")[0] != "0"
+
+        # The orchestrator container adopted them all (nothing restarted) and probes them itself.
+        status = _wait("the orchestrator's own probes", lambda: _status_when(status_port, _probed_healthy))
+        assert all(m["state"] == "RUNNING" and m["restarts"] == 0 for m in status.values())
+
+
+def test_supervision_with_the_docker_runtime(docker_images: None, tmp_path: Path) -> None:
+    steady, faulty, broken, status_port = free_port(), free_port(), free_port(), free_port()
+    fleet = f"""
+    network: local
+    wallet_path: ./wallets
+    project: mfsup
+    probe: {{wallet: probe, hotkey: default, timeout: 3, interval: 2, prompt: "are you there"}}
+    status_api: {{port: {status_port}}}
+    restart: {{backoff_initial: 0.5, backoff_max: 2, start_grace: 20, unhealthy_after_failed_probes: 2}}
+    models:
+      broken: {{path: ./models/broken.gguf}}
+    defaults: {{wallet: fleet, stop_on_forward_exception: true}}
+    miners:
+      - {{name: steady, hotkey: steady, backend: echo, axon_port: {steady}}}
+      - {{name: faulty, hotkey: faulty, backend: echo, axon_port: {faulty}, echo: {{fail_after_tokens: 5}}}}
+      - {{name: broken, hotkey: broken, backend: llamacpp, axon_port: {broken}, llamacpp: {{model: broken}}}}
+    """
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "models/broken.gguf").write_bytes(b"not a model")
+    with stack(tmp_path, fleet) as s:
+        wait_for_port(status_port, 120)
+        # A bad setting: FATAL after one try, with the miner's own error line.
+        status = _wait(
+            "broken FATAL", lambda: _status_when(status_port, lambda x: x["broken"]["state"] == "FATAL")
+        )
+        assert status["broken"]["reason"] == "config-error"
+        assert status["broken"]["detail"].startswith("error: MINER_LLAMACPP__MODEL_PATH: cannot load")
+
+        _wait("steady and faulty running", lambda: _status_when(status_port, _running("steady", "faulty")))
+        ids = {name: s.container(name).id for name in ("steady", "faulty")}
+
+        # exit 75 -> restarted and healthy again.
+        asyncio.run(_ask(s.project, "faulty", faulty, "one two three four five six seven"))
+        _wait(
+            "faulty back after exit 75",
+            lambda: _status_when(status_port, _restarted("faulty", "forward-exception")),
+        )
+
+        # docker kill -> back.
+        s.container("steady").kill()
+        _wait(
+            "steady back after docker kill",
+            lambda: _status_when(status_port, _restarted("steady", "killed:SIGKILL")),
+        )
+
+        # The orchestrator container restarted: miners untouched (same containers, same start times).
+        started = {name: s.container(name).attrs["State"]["StartedAt"] for name in ids}
+        s.container("orchestrator").restart(timeout=10)
+        time.sleep(2)
+        status = _wait(
+            "adopted after the orchestrator's restart", lambda: _status_when(status_port, _running(*ids))
+        )
+        assert {name: s.container(name).id for name in ids} == ids
+        assert {name: s.container(name).attrs["State"]["StartedAt"] for name in ids} == started
+        assert all(
+            status[name]["restarts"] == 0 and status[name]["reason"] in ("adopted", "probe-ok")
+            for name in ids
+        )
+
+
+async def _ask(project: Path, miner: str, port: int, prompt: str) -> None:
+    from bittensor_wallet import Wallet
+
+    from orchestrator.render import read_ss58
+
+    dendrite = make_dendrite(Wallet(name="probe", hotkey="default", path=str(project / "wallets")))
+    target = axon_info("127.0.0.1", port, read_ss58(project / f"wallets/fleet/hotkeys/{miner}"))
+    await stream_once(dendrite, target, make_synapse("prompting", prompt), 10)
+    await dendrite.aclose_session()
