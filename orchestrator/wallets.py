@@ -76,6 +76,15 @@ def hand_over(loaded: LoadedFleet, user: tuple[int, int], *, local: bool) -> tup
     return lines, problem
 
 
+def _clear_mount_stub(path: Path) -> str | None:
+    """Docker creates an empty *directory* where a bind-mounted file is missing (a stack started before
+    its keys existed). Remove such a stub so the key can be created; say so."""
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        path.rmdir()
+        return f"removed the empty directory docker left at {path} (a key file belongs there)"
+    return None
+
+
 def ensure_wallets(loaded: LoadedFleet, user: tuple[int, int] | None = None) -> WalletReport:
     """Create the missing keys (local) or list them with the commands that create them (chain), then
     make sure the containers' user can read what they mount."""
@@ -92,6 +101,10 @@ def ensure_wallets(loaded: LoadedFleet, user: tuple[int, int] | None = None) -> 
         wallet = Wallet(name=wallet_name, hotkey=hotkey, path=str(root))
         hotkey_path = root / wallet_name / "hotkeys" / hotkey
         coldkeypub = root / wallet_name / "coldkeypub.txt"
+        for path in (hotkey_path, hotkey_path.with_name(hotkey + "pub.txt"), coldkeypub):
+            cleared = _clear_mount_stub(path)
+            if cleared:
+                lines.append(cleared)
         shown_hotkey = display(project_dir, hotkey_path)
         if wallet_name not in wallets_done:
             wallets_done.add(wallet_name)

@@ -309,3 +309,58 @@ def test_wallets_on_a_chain_only_explains(tmp_path: Path, monkeypatch: pytest.Mo
     command = "btcli wallet new_hotkey --wallet.name fleet --wallet.hotkey one"
     assert f"missing wallets/fleet/hotkeys/one: run `{command}`" in out.getvalue()
     assert err.getvalue().startswith("error: some keys are missing")
+
+
+def test_wallets_replaces_the_empty_directories_docker_leaves_for_missing_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_project(
+        tmp_path,
+        """
+        network: local
+        wallet_path: ./wallets
+        defaults: {wallet: fleet, backend: echo}
+        miners:
+          - {name: one, hotkey: one}
+        """,
+        keys=False,
+    )
+    stub = tmp_path / "wallets" / "fleet" / "hotkeys" / "one"
+    stub.mkdir(parents=True)  # what `docker compose up` does for a bind-mounted file that is missing
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    assert cli.main(["wallets"], out=out, err=io.StringIO()) == cli.EXIT_OK
+    assert f"removed the empty directory docker left at {stub}" in out.getvalue()
+    assert stub.is_file()
+
+
+def test_wallets_hands_local_keys_to_the_containers_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (as CI and `make up` on a fresh machine run)")
+    make_project(
+        tmp_path,
+        """
+        network: local
+        wallet_path: ./wallets
+        defaults: {wallet: fleet, backend: echo}
+        miners:
+          - {name: one, hotkey: one}
+        """,
+        keys=False,
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINERFLEET_UID", "4321")
+    monkeypatch.setenv("MINERFLEET_GID", "4322")
+    assert cli.main(["wallets"], out=io.StringIO(), err=io.StringIO()) == cli.EXIT_OK
+    for key in (
+        "fleet/hotkeys/one",
+        "fleet/hotkeys/onepub.txt",
+        "fleet/coldkeypub.txt",
+        "probe/hotkeys/default",
+    ):
+        st = (tmp_path / "wallets" / key).stat()
+        assert (st.st_uid, st.st_gid) == (4321, 4322), key
+    coldkey = (tmp_path / "wallets" / "fleet" / "coldkey").stat()
+    assert coldkey.st_uid == 0  # the coldkey is never handed over

@@ -18,6 +18,8 @@ from services.miner.chat import TRANSCRIPT_STOP, transcript
 from services.miner.errors import ConfigError
 from services.miner.settings import LlamaCppSettings
 
+BUNDLED_MODEL = "gemma-3-270m-q4_k_m.gguf"
+
 
 class LlamaCppBackend:
     name = "llamacpp"
@@ -36,7 +38,8 @@ class LlamaCppBackend:
             raise ConfigError("MINER_LLAMACPP__MODEL_PATH: not set (path to a GGUF model file)")
         path = path.expanduser()
         if not path.is_file():
-            raise ConfigError(f"MINER_LLAMACPP__MODEL_PATH: model file not found: {path}")
+            hint = " (the bundled model: run `make model`)" if path.name == BUNDLED_MODEL else ""
+            raise ConfigError(f"MINER_LLAMACPP__MODEL_PATH: model file not found: {path}{hint}")
         try:
             from llama_cpp import Llama
         except ImportError as exc:  # a cuda/hf image without llama.cpp, say
