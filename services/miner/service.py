@@ -74,7 +74,10 @@ class MinerService:
         self.clock = clock
         self.gate = ModelGate(settings.max_queue, clock=clock)
         self.streamer = TokenStreamer(
-            batch_size=settings.streaming_batch_size, max_delay=settings.max_chunk_delay, clock=clock
+            batch_size=settings.streaming_batch_size,
+            max_delay=settings.max_chunk_delay,
+            first_chunk_delay=settings.first_chunk_delay,
+            clock=clock,
         )
         self.forward_exceptions = 0
 

@@ -147,6 +147,9 @@ class MinerSettings(BaseSettings):
     max_chunk_delay: float = Field(
         0.25, gt=0, description="No token waits longer than this in the buffer (s)."
     )
+    first_chunk_delay: float = Field(
+        0.05, ge=0, description="The first chunk goes out once its first token waited this long (s)."
+    )
     deadline_margin: float = Field(
         0.3, ge=0, description="Flush and stop this many seconds before the request's timeout."
     )

@@ -4,8 +4,8 @@ Backends only produce text pieces (an ``AsyncIterator[str]``); this module owns 
 ``send``. Its rules (DESIGN.md):
 
 - a chunk goes out when it holds ``batch_size`` pieces, or when its oldest piece has waited
-  ``max_delay`` seconds, whichever comes first (validators penalise chunks over 200 tokens, and a slow
-  model must still look alive);
+  ``max_delay`` seconds (``first_chunk_delay`` for the first chunk), whichever comes first
+  (validators penalise chunks over 200 tokens, and a slow model must still look alive);
 - a chunk is the UTF-8 encoding of whole ``str`` pieces, so a multi-byte character is never split;
 - just before the request's deadline whatever is buffered is sent (a partial answer still earns
   rewards) and generation stops;
@@ -79,11 +79,21 @@ class TokenStreamer:
     check deadline behaviour without real waiting.
     """
 
-    def __init__(self, *, batch_size: int, max_delay: float, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        max_delay: float,
+        first_chunk_delay: float | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.batch_size = batch_size
         self.max_delay = max_delay
+        # The first chunk waits less: time to first chunk is what a validator sees first, and waiting
+        # for a whole batch there only adds latency (bench: +265 ms at batch 12 on Gemma 270M).
+        self.first_chunk_delay = max_delay if first_chunk_delay is None else min(first_chunk_delay, max_delay)
         self.clock = clock
 
     async def stream(self, pieces: AsyncIterator[str], send: Send, *, deadline: float) -> StreamOutcome:
@@ -129,7 +139,8 @@ class TokenStreamer:
                     now = self.clock()
                     wait = deadline - now
                     if buffer:
-                        wait = min(wait, oldest + self.max_delay - now)
+                        delay = self.max_delay if outcome.chunks else self.first_chunk_delay
+                        wait = min(wait, oldest + delay - now)
                     if wait <= 0:
                         if now >= deadline:
                             outcome.ending = Ending.deadline

@@ -53,6 +53,7 @@ async def test_chunks_follow_the_batch_size(tmp_path: Path, wallets: Wallets) ->
         backend="echo",
         streaming_batch_size="4",
         max_chunk_delay="30",
+        first_chunk_delay="30",
         echo__delay_per_token="0.05",
     ) as miner:
         dendrite = make_dendrite(wallets.wallet("probe"))

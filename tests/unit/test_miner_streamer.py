@@ -282,3 +282,18 @@ async def test_no_pieces_sends_nothing() -> None:
 def test_batch_size_below_one_is_rejected(batch_size: int) -> None:
     with pytest.raises(ValueError, match="batch_size"):
         TokenStreamer(batch_size=batch_size, max_delay=1.0)
+
+
+async def test_the_first_chunk_waits_only_first_chunk_delay_then_batching_resumes() -> None:
+    async def slow() -> AsyncIterator[str]:
+        for i in range(6):
+            yield f"s{i} "
+            await asyncio.sleep(0.05)
+
+    send = Recorder()
+    streamer = TokenStreamer(batch_size=5, max_delay=FAR, first_chunk_delay=0.01)
+    outcome = await streamer.stream(slow(), send, deadline=deadline_in(FAR))
+    # The first piece goes out alone (after 10 ms, long before the second one arrives); then chunks
+    # hold batch_size pieces again, since max_delay never fires.
+    assert outcome.chunk_sizes == [1, 5]
+    assert send.text == "".join(f"s{i} " for i in range(6))
