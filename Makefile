@@ -12,7 +12,7 @@ export MINERFLEET_UID ?= $(shell [ "$$(id -u)" = 0 ] && echo 1000 || id -u)
 export MINERFLEET_GID ?= $(shell [ "$$(id -u)" = 0 ] && echo 1000 || id -g)
 export MINERFLEET_DOCKER_GID ?= $(shell stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)
 
-.PHONY: up down health status logs render validate wallets images bench \
+.PHONY: up down health status logs render validate wallets images bench bench-quick \
         venv model model-hf test test-unit check lint types layers clean
 
 # --- the fleet ------------------------------------------------------------------------------------
@@ -44,7 +44,10 @@ images:
 	bash scripts/images.sh
 
 bench: venv model
-	$(PY) bench/run.py
+	$(PY) -m bench.run $(ARGS)
+
+bench-quick: venv model
+	$(PY) -m bench.run --quick
 
 # --- setting up ------------------------------------------------------------------------------------
 venv: .venv/.installed

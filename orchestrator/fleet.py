@@ -88,7 +88,9 @@ class ProbeSpec(_Strict):
     )
     timeout: float = Field(12.0, gt=0, description="Seconds a miner has to stream its answer.")
     interval: float = Field(30.0, gt=0, description="Seconds between probes in the watch loop.")
-    max_concurrency: int = Field(8, ge=1, description="Most miners probed at the same time.")
+    max_concurrency: int = Field(
+        64, ge=1, description="Most miners probed at the same time (a probe costs ~6 ms of CPU)."
+    )
 
 
 class StatusApiSpec(_Strict):

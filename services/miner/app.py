@@ -23,6 +23,7 @@ from services.miner.settings import MinerSettings, Network, describe_settings, l
 log = logging.getLogger("services.miner")
 
 GRACEFUL_SHUTDOWN = 5  # seconds in-flight responses get to finish when the miner stops
+KEEP_ALIVE = 20  # seconds an idle connection stays open (longer than aiohttp's 15 s on the client)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -146,6 +147,9 @@ def build_axon(settings: MinerSettings, wallet: Any) -> Any:
     # bittensor binds uvicorn to 0.0.0.0 whatever ``ip`` says; honour the setting (127.0.0.1 in tests).
     axon.fast_server.config.host = settings.axon_ip
     axon.fast_server.config.timeout_graceful_shutdown = GRACEFUL_SHUTDOWN
+    # Validators' aiohttp clients keep idle connections 15 s; uvicorn closes them after 5 s, so a reused
+    # connection can hit a socket the server is closing (seen in the benchmarks). Outlive the client.
+    axon.fast_server.config.timeout_keep_alive = KEEP_ALIVE
     return axon
 
 

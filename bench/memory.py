@@ -1,0 +1,318 @@
+"""Memory per hotkey: what one more miner costs, by backend, and N hotkeys shared vs separate.
+
+Processes, all on 127.0.0.1: one echo miner; a shared model server (``python -m llama_cpp.server`` on
+Gemma, ``--n_threads 1``, the way the fleet's ``model_server:`` runs it) with ``openai`` miners pointed at
+it; and ``llamacpp`` miners each loading Gemma themselves (``n_threads`` 1, same ``n_ctx``). Hotkeys are
+added one at a time (one openai and one llamacpp miner per step); after each miner has answered one
+request (so lazily allocated buffers count), the memory of every process tree is read from ``/proc``:
+
+- **RSS** (``VmRSS``, summed over the process and its children): what ``top`` and ``docker stats`` show;
+- **PSS** (``smaps_rollup``): shared pages divided among the processes sharing them. llama.cpp maps the
+  GGUF file (mmap), so N llamacpp miners share the weights through the page cache: their RSS sum counts
+  the model N times, their PSS sum once. Both are reported; PSS is the honest total.
+
+Run: ``python -m bench.memory [--quick]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench._common import (
+    GGUF,
+    LOCALHOST,
+    ROOT,
+    Figure,
+    MinerProcess,
+    Result,
+    Wallets,
+    free_port,
+    machine,
+    main_for,
+    make_result,
+    make_wallets,
+    miner_env,
+    progress,
+    started_miners,
+    tree_memory,
+    wait_for_port,
+)
+from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
+
+NAME = "memory"
+TITLE = "Memory per hotkey: echo / openai / llamacpp miners; N hotkeys on a shared model server vs N models"
+N_CTX = 2048
+WARM_PROMPT = "Say hello."
+SAMPLES = 3  # readings per measurement, 0.5 s apart; the median is reported
+
+
+@dataclass(frozen=True)
+class Config:
+    sizes: tuple[int, ...]
+
+    @classmethod
+    def for_run(cls, quick: bool) -> Config:
+        return cls((1, 2)) if quick else cls((1, 2, 4))
+
+
+@contextmanager
+def model_server(tmp: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``python -m llama_cpp.server`` on the bundled Gemma, as the fleet's ``model_server:`` runs it."""
+    port = free_port()
+    log = (tmp / "model-server.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(GGUF),
+            "--model_alias",
+            "gemma",
+            "--host",
+            LOCALHOST,
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(N_CTX),
+            "--n_threads",
+            "1",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, 120, proc)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the port opens before the model is ready
+            try:
+                with urllib.request.urlopen(f"http://{LOCALHOST}:{port}/v1/models", timeout=5):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        yield port, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+def warm(wallets: Wallets, miners: list[MinerProcess]) -> list[bool]:
+    """One request to each miner (one after the other), so what a request allocates is counted."""
+
+    async def go() -> list[bool]:
+        dendrite = make_dendrite(wallets.wallet("probe"))
+        try:
+            answers = []
+            for miner in miners:
+                target = axon_info(LOCALHOST, miner.port, wallets.miner_hotkey)
+                result = await stream_once(
+                    dendrite, target, make_synapse("prompting", WARM_PROMPT, timeout=60), 60
+                )
+                answers.append(result.ok)
+            return answers
+        finally:
+            await dendrite.aclose_session()
+
+    return asyncio.run(go())
+
+
+class Snapshot:
+    """Tree memory of some processes (MiB): for each, the median of a few readings taken together."""
+
+    KEYS = ("rss", "pss", "uss", "anon", "file")
+
+    def __init__(self, pids: list[int]) -> None:
+        readings: dict[int, list[dict[str, float]]] = {pid: [] for pid in pids}
+        for index in range(SAMPLES):
+            if index:
+                time.sleep(0.5)
+            for pid in pids:
+                readings[pid].append(tree_memory(pid))
+        self.by_pid = {
+            pid: {key: statistics.median(r[key] for r in values) for key in self.KEYS}
+            for pid, values in readings.items()
+        }
+
+    def total(self, pids: list[int]) -> dict[str, float]:
+        """Summed over ``pids``."""
+        return {key: sum(self.by_pid[pid][key] for pid in pids) for key in self.KEYS}
+
+
+def _pid(miner: MinerProcess) -> int:
+    assert miner.proc is not None
+    return miner.proc.pid
+
+
+def run(quick: bool) -> Result:
+    """Add hotkeys one at a time; read memory at every size in ``sizes``."""
+    started, before = time.time(), machine()
+    cfg = Config.for_run(quick)
+    if not GGUF.exists():
+        return make_result(
+            NAME, TITLE, quick, started, [], skipped=f"{GGUF} is missing", machine_before=before
+        )
+    biggest = max(cfg.sizes)
+    steps: dict[int, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="minerfleet-bench-") as name, ExitStack() as stack:
+        tmp = Path(name)
+        wallets = make_wallets(tmp / "wallets")
+        server_port, server = stack.enter_context(model_server(tmp))
+        (echo,) = stack.enter_context(
+            started_miners(tmp, [miner_env(wallets, free_port(), name="mem-echo", backend="echo")])
+        )
+        warm(wallets, [echo])
+        shared: list[MinerProcess] = []
+        separate: list[MinerProcess] = []
+        for n in range(1, biggest + 1):
+            progress(f"memory: starting hotkey {n} (one openai miner, one llamacpp miner)")
+            openai_env = miner_env(
+                wallets,
+                free_port(),
+                name=f"mem-openai-{n}",
+                backend="openai",
+                openai__base_url=f"http://{LOCALHOST}:{server_port}/v1",
+                openai__model="gemma",
+                max_tokens="8",
+            )
+            llama_env = miner_env(
+                wallets,
+                free_port(),
+                name=f"mem-llama-{n}",
+                backend="llamacpp",
+                llamacpp__model_path=str(GGUF),
+                llamacpp__n_threads="1",
+                llamacpp__n_ctx=str(N_CTX),
+                max_tokens="8",
+            )
+            new_openai, new_llama = stack.enter_context(started_miners(tmp, [openai_env, llama_env]))
+            answered = warm(wallets, [new_openai, new_llama])
+            shared.append(new_openai)
+            separate.append(new_llama)
+            if n not in cfg.sizes:
+                continue
+            openai_pids, llama_pids = [_pid(m) for m in shared], [_pid(m) for m in separate]
+            snap = Snapshot([server.pid, _pid(echo), *openai_pids, *llama_pids])
+            steps[n] = {
+                "model_server": snap.total([server.pid]),
+                "openai_miners": snap.total(openai_pids),
+                "shared_total": snap.total([server.pid, *openai_pids]),
+                "separate_total": snap.total(llama_pids),
+                "answered": answered,
+            }
+            if n == 1:
+                steps[n]["one_miner"] = {
+                    "echo": snap.total([_pid(echo)]),
+                    "openai": snap.total(openai_pids[:1]),
+                    "llamacpp": snap.total(llama_pids[:1]),
+                }
+
+    one = steps[1]["one_miner"]
+    figures = [
+        Figure("echo_miner_rss_mb", "one echo miner (no model): RSS", round(one["echo"]["rss"], 1), "MiB"),
+        Figure(
+            "openai_miner_rss_mb",
+            "one openai miner (no model; talks to the server): RSS",
+            round(one["openai"]["rss"], 1),
+            "MiB",
+        ),
+        Figure(
+            "llamacpp_miner_rss_mb",
+            "one llamacpp miner with its own Gemma 270M: RSS",
+            round(one["llamacpp"]["rss"], 1),
+            "MiB",
+        ),
+        Figure(
+            "llamacpp_miner_anon_mb",
+            "the same llamacpp miner: anonymous RSS (not the mapped model file)",
+            round(one["llamacpp"]["anon"], 1),
+            "MiB",
+        ),
+        Figure(
+            "model_server_rss_mb",
+            "the shared llama_cpp.server with Gemma 270M: RSS",
+            round(steps[1]["model_server"]["rss"], 1),
+            "MiB",
+        ),
+    ]
+    for n in cfg.sizes:
+        step = steps[n]
+        figures += [
+            Figure(
+                f"shared_n{n}_rss_mb",
+                f"{n} hotkey(s) as openai miners + one model server: total RSS",
+                round(step["shared_total"]["rss"], 1),
+                "MiB",
+            ),
+            Figure(
+                f"separate_n{n}_rss_mb",
+                f"{n} hotkey(s) as llamacpp miners, one model each: total RSS",
+                round(step["separate_total"]["rss"], 1),
+                "MiB",
+            ),
+            Figure(
+                f"shared_n{n}_pss_mb",
+                f"{n} hotkey(s), shared server: total PSS",
+                round(step["shared_total"]["pss"], 1),
+                "MiB",
+            ),
+            Figure(
+                f"separate_n{n}_pss_mb",
+                f"{n} hotkey(s), a model each: total PSS (mmapped weights shared)",
+                round(step["separate_total"]["pss"], 1),
+                "MiB",
+            ),
+        ]
+    if biggest > 1:
+        for way in ("shared", "separate"):
+            for kind in ("rss", "pss", "uss"):
+                extra = (steps[biggest][f"{way}_total"][kind] - steps[1][f"{way}_total"][kind]) / (
+                    biggest - 1
+                )
+                figures.append(
+                    Figure(
+                        f"{way}_per_extra_hotkey_{kind}_mb",
+                        f"{way}: {kind.upper()} added by each hotkey beyond the first (1 -> {biggest})",
+                        round(extra, 1),
+                        "MiB",
+                    )
+                )
+    notes = [
+        "RSS counts the mmapped GGUF in every llamacpp miner; the page cache holds it once (see PSS)",
+        "each miner answered one request before the reading (all answered: "
+        f"{all(all(s['answered']) for s in steps.values())})",
+    ]
+    return make_result(
+        NAME,
+        TITLE,
+        quick,
+        started,
+        figures,
+        {"steps": steps, "n_ctx": N_CTX},
+        notes=notes,
+        machine_before=before,
+    )
+
+
+def main() -> int:
+    return main_for(NAME, __doc__ or "", run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,461 @@
+"""Streaming efficiency: the Gemma model through the miner (axon -> dendrite) against raw llama-cpp-python.
+
+Part 1, the model. The same GGUF, prompt, sampling (temperature 0, seed 0), max tokens, context and
+thread count, once in-process with llama-cpp-python and once through a real miner process (default batch
+settings: ``streaming_batch_size``, ``max_chunk_delay`` and, where the miner has it, ``first_chunk_delay``;
+see :func:`default_batching`), interleaved over several rounds (the
+order rotates each round). A second miner with batch size 1 separates the transport's own cost from the
+batching delay. Tokens are counted by tokenizing each completion with the same model (never chars/4),
+on both paths alike; the completions are compared for equality as a sanity check.
+
+Part 2, the streaming path alone. Echo miners (no model, no delay) stream a long prompt back with batch
+sizes 1, 12 and 200: chunks/s and MB/s of the axon -> dendrite path (chunk counts from the miner's log).
+
+Run: ``python -m bench.streaming [--quick]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench._common import (
+    GGUF,
+    LOCALHOST,
+    Figure,
+    MinerProcess,
+    Result,
+    free_port,
+    machine,
+    main_for,
+    make_result,
+    make_wallets,
+    miner_env,
+    started_miners,
+    summarize,
+)
+from services.miner.chat import TRANSCRIPT_STOP, build_chat, transcript
+from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
+from services.miner.settings import MinerSettings
+
+NAME = "streaming"
+TITLE = "Streaming efficiency: miner vs raw llama-cpp-python; echo streaming path"
+# A prompt the base model answers at length (it runs to max_tokens at temperature 0).
+PROMPT = "Explain step by step how a steam engine works, in great detail."
+N_CTX = 2048
+SEED = 0
+REQUEST_TIMEOUT = 120.0
+# The miner logs one line per request: "... N pieces in M chunks, B bytes, first chunk ..."
+_OUTCOME = re.compile(r"(\d+) pieces in (\d+) chunks, (\d+) bytes")
+
+
+@dataclass(frozen=True)
+class Config:
+    rounds: int
+    max_tokens: int
+    threads: int
+    echo_words: int
+    echo_rounds: int
+    echo_batches: tuple[int, ...] = (1, 12, 200)
+
+    @classmethod
+    def for_run(cls, quick: bool) -> Config:
+        if quick:
+            return cls(rounds=1, max_tokens=24, threads=1, echo_words=1000, echo_rounds=1)
+        return cls(rounds=5, max_tokens=128, threads=1, echo_words=20000, echo_rounds=5)
+
+
+@dataclass
+class Sample:
+    ttft: float  # seconds to the first text (raw) / first chunk (miner)
+    elapsed: float
+    tokens: int  # the completion tokenized by the same model
+    generated: int  # raw: stream items; miner: pieces the miner says it sent (its log)
+    completion: str
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def default_batching() -> str:
+    """The miner's default batching settings, read from its settings model (they change over time)."""
+    fields = MinerSettings.model_fields
+    size = fields["streaming_batch_size"].default
+    delay = fields["max_chunk_delay"].default
+    text = f"batch {size}, max_chunk_delay {delay:g} s"
+    if "first_chunk_delay" in fields:
+        text += f", first_chunk_delay {fields['first_chunk_delay'].default:g} s"
+    return text
+
+
+def system_prompt() -> str:
+    return str(MinerSettings.model_fields["system_prompt"].default)
+
+
+def model_prompt() -> str:
+    """Exactly the text the miner's llamacpp backend gives a base model (no chat template)."""
+    chat = build_chat(["user"], [PROMPT], system_prompt=system_prompt(), protocol="prompting")
+    return transcript(chat)
+
+
+def count_tokens(llm: Any, text: str) -> int:
+    return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
+
+
+def raw_generation(llm: Any, prompt: str, cfg: Config) -> Sample:
+    started = time.monotonic()
+    first: float | None = None
+    pieces: list[str] = []
+    items = 0
+    stream = llm.create_completion(
+        prompt=prompt,
+        stop=list(TRANSCRIPT_STOP),
+        max_tokens=cfg.max_tokens,
+        temperature=0.0,
+        seed=SEED,
+        stream=True,
+    )
+    for chunk in stream:
+        items += 1
+        text = chunk["choices"][0]["text"]
+        if text:
+            if first is None:
+                first = time.monotonic() - started
+            pieces.append(text)
+    elapsed = time.monotonic() - started
+    completion = "".join(pieces)
+    return Sample(first or elapsed, elapsed, count_tokens(llm, completion), items, completion)
+
+
+def outcomes(miner: MinerProcess) -> list[tuple[int, int, int]]:
+    """(pieces, chunks, bytes) of every request the miner has finished, from its log."""
+    return [(int(p), int(c), int(b)) for p, c, b in _OUTCOME.findall(miner.log)]
+
+
+@dataclass
+class MinerAnswer:
+    """One measured request to a miner: the stream, its time, and the miner's own count of it."""
+
+    result: Any  # services.miner.client.StreamResult
+    elapsed: float
+    outcome: tuple[int, int, int]  # pieces, chunks, bytes (from the miner's log)
+    failed_attempts: int
+
+
+async def miner_generation(dendrite: Any, miner: MinerProcess, hotkey: str, prompt: str) -> MinerAnswer:
+    """Stream ``prompt`` from ``miner``; retried (at most twice) when no answer came back at all.
+
+    A pooled connection that the miner's server closed after its keep-alive timeout (5 s) can fail
+    the next request before it reaches the miner: that is the client's race, not a streaming cost, so
+    such an attempt is counted apart and sent again.
+    """
+    target = axon_info(LOCALHOST, miner.port, hotkey)
+    failed = 0
+    while True:
+        seen = len(outcomes(miner))
+        synapse = make_synapse("prompting", prompt, timeout=REQUEST_TIMEOUT)
+        started = time.monotonic()
+        result = await stream_once(dendrite, target, synapse, REQUEST_TIMEOUT)
+        elapsed = time.monotonic() - started
+        if (result.ok and result.completion) or failed >= 2:
+            break
+        failed += 1
+    # The miner logs a request's outcome just after the stream ends: wait for that line (bounded).
+    deadline = time.monotonic() + 3.0
+    logged = outcomes(miner)
+    while len(logged) <= seen and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        logged = outcomes(miner)
+    outcome = logged[-1] if len(logged) > seen else (0, 0, 0)
+    return MinerAnswer(result, elapsed, outcome, failed)
+
+
+def rotations(items: list[str], rounds: int) -> Iterator[tuple[int, list[str]]]:
+    """Each round runs every variant once; the order rotates so none always goes first."""
+    for index in range(rounds):
+        shift = index % len(items)
+        yield index, items[shift:] + items[:shift]
+
+
+def model_part(cfg: Config, tmp: Path, wallets: Any) -> tuple[list[Figure], dict[str, Any]]:
+    from llama_cpp import Llama
+
+    common = {
+        "backend": "llamacpp",
+        "llamacpp__model_path": str(GGUF),
+        "llamacpp__n_threads": str(cfg.threads),
+        "llamacpp__n_ctx": str(N_CTX),
+        "llamacpp__seed": str(SEED),
+        "temperature": "0",
+        "max_tokens": str(cfg.max_tokens),
+        "log_level": "info",
+    }
+    envs = [
+        miner_env(wallets, free_port(), name="bench-default", **common),
+        miner_env(wallets, free_port(), name="bench-batch1", streaming_batch_size="1", **common),
+    ]
+    llm = Llama(model_path=str(GGUF), n_ctx=N_CTX, n_threads=cfg.threads, seed=SEED, verbose=False)
+    prompt = model_prompt()
+    samples: dict[str, list[Sample]] = {"raw": [], "miner": [], "miner-batch1": []}
+    failed_attempts = {"miner": 0, "miner-batch1": 0}
+    with started_miners(tmp, envs) as (default_miner, batch1_miner):
+        by_name = {"miner": default_miner, "miner-batch1": batch1_miner}
+
+        async def measure() -> None:
+            dendrite = make_dendrite(wallets.wallet("probe"))
+            try:
+                # Warm-up (not counted): the first generation of each process pays one-off costs.
+                raw_generation(llm, prompt, cfg)
+                for miner in by_name.values():
+                    await miner_generation(dendrite, miner, wallets.miner_hotkey, PROMPT)
+                for _, order in rotations(list(samples), cfg.rounds):
+                    for variant in order:
+                        if variant == "raw":
+                            samples["raw"].append(raw_generation(llm, prompt, cfg))
+                            continue
+                        miner = by_name[variant]
+                        answer = await miner_generation(dendrite, miner, wallets.miner_hotkey, PROMPT)
+                        failed_attempts[variant] += answer.failed_attempts
+                        result, elapsed, outcome = answer.result, answer.elapsed, answer.outcome
+                        samples[variant].append(
+                            Sample(
+                                ttft=result.first_chunk_after
+                                if result.first_chunk_after is not None
+                                else elapsed,
+                                elapsed=elapsed,
+                                tokens=count_tokens(llm, result.completion),
+                                generated=outcome[0],
+                                completion=result.completion,
+                            )
+                        )
+            finally:
+                await dendrite.aclose_session()
+
+        asyncio.run(measure())
+    llm.close()
+
+    raw, miner, batch1 = samples["raw"], samples["miner"], samples["miner-batch1"]
+    ratio = [m.tokens_per_s / r.tokens_per_s for m, r in zip(miner, raw, strict=True) if r.tokens_per_s]
+    ratio1 = [m.tokens_per_s / r.tokens_per_s for m, r in zip(batch1, raw, strict=True) if r.tokens_per_s]
+    overhead = [m.ttft - r.ttft for m, r in zip(miner, raw, strict=True)]
+    overhead1 = [m.ttft - r.ttft for m, r in zip(batch1, raw, strict=True)]
+    same = all(s.completion == raw[0].completion for s in raw + miner + batch1)
+    batching = default_batching()
+    figures = [
+        Figure.of(
+            "raw_tokens_per_s", "raw llama-cpp-python in-process: tokens/s end to end", _rates(raw), "tok/s"
+        ),
+        Figure.of(
+            "miner_tokens_per_s",
+            f"through the miner ({batching}): tokens/s end to end",
+            _rates(miner),
+            "tok/s",
+        ),
+        Figure.of(
+            "tokens_per_s_ratio",
+            "miner tokens/s divided by raw tokens/s (paired per round; 1.0 = no loss)",
+            ratio,
+            "x",
+        ),
+        Figure.of("raw_ttft_ms", "raw llama-cpp-python: time to the first token", _ttfts(raw), "ms", 1000),
+        Figure.of(
+            "miner_ttft_ms",
+            f"through the miner ({batching}): time to the first chunk",
+            _ttfts(miner),
+            "ms",
+            1000,
+        ),
+        Figure.of(
+            "ttft_overhead_ms",
+            "miner TTFT minus raw TTFT (paired): the first chunk's batching wait (by design) plus transport",
+            overhead,
+            "ms",
+            1000,
+        ),
+        Figure.of(
+            "ttft_overhead_batch1_ms",
+            "miner with batch size 1: TTFT minus raw TTFT (paired): the transport's own cost",
+            overhead1,
+            "ms",
+            1000,
+        ),
+        Figure.of(
+            "tokens_per_s_ratio_batch1",
+            "miner (batch 1) tokens/s divided by raw tokens/s (paired)",
+            ratio1,
+            "x",
+        ),
+        Figure(
+            "same_completion", "all completions identical across paths and rounds (temperature 0)", str(same)
+        ),
+    ]
+    details = {
+        "prompt": PROMPT,
+        "miner_batching": default_batching(),
+        "max_tokens": cfg.max_tokens,
+        "n_threads": cfg.threads,
+        "n_ctx": N_CTX,
+        "rounds": cfg.rounds,
+        "samples": {name: [_sample_dict(s) for s in values] for name, values in samples.items()},
+        "failed_attempts_resent": failed_attempts,
+        "distinct_completions": len({s.completion for s in raw + miner + batch1}),
+        "tokens": summarize([s.tokens for s in raw + miner]),
+        "completion_head": raw[0].completion[:200] if raw else "",
+    }
+    return figures, details
+
+
+def _rates(samples: list[Sample]) -> list[float]:
+    return [s.tokens_per_s for s in samples]
+
+
+def _ttfts(samples: list[Sample]) -> list[float]:
+    return [s.ttft for s in samples]
+
+
+def _sample_dict(sample: Sample) -> dict[str, Any]:
+    return {
+        "ttft_s": round(sample.ttft, 4),
+        "elapsed_s": round(sample.elapsed, 4),
+        "tokens": sample.tokens,
+        "generated": sample.generated,
+        "tokens_per_s": round(sample.tokens_per_s, 2),
+    }
+
+
+def echo_part(cfg: Config, tmp: Path, wallets: Any) -> tuple[list[Figure], dict[str, Any]]:
+    words = " ".join(f"w{i:05d}" for i in range(cfg.echo_words))
+    envs = [
+        miner_env(
+            wallets,
+            free_port(),
+            name=f"echo-b{batch}",
+            backend="echo",
+            streaming_batch_size=str(batch),
+            max_tokens=str(cfg.echo_words + 10),
+            log_level="info",
+        )
+        for batch in cfg.echo_batches
+    ]
+    per_batch: dict[int, list[dict[str, float]]] = {b: [] for b in cfg.echo_batches}
+    failed_attempts = {str(b): 0 for b in cfg.echo_batches}
+    with started_miners(tmp, envs) as miners:
+        by_batch = dict(zip(cfg.echo_batches, miners, strict=True))
+
+        async def measure() -> None:
+            dendrite = make_dendrite(wallets.wallet("probe"))
+            try:
+                for miner in miners:  # warm-up
+                    await miner_generation(dendrite, miner, wallets.miner_hotkey, "warm up")
+                names = [str(b) for b in cfg.echo_batches]
+                for _, order in rotations(names, cfg.echo_rounds):
+                    for name in order:
+                        miner = by_batch[int(name)]
+                        answer = await miner_generation(dendrite, miner, wallets.miner_hotkey, words)
+                        failed_attempts[name] += answer.failed_attempts
+                        result, elapsed, outcome = answer.result, answer.elapsed, answer.outcome
+                        per_batch[int(name)].append(
+                            {
+                                "elapsed": elapsed,
+                                "ttfc": result.first_chunk_after or elapsed,
+                                "pieces": outcome[0],
+                                "chunks": outcome[1],
+                                "bytes": outcome[2],
+                                "client_chunks": len(result.chunks),
+                                "complete": float(result.completion == words),
+                            }
+                        )
+            finally:
+                await dendrite.aclose_session()
+
+        asyncio.run(measure())
+
+    figures: list[Figure] = []
+    for batch, runs in per_batch.items():
+        figures.append(
+            Figure.of(
+                f"echo_b{batch}_chunks_per_s",
+                f"echo, batch {batch}: chunks sent per second (miner-side count / client-side elapsed)",
+                [r["chunks"] / r["elapsed"] for r in runs],
+                "chunks/s",
+            )
+        )
+        figures.append(
+            Figure.of(
+                f"echo_b{batch}_pieces_per_s",
+                f"echo, batch {batch}: pieces (words, the echo backend's tokens) streamed per second",
+                [r["pieces"] / r["elapsed"] for r in runs],
+                "pieces/s",
+            )
+        )
+        figures.append(
+            Figure.of(
+                f"echo_b{batch}_mb_per_s",
+                f"echo, batch {batch}: completion MB per second through axon -> dendrite",
+                [r["bytes"] / r["elapsed"] / 1e6 for r in runs],
+                "MB/s",
+            )
+        )
+    details = {
+        "words": cfg.echo_words,
+        "prompt_bytes": len(words.encode()),
+        "rounds": cfg.echo_rounds,
+        "runs": {str(b): runs for b, runs in per_batch.items()},
+        "failed_attempts_resent": failed_attempts,
+        "all_complete": all(r["complete"] == 1.0 for runs in per_batch.values() for r in runs),
+    }
+    return figures, details
+
+
+def run(quick: bool) -> Result:
+    """Measure both parts; return the result (figures + details)."""
+    started, before = time.time(), machine()
+    cfg = Config.for_run(quick)
+    if not GGUF.exists():
+        return make_result(
+            NAME, TITLE, quick, started, [], skipped=f"{GGUF} is missing (make model)", machine_before=before
+        )
+    with tempfile.TemporaryDirectory(prefix="minerfleet-bench-") as name:
+        tmp = Path(name)
+        wallets = make_wallets(tmp / "wallets")
+        model_figures, model_details = model_part(cfg, tmp, wallets)
+        echo_figures, echo_details = echo_part(cfg, tmp, wallets)
+    resent = sum(model_details["failed_attempts_resent"].values()) + sum(
+        echo_details["failed_attempts_resent"].values()
+    )
+    notes = [
+        f"same model/prompt/temperature 0/seed {SEED}/max_tokens {cfg.max_tokens}/n_threads {cfg.threads}/"
+        f"n_ctx {N_CTX} on both paths; tokens counted by tokenizing each completion with the model",
+        f"TTFT through the miner is the first *chunk*; default batching ({default_batching()}): the first "
+        "chunk waits for a full batch or the first-chunk delay, whichever comes first, by design",
+    ]
+    if resent:
+        notes.append(
+            f"{resent} request(s) got no answer (a pooled connection the miner had closed after its 5 s "
+            "keep-alive) and were sent again; only the answered attempt is timed"
+        )
+    return make_result(
+        NAME,
+        TITLE,
+        quick,
+        started,
+        model_figures + echo_figures,
+        {"model": model_details, "echo": echo_details},
+        notes=notes,
+        machine_before=before,
+    )
+
+
+def main() -> int:
+    return main_for(NAME, __doc__ or "", run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
