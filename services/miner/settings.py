@@ -131,9 +131,7 @@ class MinerSettings(BaseSettings):
         description="Synapses served, one route each.",
     )
     backend: BackendName = Field(BackendName.echo, description="echo, llamacpp, hf or openai.")
-    allowed_hotkeys: list[str] = Field(
-        default_factory=list, description="ss58 hotkeys always allowed."
-    )
+    allowed_hotkeys: list[str] = Field(default_factory=list, description="ss58 hotkeys always allowed.")
     allowed_hotkey_files: list[Path] = Field(
         default_factory=list,
         description="Public hotkey files (<hotkey>pub.txt) whose addresses are always allowed (the probe's).",
