@@ -31,7 +31,7 @@ from orchestrator.render import (
     write,
 )
 from services.miner.settings import load_settings, read_env_file
-from tests.fleets import GOLDEN, make_project, shipped_project
+from tests.fleets import GOLDEN, SHIPPED_FLEET, make_project, shipped_project
 
 SECRET = "sk-secret-0123456789abcdefXYZ"
 
@@ -397,3 +397,13 @@ def test_wallets_hands_local_keys_to_the_containers_user(
         assert (st.st_uid, st.st_gid) == (4321, 4322), key
     coldkey = (tmp_path / "wallets" / "fleet" / "coldkey").stat()
     assert coldkey.st_uid == 0  # the coldkey is never handed over
+
+
+def test_the_committed_rendered_files_match_the_shipped_fleet() -> None:
+    # They are committed so `docker compose up` works right after a clone: they must not go stale.
+    root = SHIPPED_FLEET.parent.parent
+    loaded = load_fleet(SHIPPED_FLEET, root, check_files=False)
+    for path, text in render(loaded).items():
+        assert (root / path).read_text(encoding="utf-8") == text, (
+            f"{path} is not up to date with {SHIPPED_FLEET.name}: run `python -m orchestrator render`"
+        )
