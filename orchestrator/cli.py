@@ -61,7 +61,9 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from orchestrator.render import RenderError, describe, render, write
 
-    loaded = _load(args, err)
+    # The rendered files name keys and models by path only (the miners read them at start-up), so
+    # rendering needs neither: a fresh clone renders, and `init` or `make up` provides them.
+    loaded = _load(args, err, check_files=False)
     if loaded is None:
         return EXIT_INVALID
     try:
@@ -99,6 +101,39 @@ def cmd_wallets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             file=err,
         )
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """What the stack needs before it starts, idempotently: the local hotkeys (chain networks: only checked)
+    and the bundled model. The compose stack's one-shot `init` service runs this, so a plain
+    `docker compose up` works right after a clone."""
+    from orchestrator.model import ModelError, bundled_models_needed, ensure_gguf
+    from orchestrator.supervise import in_container_view
+    from orchestrator.wallets import ensure_wallets
+
+    loaded = _load(args, err, check_files=False)
+    if loaded is None:
+        return EXIT_INVALID
+    loaded = in_container_view(loaded)
+    report = ensure_wallets(loaded)
+    for line in report.lines:
+        print(line, file=out)
+    if report.missing:
+        print(
+            f"error: the fleet's keys are missing or unreadable (network {loaded.fleet.network.value}); "
+            "run the commands above on the host, then start again",
+            file=err,
+        )
+        return EXIT_FAILED
+    for place in bundled_models_needed(loaded):
+        shown = place.relative_to(loaded.project_dir) if place.is_relative_to(loaded.project_dir) else place
+        try:
+            written = ensure_gguf(place, install=True)
+        except ModelError as exc:
+            print(f"error: {exc}", file=err)
+            return EXIT_FAILED
+        print(f"{'created' if written else 'ok     '} {shown} (sha256 ok)", file=out)
     return EXIT_OK
 
 
@@ -216,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         "wallets",
         cmd_wallets,
         "network local: create missing hotkeys; chain networks: list what is missing",
+    )
+    add_command(
+        sub,
+        "init",
+        cmd_init,
+        "before the stack starts: create the missing local hotkeys, put the bundled model in place",
     )
     health = add_command(
         sub, "health", cmd_health, "stream a prompt through every miner; exit 1 if any is unhealthy"

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 from orchestrator.fleetfile import LoadedFleet
 from orchestrator.probe import Prober, ProbeReport, ProbeTarget, format_table
-from orchestrator.render import RenderError, miner_ss58
+from orchestrator.render import RenderError, read_ss58
 
 
 class HealthError(Exception):
@@ -36,7 +36,8 @@ def targets(loaded: LoadedFleet, host: str, names: Sequence[str] = ()) -> list[P
     result = []
     for miner in chosen:
         try:
-            ss58 = miner_ss58(loaded, miner.name)
+            # the public <hotkey>pub.txt is enough (all the orchestrator container has of a miner's key)
+            ss58 = read_ss58(loaded.hotkey_file(miner.wallet, miner.hotkey))
         except RenderError as exc:  # it says which file and why
             raise HealthError(str(exc)) from exc
         result.append(

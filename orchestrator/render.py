@@ -18,7 +18,6 @@ hotkey file and their wallet's ``coldkeypub.txt``, read-only; no coldkey is ever
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -37,9 +36,6 @@ from services.miner.settings import BackendName
 GENERATED_DIR = Path("config/generated")
 COMPOSE_FILE = Path("docker-compose.yml")
 SUPERVISOR_FILE = GENERATED_DIR / "supervisord.conf"
-# The miners' public addresses, for the probe where the hotkey files are not mounted (the orchestrator
-# container gets only the probe's hotkey).
-HOTKEYS_FILE = GENERATED_DIR / "hotkeys.json"
 RUN_DIR = Path(".run/supervisor")  # supervisord's logs and pid, git-ignored
 DEFAULT_PYTHON = ".venv/bin/python"
 
@@ -49,6 +45,10 @@ CONTAINER_MODELS = "/models"
 CONTAINER_EXTRA_MODELS = "/models-extra"  # models that live outside ./models, mounted one by one
 MODEL_SERVER = "model-server"
 ORCHESTRATOR = "orchestrator"
+INIT = "init"
+# Everything else starts once `init` has provided the local keys and the bundled model: containers are
+# created only then, so docker never meets a missing key file (it would leave an empty directory there).
+AFTER_INIT = {INIT: {"condition": "service_completed_successfully"}}
 
 TARGETS = {ImageName.cpu: "miner", ImageName.cuda: "miner-cuda", ImageName.hf: "miner-hf"}
 HERE_ROOT = "%(here)s/../.."  # the project directory, seen from config/generated/supervisord.conf
@@ -139,6 +139,21 @@ def probe_ss58(loaded: LoadedFleet) -> str:
     return read_ss58(loaded.hotkey_file(probe.wallet, probe.hotkey))
 
 
+def probe_pub(loaded: LoadedFleet) -> str:
+    """The probe's public key file (``<hotkey>pub.txt``), relative to the wallet folder.
+
+    Miners are given this *path* (MINER_ALLOWED_HOTKEY_FILES) rather than the address, so the rendered
+    files do not depend on the keys of one machine and can be committed; the miner reads it at start-up.
+    """
+    probe = loaded.fleet.probe
+    return f"{probe.wallet}/hotkeys/{probe.hotkey}pub.txt"
+
+
+def miner_pub(miner: Miner) -> str:
+    """A miner's public key file, relative to the wallet folder (mounted into the orchestrator)."""
+    return f"{miner.wallet}/hotkeys/{miner.hotkey}pub.txt"
+
+
 # --- env files -------------------------------------------------------------------------------------
 
 
@@ -168,7 +183,7 @@ def model_server_url(loaded: LoadedFleet, *, host: bool) -> str:
     return f"http://{'127.0.0.1' if host else MODEL_SERVER}:{server.port}/v1"
 
 
-def env_entries(loaded: LoadedFleet, miner: Miner, probe: str) -> list[tuple[str, str]]:
+def env_entries(loaded: LoadedFleet, miner: Miner) -> list[tuple[str, str]]:
     """The miner's ``MINER_*`` settings (container view), in a fixed order."""
     fleet = loaded.fleet
     options = miner.options
@@ -188,12 +203,13 @@ def env_entries(loaded: LoadedFleet, miner: Miner, probe: str) -> list[tuple[str
     ]
     if miner.axon_external_port is not None:
         entries.append(("MINER_AXON_EXTERNAL_PORT", str(miner.axon_external_port)))
-    allowed = list(dict.fromkeys([probe, *(options.allowed_hotkeys or [])]))
     entries += [
         ("MINER_PROTOCOLS", _value(miner.protocols)),
         ("MINER_BACKEND", miner.backend.value),
-        ("MINER_ALLOWED_HOTKEYS", _value(allowed)),
+        ("MINER_ALLOWED_HOTKEY_FILES", _value([f"{CONTAINER_WALLETS}/{probe_pub(loaded)}"])),
     ]
+    if options.allowed_hotkeys:
+        entries.append(("MINER_ALLOWED_HOTKEYS", _value(list(dict.fromkeys(options.allowed_hotkeys)))))
     for key in PASS_THROUGH:
         value = getattr(options, key)
         if value is not None:
@@ -230,7 +246,11 @@ def env_entries(loaded: LoadedFleet, miner: Miner, probe: str) -> list[tuple[str
 
 def host_overrides(loaded: LoadedFleet, miner: Miner) -> list[tuple[str, str]]:
     """The variables whose host value differs from the container one (supervisord form)."""
-    out = [("MINER_WALLET_PATH", supervisor_host_path(loaded.fleet.wallet_path))]
+    wallet = supervisor_host_path(loaded.fleet.wallet_path)
+    out = [
+        ("MINER_WALLET_PATH", wallet),
+        ("MINER_ALLOWED_HOTKEY_FILES", _value([f"{wallet}/{probe_pub(loaded)}"])),
+    ]
     if miner.backend == BackendName.llamacpp and miner.model is not None:
         out.append(("MINER_LLAMACPP__MODEL_PATH", model_place(loaded, miner.model).host))
     elif miner.backend == BackendName.hf and miner.model is not None:
@@ -261,14 +281,14 @@ def _header(loaded: LoadedFleet, comment: str) -> str:
     )
 
 
-def render_env_file(loaded: LoadedFleet, miner: Miner, probe: str) -> str:
+def render_env_file(loaded: LoadedFleet, miner: Miner) -> str:
     lines = [
         _header(loaded, "#").rstrip("\n"),
         "# Container paths (/wallets, /models); supervisord.conf overrides them with host paths.",
     ]
     for name, _ in secret_env(miner):
         lines.append(f"# {name} is passed through from the environment, never written here.")
-    lines += [f"{key}={value}" for key, value in env_entries(loaded, miner, probe)]
+    lines += [f"{key}={value}" for key, value in env_entries(loaded, miner)]
     return "\n".join(lines) + "\n"
 
 
@@ -317,6 +337,7 @@ def _miner_service(loaded: LoadedFleet, miner: Miner) -> dict[str, Any]:
     volumes = [
         f"{compose_host_path(f'{wallet}/{hotkey}')}:{CONTAINER_WALLETS}/{hotkey}:ro",
         f"{compose_host_path(f'{wallet}/{coldkeypub}')}:{CONTAINER_WALLETS}/{coldkeypub}:ro",
+        f"{compose_host_path(f'{wallet}/{probe_pub(loaded)}')}:{CONTAINER_WALLETS}/{probe_pub(loaded)}:ro",
     ]
     if miner.model is not None:
         place = model_place(loaded, miner.model)
@@ -341,8 +362,9 @@ def _miner_service(loaded: LoadedFleet, miner: Miner) -> dict[str, Any]:
             "stop_grace_period": "20s",
         }
     )
+    service["depends_on"] = dict(AFTER_INIT)
     if miner.uses_model_server:
-        service["depends_on"] = [MODEL_SERVER]
+        service["depends_on"][MODEL_SERVER] = {"condition": "service_started"}
     if miner.gpus:
         service["deploy"] = _deploy_gpus(miner.gpus)
     return service
@@ -379,6 +401,7 @@ def _model_server_service(loaded: LoadedFleet) -> dict[str, Any]:
         "volumes": [place.mount or f"./models:{CONTAINER_MODELS}:ro"],
         "labels": _labels(loaded, MODEL_SERVER),
         "restart": "unless-stopped",  # shared by several miners; nothing else restarts it
+        "depends_on": dict(AFTER_INIT),
     }
     if server.gpus:
         service["deploy"] = _deploy_gpus(server.gpus)
@@ -390,6 +413,8 @@ def _orchestrator_service(loaded: LoadedFleet) -> dict[str, Any]:
     config = loaded.display_path
     port = fleet.status_api.port
     probe_hotkey = f"{fleet.probe.wallet}/hotkeys/{fleet.probe.hotkey}"
+    # The probe signs with its hotkey; the miners' addresses come from their public files (no secrets).
+    keys = list(dict.fromkeys([probe_hotkey, *(miner_pub(miner) for miner in loaded.miners)]))
     return {
         "build": _build("orchestrator"),
         "image": "minerfleet/orchestrator",
@@ -409,10 +434,39 @@ def _orchestrator_service(loaded: LoadedFleet) -> dict[str, Any]:
             f"{compose_host_path(config)}:{CONTAINER_APP}/{config}:ro",
             f"./{GENERATED_DIR.as_posix()}:{CONTAINER_APP}/{GENERATED_DIR.as_posix()}:ro",
             f"./{COMPOSE_FILE.as_posix()}:{CONTAINER_APP}/{COMPOSE_FILE.as_posix()}:ro",
-            f"{compose_host_path(f'{fleet.wallet_path}/{probe_hotkey}')}:{CONTAINER_WALLETS}/{probe_hotkey}:ro",
+            *(f"{compose_host_path(f'{fleet.wallet_path}/{k}')}:{CONTAINER_WALLETS}/{k}:ro" for k in keys),
         ],
         "labels": _labels(loaded, ORCHESTRATOR),
         "restart": "unless-stopped",
+        "depends_on": dict(AFTER_INIT),
+    }
+
+
+def _init_service(loaded: LoadedFleet) -> dict[str, Any]:
+    """A one-shot: the local hotkeys and the bundled model, so `docker compose up` works after a clone.
+
+    Root, because it writes into bind-mounted host folders that may not exist yet (docker makes them
+    root-owned); it hands the keys to the containers' uid, as `python -m orchestrator wallets` does.
+    """
+    config = loaded.display_path
+    return {
+        "build": _build("orchestrator"),
+        "image": "minerfleet/orchestrator",
+        "command": ["python", "-m", "orchestrator", "init", "--config", config],
+        "user": "0:0",
+        "environment": {
+            "MINERFLEET_WALLET_PATH": CONTAINER_WALLETS,
+            "MINERFLEET_UID": "${MINERFLEET_UID:-1000}",
+            "MINERFLEET_GID": "${MINERFLEET_GID:-1000}",
+        },
+        "volumes": [
+            f"{compose_host_path(config)}:{CONTAINER_APP}/{config}:ro",
+            f"{compose_host_path(loaded.fleet.wallet_path)}:{CONTAINER_WALLETS}",
+            f"./models:{CONTAINER_APP}/models",
+        ],
+        "labels": _labels(loaded, INIT),
+        "restart": "no",
+        "healthcheck": {"disable": True},  # the image's check is the status API's, which init has not
     }
 
 
@@ -452,6 +506,9 @@ def render_compose(loaded: LoadedFleet) -> str:
         '# Miners restart only through the orchestrator (restart: "no"); secrets come from the environment\n'
         "# or .env by name. Run: make up   (or: docker compose up -d / docker-compose up -d)\n",
         "services:\n",
+        "  # one-shot, before everything else: creates missing local hotkeys, fetches the bundled model\n",
+        _dump({INIT: _init_service(loaded)}, 2),
+        "\n",
     ]
     if loaded.fleet.model_server is not None:
         model = loaded.fleet.model_server.model
@@ -498,7 +555,8 @@ def compose_staleness(loaded: LoadedFleet) -> str | None:
 
 
 def _supervisor_env(pairs: list[tuple[str, str]]) -> str:
-    return ",".join(f'{key}="{value}"' for key, value in pairs)
+    # supervisord reads these like a POSIX shell: JSON values (double quotes inside) go in single quotes
+    return ",".join(f"{key}='{value}'" if '"' in value else f'{key}="{value}"' for key, value in pairs)
 
 
 def _python_path(python: str) -> str:
@@ -583,38 +641,11 @@ def render_supervisor(loaded: LoadedFleet, python: str = DEFAULT_PYTHON) -> str:
 
 def render(loaded: LoadedFleet, *, python: str = DEFAULT_PYTHON) -> dict[Path, str]:
     """Every rendered file, by path relative to the project directory. Pure: writes nothing."""
-    probe = probe_ss58(loaded)
     files: dict[Path, str] = {COMPOSE_FILE: render_compose(loaded)}
     for miner in loaded.miners:
-        files[GENERATED_DIR / f"{miner.name}.env"] = render_env_file(loaded, miner, probe)
+        files[GENERATED_DIR / f"{miner.name}.env"] = render_env_file(loaded, miner)
     files[SUPERVISOR_FILE] = render_supervisor(loaded, python)
-    files[HOTKEYS_FILE] = render_hotkeys(loaded)
     return files
-
-
-def render_hotkeys(loaded: LoadedFleet) -> str:
-    """``{miner: ss58}``: public addresses only, read from each hotkey's file."""
-    addresses = {m.name: read_ss58(loaded.hotkey_file(m.wallet, m.hotkey)) for m in loaded.miners}
-    return json.dumps(addresses, indent=2, sort_keys=True) + "\n"
-
-
-def miner_ss58(loaded: LoadedFleet, name: str) -> str:
-    """A miner's address: from its hotkey file, else from the rendered ``hotkeys.json``."""
-    miner = loaded.miner(name)
-    hotkey_file = loaded.hotkey_file(miner.wallet, miner.hotkey)
-    with contextlib.suppress(RenderError):
-        return read_ss58(hotkey_file)
-    try:
-        known = json.loads((loaded.project_dir / HOTKEYS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        known = {}
-    address = known.get(name) if isinstance(known, dict) else None
-    if not isinstance(address, str):
-        raise RenderError(
-            f"cannot read the address of miner {name}: its hotkey file {hotkey_file} is unreadable and "
-            f"{HOTKEYS_FILE} has no entry for it (run `python -m orchestrator render`)"
-        )
-    return address
 
 
 def write(loaded: LoadedFleet, files: dict[Path, str]) -> list[Path]:

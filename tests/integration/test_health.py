@@ -4,6 +4,7 @@ supervisord, probed by the real CLI through a real dendrite."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,15 +69,12 @@ def test_health_reports_every_verdict_and_exits_accordingly(tmp_path: Path) -> N
     )
     _cli(project, "wallets")
     _cli(project, "render", "--python", sys.executable)
-    # strict-1 runs with an env file that lost the probe's address (edited by hand, say): it refuses it.
-    env_file = project / "config/generated/strict-1.env"
-    env_file.write_text(
-        "\n".join(
-            "MINER_ALLOWED_HOTKEYS=[]" if line.startswith("MINER_ALLOWED_HOTKEYS=") else line
-            for line in env_file.read_text().splitlines()
-        )
-        + "\n"
-    )
+    # strict-1 runs without the probe's key file in its allowance (edited by hand, say): it refuses it.
+    # On the host the allowance is supervisord.conf's override of the env file's container path.
+    conf = project / "config/generated/supervisord.conf"
+    head, strict = conf.read_text().split("[program:strict-1]", 1)
+    strict = re.sub(r"MINER_ALLOWED_HOTKEY_FILES='[^']*'", "MINER_ALLOWED_HOTKEY_FILES='[]'", strict, count=1)
+    conf.write_text(f"{head}[program:strict-1]{strict}")
     with supervisord(project / "config/generated/supervisord.conf", sup) as server:
         for port in ports:
             wait_for_port(port, 60)

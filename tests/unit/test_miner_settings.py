@@ -285,3 +285,50 @@ def test_settings_are_frozen() -> None:
     settings = load_settings(environ={})
     with pytest.raises(ValueError):
         settings.name = "changed"  # type: ignore[misc]
+
+
+# --- allowed_hotkey_files: the probe's address, read from its pub.txt at start-up ------------------
+
+
+def test_allowed_hotkey_files_add_their_addresses_to_the_gatekeeper(tmp_path: Path) -> None:
+    from services.miner.app import build_gatekeeper, read_allowed_hotkey_files
+
+    pub = tmp_path / "defaultpub.txt"
+    pub.write_text('{"accountId": "0x00", "ss58Address": "5ProbeAddress"}', encoding="utf-8")
+    settings = load_settings(
+        environ={"MINER_ALLOWED_HOTKEYS": '["5Other"]', "MINER_ALLOWED_HOTKEY_FILES": f'["{pub}"]'}
+    )
+    assert settings.allowed_hotkey_files == [pub]
+    addresses = read_allowed_hotkey_files(settings)
+    assert addresses == ["5ProbeAddress"]
+    gatekeeper, _, _ = build_gatekeeper(settings, wallet=None, extra_allowed=addresses)
+    assert gatekeeper.blacklist("5ProbeAddress") == (False, "allowed hotkey")
+    assert gatekeeper.blacklist("5Other") == (False, "allowed hotkey")
+    assert gatekeeper.blacklist("5Stranger")[0] is True
+
+
+@pytest.mark.parametrize("content", [None, "not json", '{"accountId": "0x00"}', '{"ss58Address": 5}'])
+def test_a_missing_or_bad_allowed_hotkey_file_is_a_one_line_config_error(
+    tmp_path: Path, content: str | None
+) -> None:
+    from services.miner.app import read_allowed_hotkey_files
+
+    pub = tmp_path / "probe" / "hotkeys" / "defaultpub.txt"
+    if content is not None:
+        pub.parent.mkdir(parents=True)
+        pub.write_text(content, encoding="utf-8")
+    settings = load_settings(environ={"MINER_ALLOWED_HOTKEY_FILES": f'["{pub}"]'})
+    with pytest.raises(ConfigError) as info:
+        read_allowed_hotkey_files(settings)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("MINER_ALLOWED_HOTKEY_FILES: ")
+    assert str(pub) in message
+
+
+def test_a_missing_allowed_hotkey_file_names_the_fix(tmp_path: Path) -> None:
+    from services.miner.app import read_allowed_hotkey_files
+
+    settings = load_settings(environ={"MINER_ALLOWED_HOTKEY_FILES": f'["{tmp_path / "nopub.txt"}"]'})
+    with pytest.raises(ConfigError, match=r"python -m orchestrator wallets"):
+        read_allowed_hotkey_files(settings)

@@ -9,6 +9,7 @@ wallets of tests/fleets.py. After an intended change, regenerate them and review
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -30,7 +31,7 @@ from orchestrator.render import (
     write,
 )
 from services.miner.settings import load_settings, read_env_file
-from tests.fleets import GOLDEN, make_key, make_project, shipped_project
+from tests.fleets import GOLDEN, SHIPPED_FLEET, make_project, shipped_project
 
 SECRET = "sk-secret-0123456789abcdefXYZ"
 
@@ -141,6 +142,8 @@ def test_miners_mount_only_their_hotkey_and_coldkeypub_read_only(tmp_path: Path)
     loaded = _load(tmp_path)
     compose = yaml.safe_load(render(loaded)[COMPOSE_FILE])
     for name, service in compose["services"].items():
+        if name == "init":  # the one-shot that creates the local keys: it writes the wallet folder
+            continue
         for volume in service.get("volumes", []):
             source, target = volume.split(":")[:2]
             assert not source.endswith("/coldkey") and not target.endswith("/coldkey"), (name, volume)
@@ -153,20 +156,48 @@ def test_miners_mount_only_their_hotkey_and_coldkeypub_read_only(tmp_path: Path)
         assert wallet_mounts == [
             f"./wallets/{miner.wallet}/hotkeys/{miner.hotkey}:/wallets/{miner.wallet}/hotkeys/{miner.hotkey}:ro",
             f"./wallets/{miner.wallet}/coldkeypub.txt:/wallets/{miner.wallet}/coldkeypub.txt:ro",
+            "./wallets/probe/hotkeys/defaultpub.txt:/wallets/probe/hotkeys/defaultpub.txt:ro",
         ]
         assert compose["services"][miner.name]["restart"] == "no"
         assert compose["services"][miner.name]["labels"]["minerfleet.miner"] == miner.name
 
 
-def test_probe_hotkey_is_allowed_by_every_miner(tmp_path: Path) -> None:
+def test_probe_hotkey_is_allowed_by_every_miner_through_its_public_file(tmp_path: Path) -> None:
+    # The env files name the probe's pub.txt (mounted read-only) instead of embedding its address: they
+    # do not depend on this machine's keys, so they are committed, and render needs no key at all.
     shipped_project(tmp_path)
     loaded = _load(tmp_path)
     probe = probe_ss58(loaded)
-    assert probe == make_key(tmp_path / "wallets", "probe", "default")
     files = render(loaded)
     for miner in loaded.miners:
         env = read_env_file_text(files[GENERATED_DIR / f"{miner.name}.env"])
-        assert probe in yaml.safe_load(env["MINER_ALLOWED_HOTKEYS"])
+        assert "MINER_ALLOWED_HOTKEYS" not in env
+        assert probe not in files[GENERATED_DIR / f"{miner.name}.env"]
+        assert json.loads(env["MINER_ALLOWED_HOTKEY_FILES"]) == ["/wallets/probe/hotkeys/defaultpub.txt"]
+        volumes = yaml.safe_load(files[COMPOSE_FILE])["services"][miner.name]["volumes"]
+        assert "./wallets/probe/hotkeys/defaultpub.txt:/wallets/probe/hotkeys/defaultpub.txt:ro" in volumes
+
+
+def test_everything_starts_after_init_which_runs_the_init_command(tmp_path: Path) -> None:
+    shipped_project(tmp_path)
+    compose = yaml.safe_load(render(_load(tmp_path))[COMPOSE_FILE])
+    init = compose["services"].pop("init")
+    assert init["command"] == ["python", "-m", "orchestrator", "init", "--config", "config/miners.yaml"]
+    assert init["restart"] == "no"
+    for name, service in compose["services"].items():
+        assert service["depends_on"]["init"] == {"condition": "service_completed_successfully"}, name
+    # the orchestrator reads the miners' addresses from their public files, never their secret keys
+    volumes = compose["services"]["orchestrator"]["volumes"]
+    assert "./wallets/fleet/hotkeys/gemma-1pub.txt:/wallets/fleet/hotkeys/gemma-1pub.txt:ro" in volumes
+    assert not any(v.startswith("./wallets/fleet/hotkeys/gemma-1:") for v in volumes)
+
+
+def test_render_needs_no_key(tmp_path: Path) -> None:
+    shipped_project(tmp_path)
+    shutil.rmtree(tmp_path / "wallets")
+    loaded = _load(tmp_path, check_files=False)
+    files = render(loaded)
+    assert GENERATED_DIR / "gemma-1.env" in files
 
 
 def test_env_files_are_valid_miner_settings_in_docker_and_on_the_host(tmp_path: Path) -> None:
@@ -201,6 +232,8 @@ def test_supervisord_conf_runs_each_miner_with_host_paths(tmp_path: Path) -> Non
         assert Path(program.environment["MINER_WALLET_PATH"]).resolve() == (tmp_path / "wallets").resolve()
         settings = load_settings(environ=program.environment, env_file=here / f"{miner.name}.env")
         assert settings.hotkey_file.resolve() == loaded.hotkey_file(miner.wallet, miner.hotkey).resolve()
+        probe_pub = loaded.hotkey_file("probe", "default").with_name("defaultpub.txt")
+        assert [p.resolve() for p in settings.allowed_hotkey_files] == [probe_pub.resolve()]
         if settings.llamacpp.model_path is not None:
             assert settings.llamacpp.model_path.resolve() == (tmp_path / "models/gemma-3-270m-q4_k_m.gguf")
         if miner.uses_model_server:
@@ -364,3 +397,13 @@ def test_wallets_hands_local_keys_to_the_containers_user(
         assert (st.st_uid, st.st_gid) == (4321, 4322), key
     coldkey = (tmp_path / "wallets" / "fleet" / "coldkey").stat()
     assert coldkey.st_uid == 0  # the coldkey is never handed over
+
+
+def test_the_committed_rendered_files_match_the_shipped_fleet() -> None:
+    # They are committed so `docker compose up` works right after a clone: they must not go stale.
+    root = SHIPPED_FLEET.parent.parent
+    loaded = load_fleet(SHIPPED_FLEET, root, check_files=False)
+    for path, text in render(loaded).items():
+        assert (root / path).read_text(encoding="utf-8") == text, (
+            f"{path} is not up to date with {SHIPPED_FLEET.name}: run `python -m orchestrator render`"
+        )
