@@ -42,6 +42,12 @@ class DockerRuntime:
             try:
                 self._client = docker.from_env()
             except docker.errors.DockerException as exc:
+                if "Permission denied" in str(exc):
+                    raise RuntimeFailure(
+                        "the docker socket refuses this user: give the orchestrator the socket's group "
+                        "(MINERFLEET_DOCKER_GID=$(stat -c %g /var/run/docker.sock) in .env or the "
+                        "environment; `make up` does it)"
+                    ) from exc
                 raise RuntimeFailure(f"no docker engine answers: {exc}") from exc
         return self._client
 
