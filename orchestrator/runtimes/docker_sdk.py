@@ -42,13 +42,7 @@ class DockerRuntime:
             try:
                 self._client = docker.from_env()
             except docker.errors.DockerException as exc:
-                if "Permission denied" in str(exc):
-                    raise RuntimeFailure(
-                        "the docker socket refuses this user: give the orchestrator the socket's group "
-                        "(MINERFLEET_DOCKER_GID=$(stat -c %g /var/run/docker.sock) in .env or the "
-                        "environment; `make up` does it)"
-                    ) from exc
-                raise RuntimeFailure(f"no docker engine answers: {exc}") from exc
+                raise failure("no docker engine answers", exc) from exc
         return self._client
 
     def _containers(self) -> dict[str, Any]:
@@ -58,8 +52,8 @@ class DockerRuntime:
             found = self.client.containers.list(
                 all=True, filters={"label": [f"minerfleet.project={self.project}", "minerfleet.role=miner"]}
             )
-        except docker.errors.DockerException as exc:
-            raise RuntimeFailure(f"docker: cannot list containers: {exc}") from exc
+        except (docker.errors.DockerException, OSError) as exc:  # requests' errors are OSErrors
+            raise failure("docker: cannot list containers", exc) from exc
         return {c.labels.get("minerfleet.miner", ""): c for c in found}
 
     def _info(self, name: str, container: Any) -> ProcessInfo:
@@ -186,6 +180,17 @@ class DockerRuntime:
         if self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
+
+
+def failure(what: str, exc: BaseException) -> RuntimeFailure:
+    """A runtime failure; a refused docker socket says how to fix it."""
+    if "Permission denied" in str(exc):
+        return RuntimeFailure(
+            "the docker socket refuses this user: give the orchestrator the socket's group "
+            "(MINERFLEET_DOCKER_GID=$(stat -c %g /var/run/docker.sock) in .env or the environment; "
+            "`make up` does it)"
+        )
+    return RuntimeFailure(f"{what}: {exc}")
 
 
 def _parse_time(value: str | None) -> float | None:
