@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 GGUF = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
@@ -170,3 +171,38 @@ def supervisord(conf: Path, port: int, timeout: float = 60.0) -> Iterator[object
                 if sock.connect_ex(("127.0.0.1", port)) != 0:
                     break
             time.sleep(0.1)
+
+
+async def stream_then_drop(
+    dendrite: Any, port: int, target: Any, prompt: str, timeout: float = 60.0
+) -> bytes:
+    """Start a signed stream, read its first chunk, then close the connection mid-stream.
+
+    The dendrite only signs the request: it cannot leave a stream half-read (its generator refuses to
+    be closed early), so the request is sent here with aiohttp.
+    """
+    import aiohttp
+
+    from services.miner.client import make_synapse
+
+    synapse = dendrite.preprocess_synapse_for_request(target, make_synapse("prompting", prompt), timeout)
+    url = f"http://127.0.0.1:{port}/StreamPromptingSynapse"
+    async with aiohttp.ClientSession() as session:
+        resp = await session.post(url, headers=synapse.to_headers(), json=synapse.model_dump())
+        assert resp.status == 200, resp.status
+        first: bytes = await resp.content.readany()
+        resp.close()
+    return first
+
+
+async def ask_until_not_busy(dendrite: Any, target: Any, prompt: str, timeout: float = 30.0) -> Any:
+    """A request, repeated while the miner answers "busy" (503): with max_queue=0 the model is free
+    again only once an abandoned generation has really stopped. Bounded: 40 tries, 0.25 s apart."""
+    from services.miner.client import make_synapse, stream_once
+
+    for _ in range(40):
+        result = await stream_once(dendrite, target, make_synapse("prompting", prompt), timeout=timeout)
+        if result.status_code != 503:
+            return result
+        await asyncio.sleep(0.25)
+    return result

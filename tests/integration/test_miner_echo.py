@@ -12,7 +12,7 @@ import pytest
 
 from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
 from services.miner.protocols import PROTOCOLS
-from tests.helpers import Wallets, running_miner
+from tests.helpers import Wallets, ask_until_not_busy, running_miner, stream_then_drop
 
 pytestmark = pytest.mark.integration
 
@@ -145,22 +145,8 @@ async def test_a_client_that_disconnects_stops_the_generation(tmp_path: Path, wa
     ) as miner:
         dendrite = make_dendrite(wallets.wallet("probe"))
         target = axon_info("127.0.0.1", miner.port, wallets.miner_hotkey)
-        # The dendrite signs the request; the test sends it itself so it can drop the connection.
-        synapse = dendrite.preprocess_synapse_for_request(target, make_synapse("prompting", slow), 30.0)
-        url = f"http://127.0.0.1:{miner.port}/StreamPromptingSynapse"
-        async with aiohttp.ClientSession() as session:
-            resp = await session.post(url, headers=synapse.to_headers(), json=synapse.model_dump())
-            assert resp.status == 200
-            first = await resp.content.readany()
-            resp.close()  # the connection closes mid-stream
-        await dendrite.aclose_session()
-        # With max_queue=0 the model is free only once the abandoned generation has really stopped.
-        dendrite = make_dendrite(wallets.wallet("probe"))
-        for _ in range(40):
-            again = await stream_once(dendrite, target, make_synapse("prompting", "after"), timeout=10)
-            if again.status_code != 503:
-                break
-            await asyncio.sleep(0.25)
+        first = await stream_then_drop(dendrite, miner.port, target, slow, timeout=30)
+        again = await ask_until_not_busy(dendrite, target, "after", timeout=10)
         await dendrite.aclose_session()
         log = miner.log
     assert first
