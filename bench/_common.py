@@ -236,11 +236,11 @@ def progress(message: str) -> None:
 # --- process memory --------------------------------------------------------------------------------
 
 
-def _status(pid: int) -> dict[str, int]:
-    """The ``kB`` fields of ``/proc/<pid>/status`` (VmRSS, RssAnon, RssFile, VmHWM, ...)."""
+def _kb_fields(path: Path) -> dict[str, int]:
+    """The ``kB`` fields of a ``/proc`` file such as ``status`` or ``smaps_rollup`` ({} if it is gone)."""
     values: dict[str, int] = {}
     try:
-        text = Path(f"/proc/{pid}/status").read_text()
+        text = path.read_text()
     except OSError:
         return values
     for line in text.splitlines():
@@ -249,21 +249,16 @@ def _status(pid: int) -> dict[str, int]:
         if len(parts) == 2 and parts[1] == "kB":
             values[key] = int(parts[0])
     return values
+
+
+def _status(pid: int) -> dict[str, int]:
+    """``/proc/<pid>/status`` (VmRSS, RssAnon, RssFile, VmHWM, ...)."""
+    return _kb_fields(Path(f"/proc/{pid}/status"))
 
 
 def _rollup(pid: int) -> dict[str, int]:
-    """The ``kB`` fields of ``/proc/<pid>/smaps_rollup`` (Pss, Private_Clean, Private_Dirty, ...)."""
-    values: dict[str, int] = {}
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return values
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if len(parts) == 2 and parts[1] == "kB":
-            values[key] = int(parts[0])
-    return values
+    """``/proc/<pid>/smaps_rollup`` (Pss, Private_Clean, Private_Dirty, ...)."""
+    return _kb_fields(Path(f"/proc/{pid}/smaps_rollup"))
 
 
 def descendants(pid: int) -> list[int]:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -44,13 +45,23 @@ async def _ask(wallets: Wallets, port: int, prompt: str = QUESTION, timeout: flo
         await dendrite.aclose_session()
 
 
-async def test_llamacpp_streams_real_tokens(tmp_path: Path, wallets: Wallets, gguf_model: str) -> None:
-    with running_miner(
+def llama_miner(tmp_path: Path, wallets: Wallets, gguf_model: str, **settings: str) -> Any:
+    """A real miner on the Gemma GGUF through llama.cpp (2 threads) with these extra settings."""
+    return running_miner(
         tmp_path,
         wallets,
         backend="llamacpp",
         llamacpp__model_path=gguf_model,
         llamacpp__n_threads="2",
+        **settings,
+    )
+
+
+async def test_llamacpp_streams_real_tokens(tmp_path: Path, wallets: Wallets, gguf_model: str) -> None:
+    with llama_miner(
+        tmp_path,
+        wallets,
+        gguf_model,
         max_tokens="32",
         streaming_batch_size="4",
         temperature="0",
@@ -65,12 +76,10 @@ async def test_the_event_loop_is_never_blocked_by_generation(
     tmp_path: Path, wallets: Wallets, gguf_model: str
 ) -> None:
     """While one long llama.cpp generation streams, a second request is answered at once."""
-    with running_miner(
+    with llama_miner(
         tmp_path,
         wallets,
-        backend="llamacpp",
-        llamacpp__model_path=gguf_model,
-        llamacpp__n_threads="2",
+        gguf_model,
         max_tokens="400",
         max_queue="0",
         temperature="0",
@@ -95,12 +104,10 @@ async def test_the_event_loop_is_never_blocked_by_generation(
 async def test_llamacpp_generation_stops_when_the_client_leaves(
     tmp_path: Path, wallets: Wallets, gguf_model: str
 ) -> None:
-    with running_miner(
+    with llama_miner(
         tmp_path,
         wallets,
-        backend="llamacpp",
-        llamacpp__model_path=gguf_model,
-        llamacpp__n_threads="2",
+        gguf_model,
         max_tokens="2000",
         max_queue="0",
         streaming_batch_size="1",
