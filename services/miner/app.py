@@ -8,6 +8,7 @@ message on stderr naming the setting); anything else is a crash.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from services.miner.errors import ConfigError, ExitCode, exit_now
+from services.miner.guard import RequestGuard, guarded_protocol
 from services.miner.settings import MinerSettings, Network, describe_settings, load_settings
 
 log = logging.getLogger("services.miner")
@@ -160,6 +162,8 @@ def build_gatekeeper(
 def build_axon(settings: MinerSettings, wallet: Any) -> Any:
     import bittensor as bt
 
+    from services.miner.protocols import PROTOCOLS
+
     external_ip = settings.axon_external_ip
     if external_ip is None and settings.network is Network.local:
         external_ip = "127.0.0.1" if settings.axon_ip == "0.0.0.0" else settings.axon_ip
@@ -175,23 +179,77 @@ def build_axon(settings: MinerSettings, wallet: Any) -> Any:
     axon.fast_server.config.timeout_graceful_shutdown = GRACEFUL_SHUTDOWN
     # Validators' aiohttp clients keep idle connections 15 s; uvicorn closes them after 5 s, so a reused
     # connection can hit a socket the server is closing (seen in the benchmarks). Outlive the client.
-    axon.fast_server.config.timeout_keep_alive = KEEP_ALIVE
+    config = axon.fast_server.config
+    config.timeout_keep_alive = KEEP_ALIVE
+    # Past max_connections uvicorn answers 503 instead of taking more; connections that never send a
+    # request are closed after header_timeout, so idle sockets cannot exhaust the file descriptors.
+    config.limit_concurrency = settings.max_connections
+    config.http = guarded_protocol(
+        _uvicorn_http_protocol(), header_timeout=settings.header_timeout, keep_alive=KEEP_ALIVE
+    )
+    routes = {f"/{PROTOCOLS[name].__name__}": PROTOCOLS[name] for name in settings.protocols}
+    axon.app.add_middleware(RequestGuard, routes=routes, max_body=settings.limits.max_request_bytes)
     return axon
+
+
+def _uvicorn_http_protocol() -> type[Any]:
+    """The HTTP protocol class uvicorn would pick itself ("auto": httptools when installed, else h11)."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        return HttpToolsProtocol
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        return H11Protocol
+
+
+def raise_open_files_limit() -> None:
+    """Use the hard limit on open files: each validator connection is a descriptor."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard)
+            )
+
+
+def stop_while_starting(signum: int, _frame: Any) -> None:
+    """SIGTERM/SIGINT before the axon serves: nothing is in flight, so stop now, cleanly (exit 0).
+
+    Installed first thing in ``main``: as PID 1 (no init) a process ignores signals it has no handler
+    for, and under an init the default action would read as a crash (killed by a signal).
+    """
+    print(
+        f"stopping ({signal.Signals(signum).name} while starting), exit code 0", file=sys.stderr, flush=True
+    )
+    exit_now(ExitCode.OK)
 
 
 def serve(settings: MinerSettings) -> int:
     """Everything after the settings: checks (exit 78 on failure), then the axon until told to stop."""
     from services.miner.backends import make_backend
-    from services.miner.service import ExitRequest, MinerService
+    from services.miner.service import ExitRequest, MinerService, admitted_concurrency
 
     exit_request = ExitRequest()
     wallet = open_wallet(settings)
     extra_allowed = read_allowed_hotkey_files(settings)
     check_port_free(settings.axon_ip, settings.axon_port)
     backend = make_backend(settings)
+    admitted_concurrency(settings, backend)  # a setting the backend cannot honour fails before loading
     started = time.monotonic()
     backend.load()
     log.info("backend %s loaded in %.1fs", backend.name, time.monotonic() - started)
+    if settings.warmup:
+        started = time.monotonic()
+        try:
+            backend.warmup()
+        except Exception as exc:  # a model that cannot generate at all is a broken backend: exit 75
+            log.error("warm-up generation failed: %s", exc)
+            return ExitCode.FORWARD_EXCEPTION
+        log.info("backend %s warmed up in %.1fs", backend.name, time.monotonic() - started)
     gatekeeper, subtensor, sync_loop = build_gatekeeper(settings, wallet, extra_allowed)
     service = MinerService(settings, backend, gatekeeper, exit_request)
     axon = build_axon(settings, wallet)
@@ -237,7 +295,10 @@ def serve(settings: MinerSettings) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop_while_starting)
     args = parse_args(argv)
+    raise_open_files_limit()
     try:
         settings = load_settings(env_file=args.env_file)
         configure_logging(settings)

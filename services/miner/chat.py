@@ -6,6 +6,7 @@ Models with a chat template get the chat as messages; a base model (no template,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -96,3 +97,41 @@ def transcript(chat: list[ChatMessage]) -> str:
             lines.append(f"Assistant: {message.content.strip()}")
     lines.append("Assistant:")
     return "\n".join(lines)
+
+
+def check_text(messages: list[str]) -> None:
+    """Refuse text a model cannot take: a lone surrogate (``"\\ud800"``) survives JSON but not UTF-8."""
+    for index, message in enumerate(messages):
+        try:
+            message.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ChatError(
+                f"messages[{index}] is not valid text: {exc.reason} at position {exc.start}"
+            ) from None
+
+
+def trim_chat(
+    chat: list[ChatMessage], budget: int, measure: Callable[[list[ChatMessage]], int]
+) -> list[ChatMessage]:
+    """The newest part of ``chat`` that ``measure``s at most ``budget``.
+
+    The leading system prompt and the last message (the question) are kept; older messages go first,
+    oldest first; if the question alone is still too long, its beginning is cut (its end is usually
+    what is asked). Returns an empty list when even that cannot fit.
+    """
+    head = chat[:1] if chat and chat[0].role == "system" and len(chat) > 1 else []
+    body = chat[len(head) :]
+    while len(body) > 1 and measure(head + body) > budget:
+        body = body[1:]
+    size = measure(head + body)
+    last = body[-1]
+    text = last.content
+    for _ in range(8):  # each pass shrinks the text in proportion to how far over it is
+        if size <= budget or not text:
+            break
+        keep = int(len(text) * budget / size * 0.95) - 1
+        text = text[len(text) - keep :] if keep > 0 else ""
+        size = measure([*head, *body[:-1], ChatMessage(last.role, text)])
+    if size > budget or not text:
+        return []
+    return [*head, *body[:-1], ChatMessage(last.role, text)]

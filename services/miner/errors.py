@@ -22,11 +22,48 @@ class ConfigError(MinerError):
 
 
 class BackendError(MinerError):
-    """The model failed while generating (a *forward exception*). Temporary from the fleet's view."""
+    """The backend's own state is broken (a *forward exception*): a restart can fix it (exit 75)."""
 
 
-class BusyError(MinerError):
-    """The model's queue is full; the request is answered 'busy' and nothing else happens."""
+class RefusedError(MinerError):
+    """A request answered with an HTTP error status and a reason; the miner keeps serving.
+
+    Never a forward exception: no input a caller sends, and no outage of something the miner depends
+    on, may make a miner exit (DESIGN.md, exit codes).
+    """
+
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class RequestError(RefusedError):
+    """The model cannot take this request (too long, bad text): 400/413 with the reason."""
+
+    status = 400
+
+
+class DependencyError(RefusedError):
+    """Something the miner depends on (a model server, a remote API) is down: 503 with the reason.
+
+    The message starts with ``dependency down:`` so the fleet's probe can name the dependency instead of
+    blaming (and restarting) the miner.
+    """
+
+    status = 503
+
+    def __init__(self, message: str) -> None:
+        prefix = "dependency down: "
+        super().__init__(message if message.startswith(prefix) else prefix + message)
+
+
+class BusyError(RefusedError):
+    """The model's queue is full, or the request could not start before its deadline: 503 'busy'."""
+
+    status = 503
 
 
 def exit_now(code: int) -> None:

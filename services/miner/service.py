@@ -9,10 +9,11 @@ streamer runs the backend through the shared :class:`~services.miner.streamer.To
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from inspect import Parameter, Signature
 from typing import Any, Tuple  # noqa: UP035 - bittensor compares signatures against typing.Tuple
 
@@ -23,8 +24,8 @@ from starlette.types import Send as StarletteSend
 
 from services.miner.backends.base import Backend, GenerationRequest, ModelGate
 from services.miner.blacklist import Gatekeeper
-from services.miner.chat import ChatError, build_chat
-from services.miner.errors import BusyError, ExitCode
+from services.miner.chat import ChatError, ChatMessage, build_chat, check_text, trim_chat
+from services.miner.errors import BusyError, ConfigError, ExitCode, RefusedError, RequestError
 from services.miner.protocols import PROTOCOLS
 from services.miner.settings import MinerSettings
 from services.miner.streamer import Ending, Send, StreamOutcome, TokenStreamer
@@ -56,6 +57,22 @@ class ExitRequest:
         return self._event.is_set()
 
 
+def admitted_concurrency(settings: MinerSettings, backend: Backend) -> int:
+    """How many generations this miner runs at once: the setting, else the backend's own default.
+
+    A backend that can run only so many (an in-process model: one) refuses more: that is a
+    configuration error, not something to discover under load.
+    """
+    wanted = settings.max_concurrency or backend.default_concurrency
+    most = backend.max_concurrency
+    if most is not None and wanted > most:
+        raise ConfigError(
+            f"MINER_MAX_CONCURRENCY: the {backend.name} backend runs at most {most} generation(s) at once "
+            f"(got {wanted}); for concurrent streams use an openai miner on a batching model server"
+        )
+    return wanted
+
+
 class MinerService:
     """Serves every configured protocol from one backend, one model gate and one streamer."""
 
@@ -72,7 +89,7 @@ class MinerService:
         self.gatekeeper = gatekeeper
         self.exit_request = exit_request
         self.clock = clock
-        self.gate = ModelGate(settings.max_queue, clock=clock)
+        self.gate = ModelGate(admitted_concurrency(settings, backend), settings.max_queue, clock=clock)
         self.streamer = TokenStreamer(
             batch_size=settings.streaming_batch_size,
             max_delay=settings.max_chunk_delay,
@@ -107,31 +124,26 @@ class MinerService:
         priority.__signature__ = Signature(param, return_annotation=float)  # type: ignore[attr-defined]
         return forward, blacklist, priority
 
-    def forward(self, synapse: Any, protocol: str) -> Any:
-        """Answer one request. Runs on the event loop and returns at once."""
+    async def forward(self, synapse: Any, protocol: str) -> Any:
+        """Answer one request: checks, admission, then a stream. Never blocks the event loop.
+
+        Whatever the caller sends ends in an answer with a status and a reason (400/413 for a request
+        the model cannot take, 503 for busy or a dependency that is down); only a backend whose own state
+        is broken is a forward exception.
+        """
         arrived = self.clock()
         timeout = float(synapse.timeout or DEFAULT_TIMEOUT)
         # Stop a little before the caller gives up, so the last chunk arrives in time. On very short
         # timeouts the margin shrinks with it rather than eating the whole budget.
         deadline = arrived + timeout - min(self.settings.deadline_margin, timeout * 0.2)
-        try:
-            chat = build_chat(
-                list(synapse.roles),
-                list(synapse.messages),
-                system_prompt=self.settings.system_prompt,
-                protocol=protocol,
-            )
-        except ChatError as exc:
-            return _refuse(synapse, 400, f"bad request: {exc}")
-        try:
-            reservation = self.gate.reserve(deadline)
-        except BusyError as exc:
-            log.warning("%s from %s: %s", protocol, _short(_caller(synapse)), exc)
-            return _refuse(synapse, 503, str(exc))
-        request = GenerationRequest(
-            chat=chat, max_tokens=self.settings.max_tokens, temperature=self.settings.temperature
-        )
         caller = _short(_caller(synapse))
+        try:
+            request = await self._request(synapse, protocol)
+            reservation = self.gate.reserve(deadline)
+        except RefusedError as exc:
+            log.warning("%s from %s: %d %s", protocol, caller, exc.status, exc)
+            return _refuse(synapse, exc.status, str(exc))
+        refusal = Refusal()
 
         async def token_streamer(send: Send) -> None:
             outcome: StreamOutcome | None = None
@@ -141,17 +153,71 @@ class MinerService:
                         self.backend.stream(request), send, deadline=deadline
                     )
             except TimeoutError:
-                log.warning(
-                    "%s from %s: waited for the model until the deadline; nothing sent", protocol, caller
-                )
+                refusal.set(BusyError("busy: waited for the model until the request's deadline"))
+                log.warning("%s from %s: waited for the model until the deadline", protocol, caller)
                 return
             finally:
                 self._log(protocol, caller, outcome, self.clock() - arrived)
-            if outcome.ending is Ending.error:
+            if outcome.ending is Ending.refused and isinstance(outcome.error, RefusedError):
+                # Nothing sent yet: the caller gets the status and reason instead of an empty 200.
+                refusal.set(outcome.error)
+            elif outcome.ending is Ending.error:
                 self._forward_exception(outcome.error)
 
         return DisconnectAwareResponse(
-            BTStreamingResponseModel(token_streamer=token_streamer), synapse=synapse
+            BTStreamingResponseModel(token_streamer=token_streamer), synapse=synapse, refusal=refusal
+        )
+
+    async def _request(self, synapse: Any, protocol: str) -> GenerationRequest:
+        """The generation request for a synapse, or a :class:`RefusedError` saying why there is none."""
+        limits = self.settings.limits
+        roles, messages = list(synapse.roles), list(synapse.messages)
+        if len(messages) > limits.max_messages:
+            raise RequestError(
+                f"request too large: {len(messages)} messages, at most {limits.max_messages} taken",
+                status=413,
+            )
+        try:
+            check_text(messages)
+            chat = build_chat(roles, messages, system_prompt=self.settings.system_prompt, protocol=protocol)
+        except ChatError as exc:
+            raise RequestError(f"bad request: {exc}") from None
+        chat = self._fit(chat, limits.max_prompt_chars, _chars, "characters")
+        budget = self.backend.token_budget(self.settings.max_tokens)
+        if limits.max_prompt_tokens is not None:
+            budget = limits.max_prompt_tokens if budget is None else min(budget, limits.max_prompt_tokens)
+        if budget is not None:
+            count = self.backend.prompt_tokens
+            # Tokenizing is bounded by max_prompt_chars, but it is still model work: off the loop.
+            tokens = await asyncio.to_thread(count, chat)
+            if tokens is not None and tokens > budget:
+                chat = await asyncio.to_thread(
+                    self._fit, chat, budget, lambda c: count(c) or 0, "tokens", measured=tokens
+                )
+        return GenerationRequest(
+            chat=chat, max_tokens=self.settings.max_tokens, temperature=self.settings.temperature
+        )
+
+    def _fit(
+        self,
+        chat: list[ChatMessage],
+        budget: int,
+        measure: Callable[[list[ChatMessage]], int],
+        unit: str,
+        measured: int | None = None,
+    ) -> list[ChatMessage]:
+        """``chat`` if it fits ``budget``, else trimmed or refused as ``limits.on_too_long`` says."""
+        size = measure(chat) if measured is None else measured
+        if size <= budget:
+            return chat
+        if self.settings.limits.on_too_long == "trim":
+            trimmed = trim_chat(chat, budget, measure)
+            if trimmed:
+                return trimmed
+        raise RequestError(
+            f"prompt too long: {size} {unit}, this miner takes at most {budget} "
+            f"(limits.on_too_long: {self.settings.limits.on_too_long})",
+            status=413,
         )
 
     def _forward_exception(self, error: BaseException | None) -> None:
@@ -165,6 +231,11 @@ class MinerService:
     def _log(self, protocol: str, caller: str, outcome: StreamOutcome | None, took: float) -> None:
         if outcome is None:
             log.info("%s from %s: cancelled, client gone (%.2fs)", protocol, caller, took)
+            return
+        if outcome.ending is Ending.refused:
+            log.warning(
+                "%s from %s: refused by the backend: %s (%.2fs)", protocol, caller, outcome.error, took
+            )
             return
         ttfc = "-" if outcome.first_chunk_after is None else f"{outcome.first_chunk_after:.3f}s"
         log.info(
@@ -180,6 +251,16 @@ class MinerService:
         )
 
 
+class Refusal:
+    """Why a stream that sent nothing yet is refused; read when its response would have started."""
+
+    def __init__(self) -> None:
+        self.error: RefusedError | None = None
+
+    def set(self, error: RefusedError) -> None:
+        self.error = error
+
+
 class DisconnectAwareResponse(StreamingSynapse.BTStreamingResponse):
     """bittensor's streaming response, plus what starlette's own does: stop when the client leaves.
 
@@ -188,6 +269,38 @@ class DisconnectAwareResponse(StreamingSynapse.BTStreamingResponse):
     closed connection silently). Here the token streamer runs beside a listener for
     ``http.disconnect``; whichever ends first cancels the other, and cancellation stops generation.
     """
+
+    def __init__(
+        self, model: BTStreamingResponseModel, *, synapse: Any, refusal: Refusal | None = None
+    ) -> None:
+        super().__init__(model, synapse=synapse)
+        self.refusal = refusal or Refusal()
+
+    async def stream_response(self, send: StarletteSend) -> None:
+        """Like bittensor's, except that the status line waits for the first chunk.
+
+        Until a chunk is ready the answer may still be a refusal (the model server is down, the request
+        waited out its deadline, the prompt is too long for the model): then the caller gets that status
+        and reason, not an empty 200 that looks like a miner with nothing to say.
+        """
+        headers = [(b"content-type", b"text/event-stream"), *self.raw_headers]
+        started = False
+
+        async def send_body(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            if not started:
+                started = True
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send(message)
+
+        await self.token_streamer(send_body)
+        if not started and self.refusal.error is not None:
+            error = self.refusal.error
+            await _send_error(send, self.raw_headers, error.status, str(error))
+            return
+        if not started:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Scope, receive: Receive, send: StarletteSend) -> None:
         async with anyio.create_task_group() as group:
@@ -202,6 +315,34 @@ class DisconnectAwareResponse(StreamingSynapse.BTStreamingResponse):
 
             group.start_soon(stream_then_stop)
             group.start_soon(listen_then_stop)
+
+
+async def _send_error(
+    send: StarletteSend, raw_headers: list[tuple[bytes, bytes]], status: int, message: str
+) -> None:
+    """A JSON error answer, with the axon status headers the dendrite reads back into the synapse."""
+    import json
+
+    body = json.dumps({"message": message}).encode("utf-8")
+    skip = {
+        b"content-length",
+        b"content-type",
+        b"bt_header_axon_status_code",
+        b"bt_header_axon_status_message",
+    }
+    headers = [(k, v) for k, v in raw_headers if k.lower() not in skip]
+    headers += [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"bt_header_axon_status_code", str(status).encode()),
+        (b"bt_header_axon_status_message", message.encode("latin-1", "replace")),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _chars(chat: list[ChatMessage]) -> int:
+    return sum(len(message.content) for message in chat)
 
 
 def _caller(synapse: Any) -> str | None:

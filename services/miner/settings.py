@@ -97,6 +97,31 @@ class OpenAISettings(_Group):
         60.0, gt=0, description="Seconds before a request to the server is abandoned."
     )
     use_chat: bool = Field(True, description="Use /chat/completions (else /completions with a transcript).")
+    health_url: str | None = Field(
+        None, description="The server's health URL for warm-up checks (default: base_url's root + /health)."
+    )
+
+
+class LimitsSettings(_Group):
+    """Bounds on what a request may ask, checked before anything reaches the model."""
+
+    max_request_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest HTTP body accepted; bigger ones get 413 before parsing."
+    )
+    max_messages: int = Field(64, ge=1, description="Most chat messages in one request (else 413).")
+    max_prompt_chars: int = Field(
+        32_000, ge=1, description="Most characters over all messages of one request (else 413 or trim)."
+    )
+    max_prompt_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Most prompt tokens (default: the model's context minus max_tokens; else 413 or trim).",
+    )
+    on_too_long: Literal["refuse", "trim"] = Field(
+        "refuse",
+        description="A prompt over the limits: refuse with 413, or trim (keep the system prompt and the "
+        "newest messages that fit).",
+    )
 
 
 class MinerSettings(BaseSettings):
@@ -157,7 +182,27 @@ class MinerSettings(BaseSettings):
     )
     max_tokens: int = Field(256, ge=1, description="Most tokens generated per request.")
     temperature: float = Field(0.7, ge=0, description="Sampling temperature.")
-    max_queue: int = Field(4, ge=0, description="Requests waiting for the model; past it they get 'busy'.")
+    max_concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="Generations run at once (default: the backend's own: llamacpp and hf 1, echo 64, "
+        "openai 4; for the fleet's model server, its slots shared among its miners).",
+    )
+    max_queue: int = Field(
+        4, ge=0, description="Requests waiting beyond max_concurrency; past it they get 503 'busy' at once."
+    )
+    limits: LimitsSettings = Field(
+        default_factory=LimitsSettings, description="Bounds on requests, checked before the model."
+    )
+    warmup: bool = Field(
+        True, description="Run one short generation before the axon opens (first answers at full speed)."
+    )
+    max_connections: int = Field(
+        256, ge=1, description="Most open HTTP connections and requests; past it new requests get 503."
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a new connection has to send a complete request before it is closed."
+    )
     stop_on_forward_exception: bool = Field(
         False, description="Exit with code 75 after a backend error so a supervisor restarts the miner."
     )
@@ -275,7 +320,7 @@ def _first_error(exc: ValidationError) -> str:
         # pydantic puts list indexes and union branches in loc; the variable is the first one or two parts.
         group = loc[0] if loc else ""
         var = ENV_PREFIX + group.upper()
-        if len(loc) > 1 and group in {"echo", "llamacpp", "hf", "openai"}:
+        if len(loc) > 1 and group in {"echo", "llamacpp", "hf", "openai", "limits"}:
             var += NESTED_DELIMITER + loc[1].upper()
         value = err.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"

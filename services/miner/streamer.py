@@ -12,7 +12,8 @@ Backends only produce text pieces (an ``AsyncIterator[str]``); this module owns 
 - a client that disconnects or times out cancels generation (the producer task is cancelled and the
   backend's generator closed, which frees the model); that is *not* a forward exception;
 - a backend error ends the stream after flushing what was produced, and is reported in the outcome so
-  the caller can apply ``stop_on_forward_exception``.
+  the caller can apply ``stop_on_forward_exception``; a refusal (``RefusedError``: the request is too
+  long for the model, a model server is down) ends it the same way but is never a forward exception.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import Any
 
 import anyio
 
+from services.miner.errors import RefusedError
+
 log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -40,7 +43,8 @@ class Ending(StrEnum):
     done = "done"  # the backend finished
     deadline = "deadline"  # the request's time ran out; what we had was flushed
     disconnect = "disconnect"  # the client went away (or timed out on its side)
-    error = "error"  # the backend failed: a forward exception
+    error = "error"  # the backend's own state is broken: a forward exception
+    refused = "refused"  # the backend refused this request (too long, dependency down): not an exit
 
 
 @dataclass
@@ -154,7 +158,8 @@ class TokenStreamer:
                 if isinstance(item, _End):
                     break
                 if isinstance(item, _Failed):
-                    outcome.ending = Ending.error
+                    refused = isinstance(item.error, RefusedError)
+                    outcome.ending = Ending.refused if refused else Ending.error
                     outcome.error = item.error
                     break
                 if not item:

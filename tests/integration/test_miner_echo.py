@@ -114,7 +114,7 @@ async def test_a_second_request_is_answered_busy_while_the_model_is_taken(
 ) -> None:
     slow = " ".join(f"w{i}" for i in range(100))
     with running_miner(
-        tmp_path, wallets, backend="echo", max_queue="0", echo__delay_per_token="0.05"
+        tmp_path, wallets, backend="echo", max_queue="0", max_concurrency="1", echo__delay_per_token="0.05"
     ) as miner:
         dendrite = make_dendrite(wallets.wallet("probe"))
         target = axon_info("127.0.0.1", miner.port, wallets.miner_hotkey)

@@ -46,13 +46,13 @@ async def _ask(wallets: Wallets, port: int, prompt: str = QUESTION, timeout: flo
 
 
 def llama_miner(tmp_path: Path, wallets: Wallets, gguf_model: str, **settings: str) -> Any:
-    """A real miner on the Gemma GGUF through llama.cpp (2 threads) with these extra settings."""
+    """A real miner on the Gemma GGUF through llama.cpp, one thread (tests share a busy 2-core box)."""
     return running_miner(
         tmp_path,
         wallets,
         backend="llamacpp",
         llamacpp__model_path=gguf_model,
-        llamacpp__n_threads="2",
+        llamacpp__n_threads="1",
         **settings,
     )
 

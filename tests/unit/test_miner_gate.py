@@ -26,10 +26,58 @@ class FakeClock:
 # --- ModelGate ---------------------------------------------------------------------------------------
 
 
+async def test_concurrency_slots_run_together_then_the_queue_then_busy() -> None:
+    gate = ModelGate(concurrency=3, max_queue=2)
+    reservations = [gate.reserve(time.monotonic() + FAR) for _ in range(5)]
+    with pytest.raises(BusyError, match=r"3 running and 2 waiting \(max_concurrency 3 \+ max_queue 2\)"):
+        gate.reserve(time.monotonic() + FAR)
+    inside = 0
+    most_inside = 0
+    all_in = asyncio.Event()
+    release = asyncio.Event()
+
+    async def run(reservation: Reservation) -> None:
+        nonlocal inside, most_inside
+        async with reservation.hold(timeout=5.0):
+            inside += 1
+            most_inside = max(most_inside, inside)
+            if inside == 3:
+                all_in.set()
+            await release.wait()
+            inside -= 1
+
+    tasks = [asyncio.create_task(run(r)) for r in reservations]
+    await asyncio.wait_for(all_in.wait(), 5)
+    assert gate.running == 3 and gate.waiting == 2
+    release.set()
+    await asyncio.gather(*tasks)
+    assert most_inside == 3  # never more than the backend can run
+    assert gate.load == 0 and gate.running == 0
+
+
+async def test_a_request_that_would_start_after_its_deadline_is_refused_at_once() -> None:
+    clock = FakeClock(100.0)
+    gate = ModelGate(concurrency=2, max_queue=8, clock=clock)
+    # Two generations that each held a slot for 10 s teach the gate how long a slot is held.
+    for _ in range(2):
+        reservation = gate.reserve(clock.now + FAR)
+        async with reservation.hold(timeout=1.0):
+            clock.now += 10.0
+    assert gate.typical_hold == pytest.approx(10.0)
+    busy = [gate.reserve(clock.now + FAR) for _ in range(2)]  # both slots taken
+    assert gate.expected_wait(2) == pytest.approx(5.0)
+    with pytest.raises(BusyError, match="after this request's deadline"):
+        gate.reserve(deadline=clock.now + 3.0)
+    waiting = gate.reserve(deadline=clock.now + 12.0)  # would start in ~5 s: worth waiting for
+    assert gate.load == 3
+    for reservation in [*busy, waiting]:
+        reservation.release()
+
+
 @pytest.mark.parametrize("max_queue", [0, 1, 3])
 def test_capacity_is_one_running_plus_max_queue(max_queue: int) -> None:
     clock = FakeClock()
-    gate = ModelGate(max_queue=max_queue, clock=clock)
+    gate = ModelGate(concurrency=1, max_queue=max_queue, clock=clock)
     assert gate.capacity == 1 + max_queue
     for _ in range(1 + max_queue):
         gate.reserve(clock.now + FAR)
@@ -40,7 +88,7 @@ def test_capacity_is_one_running_plus_max_queue(max_queue: int) -> None:
 
 
 async def test_a_place_is_freed_after_hold() -> None:
-    gate = ModelGate(max_queue=0)
+    gate = ModelGate(concurrency=1, max_queue=0)
     reservation = gate.reserve(time.monotonic() + FAR)
     with pytest.raises(BusyError):
         gate.reserve(time.monotonic() + FAR)
@@ -53,18 +101,18 @@ async def test_a_place_is_freed_after_hold() -> None:
 
 
 async def test_a_place_is_freed_when_the_holder_fails() -> None:
-    gate = ModelGate(max_queue=0)
+    gate = ModelGate(concurrency=1, max_queue=0)
     reservation = gate.reserve(time.monotonic() + FAR)
     with pytest.raises(RuntimeError, match="backend blew up"):
         async with reservation.hold(timeout=1.0):
             raise RuntimeError("backend blew up")
     assert gate.load == 0
-    assert not gate._lock.locked()
+    assert not gate._slots.locked()
 
 
 def test_a_reservation_never_entered_expires_at_its_deadline() -> None:
     clock = FakeClock(100.0)
-    gate = ModelGate(max_queue=0, clock=clock)
+    gate = ModelGate(concurrency=1, max_queue=0, clock=clock)
     gate.reserve(deadline=110.0)  # the response is never sent, so hold() never runs
 
     clock.now = 109.9
@@ -78,7 +126,7 @@ def test_a_reservation_never_entered_expires_at_its_deadline() -> None:
 
 async def test_an_entered_reservation_does_not_expire_while_it_runs() -> None:
     clock = FakeClock(100.0)
-    gate = ModelGate(max_queue=0, clock=clock)
+    gate = ModelGate(concurrency=1, max_queue=0, clock=clock)
     reservation = gate.reserve(deadline=110.0)
     async with reservation.hold(timeout=1.0):
         clock.now = 500.0  # long past its deadline: a long generation still holds the model
@@ -89,7 +137,7 @@ async def test_an_entered_reservation_does_not_expire_while_it_runs() -> None:
 
 
 async def test_hold_timeout_raises_and_frees_the_place() -> None:
-    gate = ModelGate(max_queue=1)
+    gate = ModelGate(concurrency=1, max_queue=1)
     first = gate.reserve(time.monotonic() + FAR)
     second = gate.reserve(time.monotonic() + FAR)
     release_first = asyncio.Event()
@@ -117,7 +165,7 @@ async def test_hold_timeout_raises_and_frees_the_place() -> None:
 
 
 async def test_one_holder_at_a_time_the_second_waits() -> None:
-    gate = ModelGate(max_queue=1)
+    gate = ModelGate(concurrency=1, max_queue=1)
     first = gate.reserve(time.monotonic() + FAR)
     second = gate.reserve(time.monotonic() + FAR)
     order: list[str] = []

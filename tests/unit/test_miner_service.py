@@ -15,6 +15,7 @@ from bittensor.core.synapse import TerminalInfo
 from services.miner.backends.base import GenerationRequest
 from services.miner.backends.echo import EchoBackend
 from services.miner.blacklist import ALLOWED_PRIORITY, Gatekeeper
+from services.miner.chat import ChatMessage
 from services.miner.errors import BackendError, ExitCode
 from services.miner.protocols import PROTOCOLS, StreamPromptingSynapse
 from services.miner.service import DisconnectAwareResponse, ExitRequest, MinerService
@@ -144,7 +145,7 @@ async def test_forward_streams_the_echo_answer(protocol: str) -> None:
     service, exit_request = make_service()
     forward, _, _ = service.handlers(protocol)
 
-    response = forward(synapse(protocol))
+    response = await forward(synapse(protocol))
     assert isinstance(response, DisconnectAwareResponse)
     assert service.gate.load == 1  # reserved at once, before streaming
     send = Recorder()
@@ -161,11 +162,11 @@ async def test_forward_streams_the_echo_answer(protocol: str) -> None:
     ("roles", "messages"),
     [(["user"], []), (["user", "assistant"], ["only one"]), ([], [])],
 )
-def test_forward_on_a_bad_chat_answers_400(roles: list[str], messages: list[str]) -> None:
+async def test_forward_on_a_bad_chat_answers_400(roles: list[str], messages: list[str]) -> None:
     service, exit_request = make_service()
     request = synapse(roles=roles, messages=messages)
 
-    result = service.forward(request, "prompting")
+    result = await service.forward(request, "prompting")
 
     assert result is request
     assert result.axon.status_code == 400
@@ -175,12 +176,12 @@ def test_forward_on_a_bad_chat_answers_400(roles: list[str], messages: list[str]
 
 
 async def test_forward_when_the_gate_is_full_answers_503_busy() -> None:
-    service, exit_request = make_service(max_queue=0)
-    first = service.forward(synapse(), "prompting")
+    service, exit_request = make_service(max_queue=0, max_concurrency=1)
+    first = await service.forward(synapse(), "prompting")
     assert isinstance(first, DisconnectAwareResponse)
 
     request = synapse()
-    second = service.forward(request, "prompting")
+    second = await service.forward(request, "prompting")
 
     assert second is request
     assert second.axon.status_code == 503
@@ -188,12 +189,12 @@ async def test_forward_when_the_gate_is_full_answers_503_busy() -> None:
     assert not exit_request.requested
 
     await first.token_streamer(Recorder())  # the first finishes and frees the model
-    assert isinstance(service.forward(synapse(), "prompting"), DisconnectAwareResponse)
+    assert isinstance(await service.forward(synapse(), "prompting"), DisconnectAwareResponse)
 
 
-def test_the_queue_admits_max_queue_waiting_requests() -> None:
-    service, _ = make_service(max_queue=2)
-    answers = [service.forward(synapse(), "prompting") for _ in range(4)]
+async def test_the_queue_admits_max_queue_waiting_requests() -> None:
+    service, _ = make_service(max_queue=2, max_concurrency=1)
+    answers = [await service.forward(synapse(), "prompting") for _ in range(4)]
     assert [isinstance(a, DisconnectAwareResponse) for a in answers] == [True, True, True, False]
     assert answers[3].axon.status_code == 503
 
@@ -202,7 +203,7 @@ async def test_a_failing_backend_with_stop_on_forward_exception_requests_exit_75
     service, exit_request = make_service(
         echo=EchoSettings(fail_after_tokens=2), stop_on_forward_exception=True
     )
-    response = service.forward(synapse(messages=["one two three four five"]), "prompting")
+    response = await service.forward(synapse(messages=["one two three four five"]), "prompting")
     send = Recorder()
 
     await response.token_streamer(send)
@@ -218,7 +219,7 @@ async def test_a_failing_backend_with_stop_on_forward_exception_requests_exit_75
 
 async def test_a_failing_backend_without_stop_on_forward_exception_keeps_serving() -> None:
     service, exit_request = make_service(echo=EchoSettings(fail_after_tokens=1))
-    response = service.forward(synapse(messages=["one two three"]), "prompting")
+    response = await service.forward(synapse(messages=["one two three"]), "prompting")
 
     await response.token_streamer(Recorder())
 
@@ -230,7 +231,7 @@ async def test_a_failing_backend_without_stop_on_forward_exception_keeps_serving
 
 async def test_a_client_disconnect_is_not_a_forward_exception() -> None:
     service, exit_request = make_service(stop_on_forward_exception=True)
-    response = service.forward(synapse(), "prompting")
+    response = await service.forward(synapse(), "prompting")
 
     await response.token_streamer(Recorder(fail_with=OSError("client went away")))
 
@@ -243,7 +244,7 @@ async def test_the_first_exit_reason_wins() -> None:
     service, exit_request = make_service(
         echo=EchoSettings(fail_after_tokens=0), stop_on_forward_exception=True
     )
-    await service.forward(synapse(), "prompting").token_streamer(Recorder())
+    await (await service.forward(synapse(), "prompting")).token_streamer(Recorder())
     exit_request.request(ExitCode.OK, "SIGTERM")  # a stop signal during the forward-exception exit
     assert exit_request.code == ExitCode.FORWARD_EXCEPTION
     assert exit_request.wait(timeout=0) is True
@@ -253,12 +254,24 @@ class RecordingBackend:
     """A backend that records what it was asked (the chat the service built)."""
 
     name = "recording"
+    default_concurrency = 1
+    max_concurrency: int | None = 1
 
-    def __init__(self) -> None:
+    def __init__(self, context: int | None = None) -> None:
         self.requests: list[GenerationRequest] = []
+        self.context = context  # prompt + answer tokens it takes (None: it cannot count)
 
     def load(self) -> None:
         return None
+
+    def warmup(self) -> None:
+        return None
+
+    def prompt_tokens(self, chat: list[ChatMessage]) -> int | None:
+        return sum(len(m.content.split()) for m in chat)  # a word is a token here
+
+    def token_budget(self, max_tokens: int) -> int | None:
+        return None if self.context is None else self.context - max_tokens
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         self.requests.append(request)
@@ -273,7 +286,9 @@ async def test_forward_passes_the_built_chat_and_limits_to_the_backend() -> None
     service, _ = make_service(backend=backend, system_prompt="SYS", max_tokens=17, temperature=0.2)
     prompt = "question_text=What+is+2%2B2%3F&question_markdown=&question_type=math"
 
-    await service.forward(synapse("einstein", messages=[prompt]), "einstein").token_streamer(Recorder())
+    await (await service.forward(synapse("einstein", messages=[prompt]), "einstein")).token_streamer(
+        Recorder()
+    )
 
     [request] = backend.requests
     assert [(m.role, m.content) for m in request.chat] == [
@@ -291,7 +306,7 @@ async def test_a_backend_error_raised_by_a_custom_backend_counts_once() -> None:
 
     service, exit_request = make_service(backend=Broken(), stop_on_forward_exception=True)
     send = Recorder()
-    await service.forward(synapse(), "prompting").token_streamer(send)
+    await (await service.forward(synapse(), "prompting")).token_streamer(send)
     assert send.messages == []
     assert service.forward_exceptions == 1
     assert exit_request.code == ExitCode.FORWARD_EXCEPTION
@@ -303,7 +318,7 @@ async def test_a_disconnect_while_the_backend_hangs_stops_generation_and_frees_t
     service, exit_request = make_service(
         echo=EchoSettings(hang_after_tokens=1), streaming_batch_size=1, stop_on_forward_exception=True
     )
-    response = service.forward(synapse(messages=["first second third"]), "prompting")
+    response = await service.forward(synapse(messages=["first second third"]), "prompting")
     sent: list[dict[str, Any]] = []
     first_body = asyncio.Event()
 
@@ -321,6 +336,91 @@ async def test_a_disconnect_while_the_backend_hangs_stops_generation_and_frees_t
     assert sent[0]["type"] == "http.response.start"
     assert [m["body"] for m in sent[1:] if m.get("body")] == [b"first "]
     assert service.gate.load == 0
-    assert not service.gate._lock.locked()
+    assert service.gate.running == 0
     assert service.forward_exceptions == 0
     assert not exit_request.requested
+
+
+# --- requests the model cannot take: an answer with a status, never an exit -------------------------
+
+
+async def test_a_lone_surrogate_is_a_400_not_a_forward_exception() -> None:
+    service, exit_request = make_service(stop_on_forward_exception=True)
+    request = synapse(messages=["hello \ud800 there"])
+    result = await service.forward(request, "prompting")
+    assert result is request
+    assert result.axon.status_code == 400
+    assert "not valid text" in result.axon.status_message
+    assert not exit_request.requested and service.gate.load == 0
+
+
+async def test_too_many_messages_or_characters_is_a_413() -> None:
+    service, exit_request = make_service(limits={"max_messages": 2, "max_prompt_chars": 50}, system_prompt="")
+    many = synapse(roles=["user"] * 3, messages=["a", "b", "c"])
+    assert (await service.forward(many, "prompting")).axon.status_code == 413
+    long = synapse(messages=["x" * 51])
+    answer = await service.forward(long, "prompting")
+    assert answer.axon.status_code == 413
+    assert "prompt too long: 51 characters" in answer.axon.status_message
+    assert not exit_request.requested
+
+
+async def test_a_prompt_over_the_token_budget_is_refused_or_trimmed_as_configured() -> None:
+    words = " ".join(f"w{i}" for i in range(100))  # 100 tokens for RecordingBackend; budget is 64 - 8
+    refusing, _ = make_service(backend=RecordingBackend(context=64), max_tokens=8, system_prompt="")
+    answer = await refusing.forward(synapse(messages=[words]), "prompting")
+    assert answer.axon.status_code == 413
+    assert "100 tokens, this miner takes at most 56" in answer.axon.status_message
+
+    backend = RecordingBackend(context=64)
+    trimming, _ = make_service(
+        backend=backend, max_tokens=8, system_prompt="SYS", limits={"on_too_long": "trim"}
+    )
+    old = synapse(roles=["user", "assistant", "user"], messages=["old " * 30, "reply " * 30, words])
+    response = await trimming.forward(old, "prompting")
+    assert isinstance(response, DisconnectAwareResponse)
+    await response.token_streamer(Recorder())
+    [request] = backend.requests
+    assert request.chat[0].content == "SYS"  # the system prompt stays
+    assert len(request.chat) == 2  # older turns went first
+    assert request.chat[-1].content.endswith("w99")  # the end of the question is kept
+    assert backend.prompt_tokens(request.chat) <= 56
+
+
+async def test_a_refusal_before_the_first_chunk_is_answered_with_its_status() -> None:
+    """A backend that refuses at the start (a model server that is down): a 503 with the reason, no exit."""
+    from services.miner.errors import DependencyError
+
+    class Down(RecordingBackend):
+        async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+            raise DependencyError("model server http://127.0.0.1:1/v1 unreachable: refused")
+            yield ""  # pragma: no cover - makes this an async generator
+
+    service, exit_request = make_service(backend=Down(), stop_on_forward_exception=True)
+    response = await service.forward(synapse(), "prompting")
+    send = Recorder()
+    await response.stream_response(send)
+    start = send.messages[0]
+    assert start["type"] == "http.response.start" and start["status"] == 503
+    headers = dict(start["headers"])
+    assert headers[b"bt_header_axon_status_message"].startswith(b"dependency down: model server")
+    assert not exit_request.requested and service.forward_exceptions == 0
+
+
+async def test_a_stream_starts_with_200_only_when_its_first_chunk_is_ready() -> None:
+    service, _ = make_service()
+    response = await service.forward(synapse(messages=["one two three"]), "prompting")
+    send = Recorder()
+    await response.stream_response(send)
+    assert send.messages[0]["status"] == 200
+    assert b"".join(m.get("body", b"") for m in send.messages[1:]).decode() == "one two three"
+
+
+def test_an_in_process_backend_refuses_more_than_one_generation_at_once() -> None:
+    from services.miner.errors import ConfigError
+    from services.miner.service import admitted_concurrency
+
+    config = MinerSettings(max_concurrency=4)
+    with pytest.raises(ConfigError, match="MINER_MAX_CONCURRENCY: the recording backend runs at most 1"):
+        admitted_concurrency(config, RecordingBackend())
+    assert admitted_concurrency(MinerSettings(), EchoBackend(EchoSettings())) == 64

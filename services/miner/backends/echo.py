@@ -12,7 +12,7 @@ import re
 from collections.abc import AsyncIterator
 
 from services.miner.backends.base import GenerationRequest
-from services.miner.chat import last_user_message
+from services.miner.chat import ChatMessage, last_user_message
 from services.miner.errors import BackendError
 from services.miner.settings import EchoSettings
 
@@ -26,11 +26,22 @@ def split_pieces(text: str) -> list[str]:
 
 class EchoBackend:
     name = "echo"
+    default_concurrency = 64
+    max_concurrency: int | None = None  # no model: as many streams as the event loop carries
 
     def __init__(self, settings: EchoSettings) -> None:
         self.settings = settings
 
     def load(self) -> None:
+        return None
+
+    def warmup(self) -> None:
+        return None
+
+    def prompt_tokens(self, chat: list[ChatMessage]) -> int | None:
+        return None
+
+    def token_budget(self, max_tokens: int) -> int | None:
         return None
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:

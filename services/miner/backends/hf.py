@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from services.miner.backends.base import GenerationRequest, iterate_in_thread
-from services.miner.chat import TRANSCRIPT_STOP, transcript
+from services.miner.chat import TRANSCRIPT_STOP, ChatMessage, transcript
 from services.miner.errors import BackendError, ConfigError
 from services.miner.settings import HFSettings
 
 
 class HFBackend:
     name = "hf"
+    # One model.generate at a time (batching concurrent requests is a server's job).
+    default_concurrency = 1
+    max_concurrency: int | None = 1
 
     def __init__(self, settings: HFSettings) -> None:
         self.settings = settings
@@ -59,13 +62,27 @@ class HFBackend:
             raise ConfigError(f"MINER_HF__MODEL: cannot load {source}: {exc}") from exc
         self._model.eval()
 
-    def _prompt(self, request: GenerationRequest) -> str:
+    def warmup(self) -> None:
+        """Two tokens through generate, so the first real request runs at normal speed."""
+        stop = threading.Event()
+        request = GenerationRequest(chat=[ChatMessage("user", "Hello")], max_tokens=2, temperature=0.0)
+        for piece in self._pieces(request, stop):
+            del piece
+
+    def _prompt(self, chat: list[ChatMessage]) -> str:
         if getattr(self._tokenizer, "chat_template", None):
             text: str = self._tokenizer.apply_chat_template(
-                [m.as_dict() for m in request.chat], tokenize=False, add_generation_prompt=True
+                [m.as_dict() for m in chat], tokenize=False, add_generation_prompt=True
             )
             return text
-        return transcript(request.chat)
+        return transcript(chat)
+
+    def prompt_tokens(self, chat: list[ChatMessage]) -> int | None:
+        return len(self._tokenizer(self._prompt(chat))["input_ids"])
+
+    def token_budget(self, max_tokens: int) -> int | None:
+        limit = getattr(self._model.config, "max_position_embeddings", None) if self._model else None
+        return max(1, int(limit) - max_tokens) if limit else None
 
     def _pieces(self, request: GenerationRequest, stop: threading.Event) -> Iterator[str]:
         import torch
@@ -75,7 +92,7 @@ class HFBackend:
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
                 return stop.is_set()
 
-        inputs = self._tokenizer(self._prompt(request), return_tensors="pt").to(self.settings.device)
+        inputs = self._tokenizer(self._prompt(request.chat), return_tensors="pt").to(self.settings.device)
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure: list[BaseException] = []
         sampling: dict[str, Any] = {"do_sample": False}

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from services.miner.backends.base import GenerationRequest, iterate_in_thread
-from services.miner.chat import TRANSCRIPT_STOP, transcript
-from services.miner.errors import ConfigError
+from services.miner.chat import TRANSCRIPT_STOP, ChatMessage, transcript
+from services.miner.errors import ConfigError, RequestError
 from services.miner.settings import LlamaCppSettings
 
 BUNDLED_MODEL = "gemma-3-270m-q4_k_m.gguf"
@@ -23,6 +23,9 @@ BUNDLED_MODEL = "gemma-3-270m-q4_k_m.gguf"
 
 class LlamaCppBackend:
     name = "llamacpp"
+    # One llama.cpp context generates one answer at a time; concurrent streams need a batching server.
+    default_concurrency = 1
+    max_concurrency: int | None = 1
 
     def __init__(self, settings: LlamaCppSettings) -> None:
         self.settings = settings
@@ -61,9 +64,41 @@ class LlamaCppBackend:
             "tokenizer.chat_template" in (self._llm.metadata or {})
         )
 
+    def warmup(self) -> None:
+        """A few tokens, so the first validator after a (re)start does not pay for the first inference."""
+        with self._busy:
+            for chunk in self._llm.create_completion(prompt="Hello", max_tokens=4, stream=True):
+                del chunk
+
+    def _prompt_text(self, chat: list[ChatMessage]) -> str:
+        if self.has_chat_template:
+            # What the template adds is small next to the content; count the content and a margin.
+            return "\n".join(f"<|{m.role}|>\n{m.content}" for m in chat)
+        return transcript(chat)
+
+    def prompt_tokens(self, chat: list[ChatMessage]) -> int | None:
+        # Tokenizing reads the vocabulary only; it is safe beside a running generation.
+        text = self._prompt_text(chat).encode("utf-8", errors="replace")
+        return len(self._llm.tokenize(text, add_bos=True, special=True)) + (
+            8 if self.has_chat_template else 0
+        )
+
+    def token_budget(self, max_tokens: int) -> int | None:
+        return max(1, self.settings.n_ctx - max_tokens)
+
     def _pieces(self, request: GenerationRequest, stop: threading.Event) -> Iterator[str]:
         with self._busy:
-            yield from self._generate(request, stop)
+            try:
+                yield from self._generate(request, stop)
+            except ValueError as exc:
+                # llama-cpp-python's "Requested tokens (N) exceed context window of M", bad text and the
+                # like: this request cannot be served, the model itself is fine.
+                too_long = "context" in str(exc)
+                raise RequestError(
+                    f"the model cannot take this prompt: {exc}", status=413 if too_long else 400
+                ) from exc
+            except UnicodeError as exc:
+                raise RequestError(f"the model cannot take this text: {exc}") from exc
 
     def _generate(self, request: GenerationRequest, stop: threading.Event) -> Iterator[str]:
         common: dict[str, Any] = {

@@ -6,17 +6,24 @@ for the whole fleet. The API key comes from the environment and is never logged.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from services.miner.backends.base import GenerationRequest
-from services.miner.chat import TRANSCRIPT_STOP, transcript
-from services.miner.errors import BackendError, ConfigError
+from services.miner.chat import TRANSCRIPT_STOP, ChatMessage, transcript
+from services.miner.errors import BackendError, BusyError, ConfigError, DependencyError, RequestError
 from services.miner.settings import OpenAISettings
+
+log = logging.getLogger(__name__)
 
 
 class OpenAIBackend:
     name = "openai"
+    # A batching server (llama-server's parallel slots, vLLM) runs many streams at once; how many this
+    # miner sends is its max_concurrency (the fleet renders it from the server's slots).
+    default_concurrency = 4
+    max_concurrency: int | None = None
 
     def __init__(self, settings: OpenAISettings) -> None:
         self.settings = settings
@@ -36,7 +43,33 @@ class OpenAIBackend:
             max_retries=0,  # a retry would blow the validator's deadline; the fleet probe sees failures
         )
 
+    def warmup(self) -> None:
+        """Nothing to warm in the miner; say so if the server is not up yet (it is not an error: the
+        miner answers 503 naming the server until it is)."""
+        import urllib.request
+
+        url = self.health_url
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                response.read()
+        except OSError as exc:
+            log.warning("model server not ready yet (%s: %s); answering 503 until it is", url, exc)
+
+    @property
+    def health_url(self) -> str:
+        if self.settings.health_url:
+            return self.settings.health_url
+        root = (self.settings.base_url or "").rstrip("/").removesuffix("/v1")
+        return f"{root}/health"
+
+    def prompt_tokens(self, chat: list[ChatMessage]) -> int | None:
+        return None  # the server counts (and refuses) on its own: a 400 becomes a 413 answer
+
+    def token_budget(self, max_tokens: int) -> int | None:
+        return None
+
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        import httpx
         import openai
 
         common: dict[str, Any] = {
@@ -67,6 +100,23 @@ class OpenAIBackend:
             finally:
                 # Closing the HTTP stream tells the server to stop generating (frees the shared model).
                 await stream.close()
+        except (openai.APIConnectionError, httpx.TransportError) as exc:
+            # Refused, reset, timed out, name not found: the server is down or restarting. Restarting
+            # this miner cannot fix that; the caller gets 503 naming the server.
+            raise DependencyError(f"model server {self.settings.base_url} unreachable: {exc}") from exc
+        except openai.RateLimitError as exc:
+            raise BusyError(f"busy: model server {self.settings.base_url} is at capacity ({exc})") from exc
+        except openai.BadRequestError as exc:
+            text = str(exc)
+            too_long = "context" in text or "too long" in text or "exceed" in text
+            raise RequestError(
+                f"the model server cannot take this request: {text}", status=413 if too_long else 400
+            ) from exc
+        except openai.APIStatusError as exc:
+            # 5xx (loading, overloaded), 401/403 (key), 404 (model name): the server, not this miner.
+            raise DependencyError(
+                f"model server {self.settings.base_url} answered {exc.status_code}: {exc.message}"
+            ) from exc
         except openai.OpenAIError as exc:
             raise BackendError(
                 f"openai server {self.settings.base_url}: {type(exc).__name__}: {exc}"
