@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -148,11 +149,10 @@ async def test_hf_streams_the_same_model_through_transformers(
     assert len(result.chunks) >= 2  # type: ignore[attr-defined]
 
 
-@pytest.fixture(scope="module")
-def llama_server(gguf_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real OpenAI-compatible server (llama_cpp.server) on 127.0.0.1 serving the Gemma model."""
-    port = free_port()
-    log = (tmp_path_factory.mktemp("llama-server") / "server.log").open("wb")
+@contextmanager
+def _llama_cpp_server(gguf_model: str, port: int, log_path: Path) -> Iterator[None]:
+    """A real OpenAI-compatible server (llama_cpp.server) on 127.0.0.1:port serving the Gemma model."""
+    log = log_path.open("wb")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -165,7 +165,7 @@ def llama_server(gguf_model: str, tmp_path_factory: pytest.TempPathFactory) -> I
             "--port",
             str(port),
             "--n_threads",
-            "2",
+            "1",
             "--n_ctx",
             "2048",
             "--model_alias",
@@ -177,11 +177,18 @@ def llama_server(gguf_model: str, tmp_path_factory: pytest.TempPathFactory) -> I
     )
     try:
         wait_for_port(port, 120, proc)
-        yield f"http://127.0.0.1:{port}/v1"
+        yield
     finally:
         proc.terminate()
         proc.wait(30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def llama_server(gguf_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    with _llama_cpp_server(gguf_model, port, tmp_path_factory.mktemp("llama-server") / "server.log"):
+        yield f"http://127.0.0.1:{port}/v1"
 
 
 async def test_openai_backend_streams_through_a_real_llama_cpp_server(
@@ -204,14 +211,27 @@ async def test_openai_backend_streams_through_a_real_llama_cpp_server(
     assert len(result.chunks) >= 2  # type: ignore[attr-defined]
 
 
-async def test_openai_backend_server_down_is_a_forward_exception(tmp_path: Path, wallets: Wallets) -> None:
-    dead = f"http://127.0.0.1:{free_port()}/v1"
+async def test_openai_model_server_down_is_503_naming_it_and_the_miner_recovers_by_itself(
+    tmp_path: Path, wallets: Wallets, gguf_model: str
+) -> None:
+    """A dependency that is down is not a forward exception: restarting the miner cannot fix it."""
+    port = free_port()
     with running_miner(
-        tmp_path, wallets, backend="openai", openai__base_url=dead, stop_on_forward_exception="true"
+        tmp_path,
+        wallets,
+        backend="openai",
+        openai__base_url=f"http://127.0.0.1:{port}/v1",
+        openai__model="gemma",
+        openai__use_chat="false",
+        max_tokens="8",
+        stop_on_forward_exception="true",
     ) as miner:
-        result = await _ask(wallets, miner.port)
-        code = miner.wait(timeout=30)
+        down = await _ask(wallets, miner.port)
+        with _llama_cpp_server(gguf_model, port, tmp_path / "server.log"):
+            back = await _ask(wallets, miner.port)
+        alive = miner.proc is not None and miner.proc.poll() is None
         log = miner.log
-    assert result.completion == ""  # type: ignore[attr-defined]
-    assert code == 75
-    assert "forward exception" in log and "APIConnectionError" in log
+    assert down.status_code == 503  # type: ignore[attr-defined]
+    assert down.status_message.startswith(f"dependency down: model server http://127.0.0.1:{port}/v1")  # type: ignore[attr-defined]
+    assert back.status_code == 200 and back.completion, back.status_message  # type: ignore[attr-defined]
+    assert alive and "forward exception" not in log

@@ -18,6 +18,22 @@ from services.miner.settings import OpenAISettings
 log = logging.getLogger(__name__)
 
 
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's own transport errors (a reset mid-stream is not wrapped by openai).
+
+    openai 1.x uses httpx, openai 3.x its fork httpx2: take whichever is there.
+    """
+    import importlib
+
+    found: list[type[BaseException]] = []
+    for name in ("httpx2", "httpx"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
 class OpenAIBackend:
     name = "openai"
     # A batching server (llama-server's parallel slots, vLLM) runs many streams at once; how many this
@@ -69,7 +85,6 @@ class OpenAIBackend:
         return None
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
-        import httpx
         import openai
 
         common: dict[str, Any] = {
@@ -100,7 +115,7 @@ class OpenAIBackend:
             finally:
                 # Closing the HTTP stream tells the server to stop generating (frees the shared model).
                 await stream.close()
-        except (openai.APIConnectionError, httpx.TransportError) as exc:
+        except (openai.APIConnectionError, *_transport_errors()) as exc:
             # Refused, reset, timed out, name not found: the server is down or restarting. Restarting
             # this miner cannot fix that; the caller gets 503 naming the server.
             raise DependencyError(f"model server {self.settings.base_url} unreachable: {exc}") from exc
