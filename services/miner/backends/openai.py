@@ -18,14 +18,13 @@ from services.miner.settings import OpenAISettings
 log = logging.getLogger(__name__)
 
 
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP client's own transport errors (a reset mid-stream is not wrapped by openai).
-
-    openai 1.x uses httpx, openai 3.x its fork httpx2: take whichever is there.
+def _connection_errors(openai: Any) -> tuple[type[BaseException], ...]:
+    """openai's connection error and the HTTP client's own transport errors (a reset mid-stream is not
+    wrapped by openai). openai 1.x uses httpx, openai 3.x its fork httpx2: take whichever is there.
     """
     import importlib
 
-    found: list[type[BaseException]] = []
+    found: list[type[BaseException]] = [openai.APIConnectionError]
     for name in ("httpx2", "httpx"):
         try:
             found.append(importlib.import_module(name).TransportError)
@@ -115,7 +114,7 @@ class OpenAIBackend:
             finally:
                 # Closing the HTTP stream tells the server to stop generating (frees the shared model).
                 await stream.close()
-        except (openai.APIConnectionError, *_transport_errors()) as exc:
+        except _connection_errors(openai) as exc:
             # Refused, reset, timed out, name not found: the server is down or restarting. Restarting
             # this miner cannot fix that; the caller gets 503 naming the server.
             raise DependencyError(f"model server {self.settings.base_url} unreachable: {exc}") from exc
