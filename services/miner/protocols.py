@@ -9,11 +9,16 @@ match the subnets' own definitions exactly.
 | ``prompting``    | ``StreamPromptingSynapse`` | SN1 prompting                   |
 | ``einstein``     | ``StreamCoreSynapse``      | SN35 (URL-encoded question)     |
 | ``text-prompting`` | ``StreamPrompting``      | text-prompting (newline-split)  |
+
+Beside its streaming class, ``prompting`` answers ``AvailabilitySynapse`` (which tasks and models this
+miner serves) and ``text-prompting`` the plain ``Prompting`` (the whole completion in one answer), as
+those subnets' validators ask (:data:`ROUTES`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from enum import StrEnum
 from typing import Any, ClassVar
 
 import bittensor as bt
@@ -95,7 +100,21 @@ class _ChatSynapse(bt.StreamingSynapse):
 
 
 class StreamPromptingSynapse(_ChatSynapse):
-    """SN1 prompting: chunks are plain UTF-8 text appended to ``completion``."""
+    """SN1 prompting: chunks are plain UTF-8 text appended to ``completion``.
+
+    The late-2024 fields are optional here so that both forms are served: validators of that time send
+    ``task_name`` (their class requires it), ``target_model`` and ``seed``; earlier ones send neither.
+    """
+
+    task_name: str = pydantic.Field(
+        "", title="Task name", description="The validator's task, e.g. QuestionAnsweringTask."
+    )
+    target_model: str | None = pydantic.Field(
+        None, title="Target model", description="The model the validator wants the answer from."
+    )
+    seed: int | None = pydantic.Field(
+        None, title="Seed", description="Sampling seed, for reproducible answers."
+    )
 
 
 class StreamCoreSynapse(_ChatSynapse):
@@ -114,6 +133,49 @@ class StreamPrompting(_ChatSynapse):
             self.completion += text
             yield text.split("\n")
 
+
+class Prompting(bt.Synapse):
+    """text-prompting's plain (non-streaming) synapse: the whole completion comes back in one answer."""
+
+    roles: list[str] = pydantic.Field(..., title="Roles", description="Role of each message.", frozen=True)
+    messages: list[str] = pydantic.Field(
+        ..., title="Messages", description="The chat, oldest first.", frozen=True
+    )
+    completion: str = pydantic.Field("", title="Completion", description="The whole answer.")
+    required_hash_fields: ClassVar[tuple[str, ...]] = ("messages",)
+
+    def deserialize(self) -> Prompting:
+        return self
+
+
+class AvailabilitySynapse(bt.Synapse):
+    """SN1's question before it sends work: which of these tasks and models does this miner serve?
+
+    The validator sends the names it wants to know about; the miner sets each to true or false.
+    """
+
+    task_availabilities: dict[str, bool] = pydantic.Field(
+        default_factory=dict, title="Tasks", description="Task name -> served."
+    )
+    llm_model_availabilities: dict[str, bool] = pydantic.Field(
+        default_factory=dict, title="Models", description="Model name -> served."
+    )
+
+
+class Route(StrEnum):
+    """How a synapse class is answered."""
+
+    stream = "stream"  # a streaming response through the token streamer
+    plain = "plain"  # the whole completion in the synapse
+    availability = "availability"  # what this miner serves, from its settings
+
+
+# The synapse classes each protocol serves (one route each), the streaming one first.
+ROUTES: dict[str, tuple[tuple[type[bt.Synapse], Route], ...]] = {
+    "prompting": ((StreamPromptingSynapse, Route.stream), (AvailabilitySynapse, Route.availability)),
+    "einstein": ((StreamCoreSynapse, Route.stream),),
+    "text-prompting": ((StreamPrompting, Route.stream), (Prompting, Route.plain)),
+}
 
 PROTOCOLS: dict[str, type[_ChatSynapse]] = {
     "prompting": StreamPromptingSynapse,

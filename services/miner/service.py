@@ -13,21 +13,21 @@ import asyncio
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, MutableMapping
 from inspect import Parameter, Signature
+from pathlib import Path
 from typing import Any, Tuple  # noqa: UP035 - bittensor compares signatures against typing.Tuple
 
-import anyio
-from bittensor.core.stream import BTStreamingResponseModel, StreamingSynapse
-from starlette.types import Receive, Scope
-from starlette.types import Send as StarletteSend
+from bittensor.core.stream import BTStreamingResponseModel
 
 from services.miner.backends.base import Backend, GenerationRequest, ModelGate
 from services.miner.blacklist import Gatekeeper
 from services.miner.chat import ChatError, ChatMessage, build_chat, check_text, trim_chat
 from services.miner.errors import BusyError, ConfigError, ExitCode, RefusedError, RequestError
-from services.miner.protocols import PROTOCOLS
-from services.miner.settings import MinerSettings
+from services.miner.protocols import PROTOCOLS, ROUTES, Route
+from services.miner.responses import DisconnectAwareResponse, Refusal, refuse
+from services.miner.settings import BackendName, MinerSettings
 from services.miner.streamer import Ending, Send, StreamOutcome, TokenStreamer
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,17 @@ class ExitRequest:
     @property
     def requested(self) -> bool:
         return self._event.is_set()
+
+
+def served_models(settings: MinerSettings) -> list[str]:
+    """The model names this miner answers to: its model's own name, then the configured aliases."""
+    own = {
+        BackendName.llamacpp: settings.llamacpp.model_path.stem if settings.llamacpp.model_path else "",
+        BackendName.hf: Path(settings.hf.model).name if settings.hf.model else "",
+        BackendName.openai: settings.openai.model,
+        BackendName.echo: "echo",
+    }[settings.backend]
+    return [name for name in dict.fromkeys([own, *settings.model_names]) if name]
 
 
 def admitted_concurrency(settings: MinerSettings, backend: Backend) -> int:
@@ -97,21 +108,30 @@ class MinerService:
             clock=clock,
         )
         self.forward_exceptions = 0
+        self.tasks_seen: Counter[str] = Counter()  # SN1 task names asked for, for logs and metrics
 
     def attach(self, axon: Any) -> None:
-        """Attach one route per protocol to a ``bt.Axon``."""
+        """Attach every route of every protocol to a ``bt.Axon`` (one per synapse class)."""
         for name in self.settings.protocols:
-            forward, blacklist, priority = self.handlers(name)
-            axon.attach(forward_fn=forward, blacklist_fn=blacklist, priority_fn=priority)
-            log.info("serving protocol %s at /%s", name, PROTOCOLS[name].__name__)
+            for cls, route in ROUTES[name]:
+                forward, blacklist, priority = self.handlers(name, cls, route)
+                axon.attach(forward_fn=forward, blacklist_fn=blacklist, priority_fn=priority)
+                log.info("serving protocol %s at /%s (%s)", name, cls.__name__, route.value)
 
-    def handlers(self, protocol: str) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
-        """forward/blacklist/priority for one protocol, with the exact signatures the axon checks."""
-        cls = PROTOCOLS[protocol]
+    def handlers(
+        self, protocol: str, cls: type[Any] | None = None, route: Route = Route.stream
+    ) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+        """forward/blacklist/priority for one route, with the exact signatures the axon checks."""
+        cls = cls or PROTOCOLS[protocol]
         param = [Parameter("synapse", Parameter.POSITIONAL_OR_KEYWORD, annotation=cls)]
+        answer = {
+            Route.stream: self.forward,
+            Route.plain: self.forward_plain,
+            Route.availability: self.forward_availability,
+        }[route]
 
         def forward(synapse: Any) -> Any:
-            return self.forward(synapse, protocol)
+            return answer(synapse, protocol)
 
         def blacklist(synapse: Any) -> tuple[bool, str]:
             return self.gatekeeper.blacklist(_caller(synapse))
@@ -119,7 +139,8 @@ class MinerService:
         def priority(synapse: Any) -> float:
             return self.gatekeeper.priority(_caller(synapse))
 
-        forward.__signature__ = Signature(param, return_annotation=cls.BTStreamingResponse)  # type: ignore[attr-defined]
+        returns = cls.BTStreamingResponse if route is Route.stream else cls
+        forward.__signature__ = Signature(param, return_annotation=returns)  # type: ignore[attr-defined]
         blacklist.__signature__ = Signature(param, return_annotation=Tuple[bool, str])  # type: ignore[attr-defined]  # noqa: UP006
         priority.__signature__ = Signature(param, return_annotation=float)  # type: ignore[attr-defined]
         return forward, blacklist, priority
@@ -142,7 +163,7 @@ class MinerService:
             reservation = self.gate.reserve(deadline)
         except RefusedError as exc:
             log.warning("%s from %s: %d %s", protocol, caller, exc.status, exc)
-            return _refuse(synapse, exc.status, str(exc))
+            return refuse(synapse, exc.status, str(exc))
         refusal = Refusal()
 
         async def token_streamer(send: Send) -> None:
@@ -167,6 +188,49 @@ class MinerService:
         return DisconnectAwareResponse(
             BTStreamingResponseModel(token_streamer=token_streamer), synapse=synapse, refusal=refusal
         )
+
+    async def forward_plain(self, synapse: Any, protocol: str) -> Any:
+        """The plain answer: the same checks, admission and deadline; the completion in the synapse."""
+        arrived = self.clock()
+        timeout = float(synapse.timeout or DEFAULT_TIMEOUT)
+        deadline = arrived + timeout - min(self.settings.deadline_margin, timeout * 0.2)
+        caller = _short(_caller(synapse))
+        parts: list[str] = []
+
+        async def collect(message: MutableMapping[str, Any]) -> None:
+            parts.append(message.get("body", b"").decode("utf-8"))
+
+        outcome: StreamOutcome | None = None
+        try:
+            request = await self._request(synapse, protocol)
+            async with self.gate.reserve(deadline).hold(timeout=deadline - self.clock()):
+                outcome = await self.streamer.stream(self.backend.stream(request), collect, deadline=deadline)
+            if outcome.ending is Ending.refused and isinstance(outcome.error, RefusedError) and not parts:
+                raise outcome.error
+        except TimeoutError:
+            return refuse(synapse, 503, "busy: waited for the model until the request's deadline")
+        except RefusedError as exc:
+            log.warning("%s (plain) from %s: %d %s", protocol, caller, exc.status, exc)
+            return refuse(synapse, exc.status, str(exc))
+        finally:
+            self._log(protocol, caller, outcome, self.clock() - arrived)
+        if outcome.ending is Ending.error:
+            self._forward_exception(outcome.error)
+            return refuse(synapse, 500, f"the backend failed: {outcome.error}")
+        synapse.completion = "".join(parts)
+        return synapse
+
+    async def forward_availability(self, synapse: Any, protocol: str) -> Any:
+        """Which of the asked tasks and models this miner serves (from its settings; no model work)."""
+        tasks = self.settings.tasks
+        synapse.task_availabilities = {
+            task: tasks is None or task in tasks for task in synapse.task_availabilities
+        }
+        models = served_models(self.settings)
+        synapse.llm_model_availabilities = {
+            model: model in models for model in synapse.llm_model_availabilities
+        }
+        return synapse
 
     async def _request(self, synapse: Any, protocol: str) -> GenerationRequest:
         """The generation request for a synapse, or a :class:`RefusedError` saying why there is none."""
@@ -194,8 +258,18 @@ class MinerService:
                 chat = await asyncio.to_thread(
                     self._fit, chat, budget, lambda c: count(c) or 0, "tokens", measured=tokens
                 )
+        target = getattr(synapse, "target_model", None)
+        models = served_models(self.settings)
+        if target and self.settings.on_other_model == "refuse" and target not in models:
+            raise RequestError(f"model {target!r} is not served here (this miner serves {', '.join(models)})")
+        task = getattr(synapse, "task_name", "") or ""
+        if task:
+            self.tasks_seen[task] += 1
         return GenerationRequest(
-            chat=chat, max_tokens=self.settings.max_tokens, temperature=self.settings.temperature
+            chat=chat,
+            max_tokens=self.settings.max_tokens,
+            temperature=self.settings.temperature,
+            seed=getattr(synapse, "seed", None),
         )
 
     def _fit(
@@ -251,96 +325,6 @@ class MinerService:
         )
 
 
-class Refusal:
-    """Why a stream that sent nothing yet is refused; read when its response would have started."""
-
-    def __init__(self) -> None:
-        self.error: RefusedError | None = None
-
-    def set(self, error: RefusedError) -> None:
-        self.error = error
-
-
-class DisconnectAwareResponse(StreamingSynapse.BTStreamingResponse):
-    """bittensor's streaming response, plus what starlette's own does: stop when the client leaves.
-
-    bittensor's ``BTStreamingResponse`` never reads ``receive``, so a validator that disconnects or
-    times out goes unnoticed and the model keeps generating for nobody (uvicorn drops writes to a
-    closed connection silently). Here the token streamer runs beside a listener for
-    ``http.disconnect``; whichever ends first cancels the other, and cancellation stops generation.
-    """
-
-    def __init__(
-        self, model: BTStreamingResponseModel, *, synapse: Any, refusal: Refusal | None = None
-    ) -> None:
-        super().__init__(model, synapse=synapse)
-        self.refusal = refusal or Refusal()
-
-    async def stream_response(self, send: StarletteSend) -> None:
-        """Like bittensor's, except that the status line waits for the first chunk.
-
-        Until a chunk is ready the answer may still be a refusal (the model server is down, the request
-        waited out its deadline, the prompt is too long for the model): then the caller gets that status
-        and reason, not an empty 200 that looks like a miner with nothing to say.
-        """
-        headers = [(b"content-type", b"text/event-stream"), *self.raw_headers]
-        started = False
-
-        async def send_body(message: MutableMapping[str, Any]) -> None:
-            nonlocal started
-            if not started:
-                started = True
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send(message)
-
-        await self.token_streamer(send_body)
-        if not started and self.refusal.error is not None:
-            error = self.refusal.error
-            await _send_error(send, self.raw_headers, error.status, str(error))
-            return
-        if not started:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def __call__(self, scope: Scope, receive: Receive, send: StarletteSend) -> None:
-        async with anyio.create_task_group() as group:
-
-            async def stream_then_stop() -> None:
-                await self.stream_response(send)
-                group.cancel_scope.cancel()
-
-            async def listen_then_stop() -> None:
-                await self.listen_for_disconnect(receive)
-                group.cancel_scope.cancel()
-
-            group.start_soon(stream_then_stop)
-            group.start_soon(listen_then_stop)
-
-
-async def _send_error(
-    send: StarletteSend, raw_headers: list[tuple[bytes, bytes]], status: int, message: str
-) -> None:
-    """A JSON error answer, with the axon status headers the dendrite reads back into the synapse."""
-    import json
-
-    body = json.dumps({"message": message}).encode("utf-8")
-    skip = {
-        b"content-length",
-        b"content-type",
-        b"bt_header_axon_status_code",
-        b"bt_header_axon_status_message",
-    }
-    headers = [(k, v) for k, v in raw_headers if k.lower() not in skip]
-    headers += [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"bt_header_axon_status_code", str(status).encode()),
-        (b"bt_header_axon_status_message", message.encode("latin-1", "replace")),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
 def _chars(chat: list[ChatMessage]) -> int:
     return sum(len(message.content) for message in chat)
 
@@ -352,14 +336,3 @@ def _caller(synapse: Any) -> str | None:
 
 def _short(hotkey: str | None) -> str:
     return f"{hotkey[:8]}…" if hotkey else "?"
-
-
-def _refuse(synapse: Any, status: int, message: str) -> Any:
-    """Answer with an HTTP error instead of a stream (the axon serialises the synapse as JSON)."""
-    from bittensor.core.synapse import TerminalInfo
-
-    if synapse.axon is None:
-        synapse.axon = TerminalInfo()
-    synapse.axon.status_code = status
-    synapse.axon.status_message = message
-    return synapse

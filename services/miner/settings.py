@@ -156,6 +156,18 @@ class MinerSettings(BaseSettings):
         description="Synapses served, one route each.",
     )
     backend: BackendName = Field(BackendName.echo, description="echo, llamacpp, hf or openai.")
+    tasks: list[str] | None = Field(
+        None,
+        description="SN1 tasks this miner says it serves when asked (AvailabilitySynapse); default: all.",
+    )
+    model_names: list[str] = Field(
+        default_factory=list,
+        description="More names the model answers to (availability and target_model), beside its own.",
+    )
+    on_other_model: Literal["serve", "refuse"] = Field(
+        "serve",
+        description="A request whose target_model this miner does not serve: answer anyway, or refuse (400).",
+    )
     allowed_hotkeys: list[str] = Field(default_factory=list, description="ss58 hotkeys always allowed.")
     allowed_hotkey_files: list[Path] = Field(
         default_factory=list,
