@@ -582,8 +582,12 @@ def test_the_shipped_fleet_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     loaded = load_fleet(Path(F))
     assert loaded.fleet.network.value == "local"
     assert {m.backend.value for m in loaded.miners} >= {"llamacpp", "echo", "openai"}
-    assert [m.backend.value for m in loaded.miners].count("llamacpp") >= 2
-    assert any(m.uses_model_server for m in loaded.miners)
+    # the capable path: the llama.cpp hotkeys share one batching model server...
+    (server,) = loaded.model_servers
+    assert (server.name, server.service, server.users) == ("gemma", "model-server", ("gemma-1", "gemma-2"))
+    assert server.spec.slots >= 2 * len(server.users)
+    # ...and the in-process llamacpp backend stays: the one-stream choice
+    assert [m.name for m in loaded.miners if m.backend.value == "llamacpp"] == ["solo-1"]
     assert [m.axon_port for m in loaded.miners] == [8091, 8092, 8093, 8094]
 
 

@@ -306,7 +306,7 @@ def test_render_removes_env_files_of_removed_miners(tmp_path: Path, monkeypatch:
     assert (tmp_path / GENERATED_DIR / "echo-1.env").exists()
     text = path.read_text()
     start = text.index("  # No model at all")
-    end = text.index("  # Talks to the shared model server")
+    end = text.index("  # Its own copy of Gemma")
     path.write_text(text[:start] + text[end:])
     assert cli.main(["render"], out=io.StringIO(), err=io.StringIO()) == cli.EXIT_OK
     assert not (tmp_path / GENERATED_DIR / "echo-1.env").exists()
