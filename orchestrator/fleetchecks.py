@@ -1,13 +1,14 @@
 """The checks across fields of a fleet file, after the schema: ``defaults`` merged into each miner,
-duplicate names, ports and hotkeys, backends and their models, GPUs and images, and the files on disk
-(models, hotkeys, coldkeypubs) with the command that creates what is missing."""
+the model servers and the miners using them, duplicate names, ports and hotkeys, backends and their
+models, GPUs and images, and the files on disk (models, hotkeys, coldkeypubs) with the command that
+creates what is missing."""
 
 from __future__ import annotations
 
 import difflib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,38 @@ from orchestrator.fleet import (
     Defaults,
     Fleet,
     ImageName,
+    LegacyModelServerSpec,
     MinerOptions,
     MinerSpec,
+    ModelServerSpec,
 )
 from orchestrator.fleeterrors import FleetError, format_path
 from orchestrator.policy import RestartPolicy
 from services.miner.settings import BackendName, Network
+
+LEGACY_MODEL_SERVER = "model-server"  # the name of the older single `model_server:`
+
+
+@dataclass(frozen=True)
+class ModelServer:
+    """One model server (llama-server) with everything derived from it decided."""
+
+    name: str  # its key under `model_servers:` (the older `model_server:` is "model-server")
+    service: str  # compose service and supervisord program: model-server (legacy/only one), model-server-NAME
+    spec: ModelServerSpec
+    image: ImageName
+    ctx_per_slot: int
+    users: tuple[str, ...] = ()  # the miners that use it, in file order
+    at: tuple[str, ...] = ("model_server",)  # where it is written in the fleet file
+
+    @property
+    def ctx_size(self) -> int:
+        """The server's whole context (``--ctx-size``): every slot's."""
+        return self.spec.slots * self.ctx_per_slot
+
+    def concurrency_per_user(self) -> int:
+        """The slots shared among the miners using it: each miner's default MINER_MAX_CONCURRENCY."""
+        return max(1, self.spec.slots // max(1, len(self.users)))
 
 
 @dataclass(frozen=True)
@@ -45,9 +72,13 @@ class Miner:
     image: ImageName
     gpus: tuple[int, ...]
     model: str | None  # the named model a llamacpp/hf miner loads
-    uses_model_server: bool
+    model_server: str | None  # the model server an openai miner uses (its name)
     options: MinerOptions  # defaults and the miner's own values, merged (groups merged key by key)
     restart: RestartPolicy
+
+    @property
+    def uses_model_server(self) -> bool:
+        return self.model_server is not None
 
 
 def resolve_path(project_dir: Path, written: str) -> Path:
@@ -94,22 +125,27 @@ class Checker:
     project_dir: Path
     check_files: bool
     errors: list[FleetError] = field(default_factory=list)
+    servers: dict[str, ModelServer] = field(default_factory=dict)
 
-    def run(self) -> tuple[list[Miner], ImageName | None]:
+    def run(self) -> tuple[list[Miner], list[ModelServer]]:
         used_models: dict[str, tuple[int, str]] = {}  # model name -> where it is first used
-        server_image = self._check_model_server(used_models)
+        self.servers = self._check_model_servers(used_models)
         miners = []
         for spec, index in zip(self.fleet.miners, self.indexes, strict=True):
             miner = self._resolve(spec, index, used_models)
             if miner is not None:
                 miners.append(miner)
-        self._check_names()
-        self._check_ports(miners)
+        servers = [
+            replace(server, users=tuple(m.name for m in miners if m.model_server == server.name))
+            for server in self.servers.values()
+        ]
+        self._check_names(servers)
+        self._check_ports(miners, servers)
         self._check_hotkeys(miners)
         if self.check_files:
             self._check_model_files(used_models)
             self._check_wallet_files(miners)
-        return miners, server_image
+        return miners, servers
 
     # -- helpers
 
@@ -163,29 +199,54 @@ class Checker:
         used.setdefault(name, (where[0], user))
         return True
 
-    # -- the shared model server
+    # -- the model servers
 
-    def _check_model_server(self, used_models: dict[str, tuple[int, str]]) -> ImageName | None:
-        server = self.fleet.model_server
-        if server is None:
-            return None
-        self._model_ref(server.model, self.at("model_server", "model"), "model_server", used_models)
-        wants_gpu = bool(server.gpus) or server.n_gpu_layers != 0
-        image = server.image or (ImageName.cuda if wants_gpu else ImageName.cpu)
-        self._check_gpus(server.gpus, ("model_server", "gpus"))
-        if image == ImageName.hf:
+    def _check_model_servers(self, used_models: dict[str, tuple[int, str]]) -> dict[str, ModelServer]:
+        written: list[tuple[str, ModelServerSpec, tuple[str, ...]]] = [
+            (name, spec, ("model_servers", name)) for name, spec in self.fleet.model_servers.items()
+        ]
+        legacy = self.fleet.model_server
+        if legacy is not None and written:
             self.error(
-                self.at("model_server", "image"), "the model server runs llama.cpp", "use image cpu or cuda"
+                self.at("model_server"),
+                "both `model_server:` and `model_servers:` are set",
+                "move it under `model_servers:` (e.g. as `model_servers: {model-server: {...}}`)",
             )
+        elif legacy is not None:
+            written.append((LEGACY_MODEL_SERVER, legacy, ("model_server",)))
+        only_one = len(written) == 1
+        servers: dict[str, ModelServer] = {}
+        for name, spec, at in written:
+            self._model_ref(spec.model, self.at(*at, "model"), "model_server", used_models)
+            image = self._check_server_image(spec, at)
+            ctx = spec.ctx_per_slot
+            if isinstance(spec, LegacyModelServerSpec) and spec.n_ctx is not None:
+                if self.doc.has((*at, "ctx_per_slot")):
+                    self.error(
+                        self.at(*at, "n_ctx"),
+                        "both n_ctx and ctx_per_slot are set (n_ctx is the older name of ctx_per_slot)",
+                        "keep ctx_per_slot only",
+                    )
+                ctx = spec.n_ctx
+            service = "model-server" if only_one or name == LEGACY_MODEL_SERVER else f"model-server-{name}"
+            servers[name] = ModelServer(name, service, spec, image, ctx, at=at)
+        return servers
+
+    def _check_server_image(self, spec: ModelServerSpec, at: tuple[str, ...]) -> ImageName:
+        wants_gpu = bool(spec.gpus) or spec.n_gpu_layers != 0
+        image = spec.image or (ImageName.cuda if wants_gpu else ImageName.cpu)
+        self._check_gpus(spec.gpus, (*at, "gpus"))
+        if image == ImageName.hf:
+            self.error(self.at(*at, "image"), "a model server runs llama.cpp", "use image cpu or cuda")
         elif wants_gpu and image != ImageName.cuda:
             self.error(
-                self.at("model_server", "image"),
-                f"the model server uses a GPU but its image is {image.value}",
+                self.at(*at, "image"),
+                f"the model server uses a GPU but its image is {image.value}, which has no CUDA",
                 "set image: cuda (or remove gpus and n_gpu_layers)",
             )
-        if server.n_gpu_layers != 0 and not server.gpus:
+        if spec.n_gpu_layers != 0 and not spec.gpus:
             self.error(
-                self.at("model_server", "n_gpu_layers"),
+                self.at(*at, "n_gpu_layers"),
                 "n_gpu_layers offloads to a GPU but no gpus are listed",
                 "add gpus: [0] (the GPU ids it may use)",
             )
@@ -235,8 +296,14 @@ class Checker:
         self._check_allowed_hotkeys(spec, i)
 
         model: str | None = None
-        uses_server = False
+        server: str | None = None
         if backend in (BackendName.llamacpp, BackendName.hf):
+            if options.max_concurrency is not None and options.max_concurrency > 1:
+                self.error(
+                    self.miner_at(i, "max_concurrency"),
+                    f"the in-process {backend.value} backend runs one generation at a time",
+                    "remove max_concurrency; for concurrent streams use backend: openai with a model server",
+                )
             group_opts = options.llamacpp if backend == BackendName.llamacpp else options.hf
             model = group_opts.model if group_opts is not None else None
             if model is None:
@@ -248,7 +315,7 @@ class Checker:
             else:
                 self._model_ref(model, self.miner_at(i, backend.value, "model"), backend.value, used_models)
         elif backend == BackendName.openai:
-            uses_server = self._check_openai(options, i)
+            server = self._check_openai(options, i)
 
         image, gpus = self._check_image(spec, options, backend, i)
 
@@ -274,35 +341,33 @@ class Checker:
             image=image,
             gpus=tuple(gpus),
             model=model,
-            uses_model_server=uses_server,
+            model_server=server,
             options=options,
             restart=restart,
         )
 
-    def _check_openai(self, options: MinerOptions, i: int) -> bool:
-        """Check an openai miner's server and key settings; returns whether it uses the model server."""
+    def _check_openai(self, options: MinerOptions, i: int) -> str | None:
+        """Check an openai miner's server and key settings; returns the model server it uses, if any."""
         openai = options.openai
-        use_server = bool(openai and openai.model_server)
+        wanted = openai.model_server if openai else None
         base_url = openai.base_url if openai else None
-        if not use_server and base_url is None:
-            self.error(
-                self.own_at(i, "openai"),
-                "an openai miner needs a server",
-                "set `openai: {model_server: true}` (the fleet's model server) "
-                "or `openai: {base_url: http://HOST:PORT/v1}`",
-            )
-        elif use_server and base_url is not None:
+        server: str | None = None
+        if wanted is None or wanted is False:
+            if base_url is None:
+                self.error(
+                    self.own_at(i, "openai"),
+                    "an openai miner needs a server",
+                    "set `openai: {model_server: NAME}` (one of the fleet's `model_servers:`) "
+                    "or `openai: {base_url: http://HOST:PORT/v1}`",
+                )
+        elif base_url is not None:
             self.error(
                 self.miner_at(i, "openai", "base_url"),
                 "both base_url and model_server are set",
-                "keep one: model_server: true uses the fleet's server",
+                "keep one: model_server uses one of the fleet's model servers",
             )
-        elif use_server and self.fleet.model_server is None:
-            self.error(
-                self.miner_at(i, "openai", "model_server"),
-                "model_server: true but the fleet defines no `model_server:`",
-                "add a top-level `model_server: {model: <a name under models:>}`, or use base_url",
-            )
+        else:
+            server = self._server_ref(wanted, self.miner_at(i, "openai", "model_server"))
         name = openai.api_key_env if openai else None
         if name is not None:
             where = self.miner_at(i, "openai", "api_key_env")
@@ -318,7 +383,40 @@ class Checker:
                     "not a valid environment variable name",
                     "use letters, digits and '_', e.g. OPENAI_API_KEY",
                 )
-        return use_server
+        return server
+
+    def _server_ref(self, wanted: bool | str, where: tuple[int, str]) -> str | None:
+        """The model server an `openai: {model_server: ...}` names (true: the only one), or an error."""
+        known = list(self.servers)
+        if wanted is True:
+            if len(known) == 1:
+                return known[0]
+            if not known:
+                self.error(
+                    where,
+                    "model_server: true but the fleet defines no model server",
+                    "add a top-level `model_servers: {NAME: {model: <a name under models:>}}`, "
+                    "or use base_url",
+                )
+            else:
+                self.error(
+                    where,
+                    f"model_server: true but the fleet has {len(known)} model servers ({', '.join(known)})",
+                    f"name the one to use, e.g. model_server: {known[0]}",
+                )
+            return None
+        assert isinstance(wanted, str)
+        if wanted in self.servers:
+            return wanted
+        close = difflib.get_close_matches(wanted, known, n=1, cutoff=0.6)
+        if close:
+            fix = f"did you mean {close[0]!r}?"
+        elif known:
+            fix = f"use one of: {', '.join(known)}"
+        else:
+            fix = "define it under `model_servers:`, e.g. `model_servers: {NAME: {model: gemma}}`"
+        self.error(where, f"unknown model server {wanted!r}", fix)
+        return None
 
     def _check_image(
         self, spec: MinerSpec, options: MinerOptions, backend: BackendName, i: int
@@ -404,13 +502,17 @@ class Checker:
 
     # -- the whole fleet
 
-    def _check_names(self) -> None:
+    def _check_names(self, servers: list[ModelServer]) -> None:
+        taken = {server.service: f"model server {server.name!r}" for server in servers}
         first: dict[str, int] = {}
         for spec, i in zip(self.fleet.miners, self.indexes, strict=True):
             where = self.at("miners", i, "name")
-            if spec.name in RESERVED_NAMES:
+            if spec.name in RESERVED_NAMES or spec.name in taken:
+                owner = f" ({taken[spec.name]})" if spec.name in taken else ""
                 self.error(
-                    where, f"the name {spec.name!r} is taken by a service of the stack", "choose another name"
+                    where,
+                    f"the name {spec.name!r} is taken by a service of the stack{owner}",
+                    "choose another name",
                 )
             elif spec.name in first:
                 self.error(
@@ -421,7 +523,7 @@ class Checker:
             else:
                 first[spec.name] = where[0]
 
-    def _check_ports(self, miners: list[Miner]) -> None:
+    def _check_ports(self, miners: list[Miner], servers: list[ModelServer]) -> None:
         owners: dict[int, _Owner] = {}
 
         def claim(port: int, owner: _Owner, where: tuple[int, str], fix: str) -> None:
@@ -430,10 +532,13 @@ class Checker:
             else:
                 owners[port] = owner
 
-        server = self.fleet.model_server
-        if server is not None:
-            line, where = self.at("model_server", "port")
-            claim(server.port, _Owner("the model server", line), (line, where), "change model_server.port")
+        for server in servers:
+            line, where = self.at(*server.at, "port")
+            what = "the model server" if server.at == ("model_server",) else f"model server {server.name!r}"
+            if not self.doc.has((*server.at, "port")):
+                line = self.doc.line_of(server.at)
+                what += " (default port 8000)"
+            claim(server.spec.port, _Owner(what, line), (line, where), f"change {where}")
         for section, what in (("status_api", "the status API"), ("supervisor", "supervisord")):
             port = getattr(self.fleet, section).port
             written = self.doc.has((section, "port"))

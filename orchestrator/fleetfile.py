@@ -24,8 +24,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from orchestrator import yamlsource
-from orchestrator.fleet import Fleet, ImageName, MinerSpec
-from orchestrator.fleetchecks import Checker, Miner, display, looks_like_secret, resolve_path
+from orchestrator.fleet import Fleet, MinerSpec
+from orchestrator.fleetchecks import Checker, Miner, ModelServer, display, looks_like_secret, resolve_path
 from orchestrator.fleeterrors import FleetError, FleetInvalid, format_path, translate
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "FleetInvalid",
     "LoadedFleet",
     "Miner",
+    "ModelServer",
     "display",
     "format_path",
     "load_fleet",
@@ -55,7 +56,7 @@ class LoadedFleet:
     fleet: Fleet
     miners: tuple[Miner, ...]
     sha256: str  # of the fleet file's bytes: docker-compose.yml records it to detect staleness
-    model_server_image: ImageName | None = None
+    model_servers: tuple[ModelServer, ...] = ()  # `model_servers:` (or the older `model_server:`)
 
     @property
     def wallet_dir(self) -> Path:
@@ -141,10 +142,10 @@ def load_fleet(
 
     fleet, indexes = _validate_schema(doc, errors)
     miners: list[Miner] = []
-    model_server_image: ImageName | None = None
+    servers: list[ModelServer] = []
     if fleet is not None:
         checker = Checker(fleet, indexes, doc, project_dir, check_files)
-        miners, model_server_image = checker.run()
+        miners, servers = checker.run()
         errors.extend(checker.errors)
     if errors or fleet is None:
         raise FleetInvalid(file, errors)
@@ -154,7 +155,7 @@ def load_fleet(
         fleet=fleet,
         miners=tuple(miners),
         sha256=hash_file_bytes(raw),
-        model_server_image=model_server_image,
+        model_servers=tuple(servers),
     )
 
 

@@ -99,9 +99,8 @@ def ensure_gguf(target: Path, *, install: bool = False) -> bool:
 
 
 def bundled_models_needed(loaded: LoadedFleet) -> list[Path]:
-    """Where the fleet expects the bundled model (used by a miner or the model server), without repeats."""
+    """Where the fleet expects the bundled model (used by a miner or a model server), without repeats."""
     names = [miner.model for miner in loaded.miners if miner.model is not None]
-    if loaded.fleet.model_server is not None:
-        names.append(loaded.fleet.model_server.model)
+    names += [server.spec.model for server in loaded.model_servers]
     places = [loaded.model_file(name) for name in names if loaded.fleet.models[name].gguf is not None]
     return list(dict.fromkeys(places))

@@ -1,0 +1,143 @@
+"""A miner's settings: ``MINER_*`` variables (the miner service's settings contract), from either side.
+
+The env file (``config/generated/<name>.env``) holds the container view; supervisord.conf runs the
+same file and overrides only the variables whose host value differs (:func:`host_overrides`).
+
+Secrets are never written: a miner's ``api_key_env: NAME`` becomes ``MINER_OPENAI__API_KEY=${NAME}``
+in compose (interpolated from the environment or ``.env`` at ``up``), and on the host a ``/bin/sh``
+wrapper copies ``$NAME`` into the variable before ``exec``-ing the miner.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import PurePosixPath
+from typing import Any
+
+from pydantic import BaseModel
+
+from orchestrator.fleet import PASS_THROUGH, PASS_THROUGH_GROUPS
+from orchestrator.fleetfile import LoadedFleet, Miner
+from orchestrator.render.places import Places, probe_pub
+from services.miner.settings import BackendName
+
+
+def env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return json.dumps(list(value))
+    if hasattr(value, "value"):  # enums
+        return str(value.value)
+    return str(value)
+
+
+def _group(prefix: str, options: BaseModel | None, skip: Iterable[str] = ()) -> list[tuple[str, str]]:
+    if options is None:
+        return []
+    return [
+        (f"MINER_{prefix}__{key.upper()}", env_value(value))
+        for key, value in options.model_dump(exclude_none=True).items()
+        if key not in skip
+    ]
+
+
+def env_entries(places: Places, miner: Miner) -> list[tuple[str, str]]:
+    """The miner's ``MINER_*`` settings as ``places`` sees them, in a fixed order."""
+    loaded = places.loaded
+    fleet = loaded.fleet
+    options = miner.options
+    entries = [
+        ("MINER_NAME", miner.name),
+        ("MINER_NETWORK", fleet.network.value),
+        ("MINER_NETUID", str(fleet.netuid)),
+    ]
+    if fleet.chain_endpoint:
+        entries.append(("MINER_CHAIN_ENDPOINT", fleet.chain_endpoint))
+    entries += [
+        ("MINER_WALLET_PATH", places.wallets),
+        ("MINER_WALLET_NAME", miner.wallet),
+        ("MINER_WALLET_HOTKEY", miner.hotkey),
+        ("MINER_AXON_IP", options.axon_ip or "0.0.0.0"),
+        ("MINER_AXON_PORT", str(miner.axon_port)),
+    ]
+    if miner.axon_external_port is not None:
+        entries.append(("MINER_AXON_EXTERNAL_PORT", str(miner.axon_external_port)))
+    entries += [
+        ("MINER_PROTOCOLS", env_value(miner.protocols)),
+        ("MINER_BACKEND", miner.backend.value),
+        ("MINER_ALLOWED_HOTKEY_FILES", env_value([f"{places.wallets}/{probe_pub(loaded)}"])),
+    ]
+    if options.allowed_hotkeys:
+        entries.append(("MINER_ALLOWED_HOTKEYS", env_value(list(dict.fromkeys(options.allowed_hotkeys)))))
+    for key in PASS_THROUGH:
+        value = getattr(options, key)
+        if key == "max_concurrency" and value is None and miner.model_server is not None:
+            # The server's slots, shared among the miners using it: together they fill it, no more.
+            value = places.model_server(miner.model_server).concurrency_per_user()
+        if value is not None:
+            entries.append((f"MINER_{key.upper()}", env_value(value)))
+    for group in PASS_THROUGH_GROUPS:
+        entries += _group(group.upper(), getattr(options, group))
+    return entries + _backend_entries(places, miner)
+
+
+def _backend_entries(places: Places, miner: Miner) -> list[tuple[str, str]]:
+    options = miner.options
+    entries: list[tuple[str, str]] = []
+    if miner.backend == BackendName.echo:
+        entries += _group("ECHO", options.echo)
+    elif miner.backend == BackendName.llamacpp:
+        assert miner.model is not None
+        entries.append(("MINER_LLAMACPP__MODEL_PATH", places.model(miner.model)))
+        entries += _group("LLAMACPP", options.llamacpp, skip={"model"})
+    elif miner.backend == BackendName.hf:
+        assert miner.model is not None
+        place = PurePosixPath(places.model(miner.model))
+        if place.suffix == ".gguf":
+            entries += [("MINER_HF__MODEL", str(place.parent)), ("MINER_HF__GGUF_FILE", place.name)]
+        else:
+            entries.append(("MINER_HF__MODEL", str(place)))
+        entries += _group("HF", options.hf, skip={"model"})
+    elif miner.backend == BackendName.openai:
+        openai = options.openai
+        assert openai is not None
+        if miner.model_server is not None:
+            server = places.model_server(miner.model_server)
+            entries.append(("MINER_OPENAI__BASE_URL", places.server_url(server)))
+            entries.append(("MINER_OPENAI__MODEL", openai.model or server.spec.model))
+        else:
+            entries.append(("MINER_OPENAI__BASE_URL", str(openai.base_url)))
+            if openai.model is not None:
+                entries.append(("MINER_OPENAI__MODEL", openai.model))
+        entries += _group("OPENAI", openai, skip={"model_server", "base_url", "model", "api_key_env"})
+    return entries
+
+
+def host_overrides(loaded: LoadedFleet, miner: Miner, host: Places) -> list[tuple[str, str]]:
+    """The variables whose host value differs from the env file's (supervisord's ``environment=``)."""
+    container = dict(env_entries(Places.container(loaded), miner))
+    out = [(key, value) for key, value in env_entries(host, miner) if container.get(key) != value]
+    if miner.gpus:
+        out.append(("CUDA_VISIBLE_DEVICES", ",".join(str(g) for g in miner.gpus)))
+    return out
+
+
+def secret_env(miner: Miner) -> list[tuple[str, str]]:
+    """(miner variable, name of the host variable holding the secret) pairs."""
+    openai = miner.options.openai
+    if miner.backend == BackendName.openai and openai is not None and openai.api_key_env:
+        return [("MINER_OPENAI__API_KEY", openai.api_key_env)]
+    return []
+
+
+def render_env_file(loaded: LoadedFleet, miner: Miner, header: str) -> str:
+    lines = [
+        header.rstrip("\n"),
+        "# Container paths (/wallets, /models); supervisord.conf overrides them with host paths.",
+    ]
+    for name, _ in secret_env(miner):
+        lines.append(f"# {name} is passed through from the environment, never written here.")
+    lines += [f"{key}={value}" for key, value in env_entries(Places.container(loaded), miner)]
+    return "\n".join(lines) + "\n"
