@@ -321,6 +321,15 @@ class MinerOptions(_Strict):
         None, gt=0, description="Seconds a client has to send its request headers."
     )
     limits: LimitsOptions | None = Field(None, description="Bounds on requests (size, messages, prompt).")
+    tasks: list[str] | None = Field(
+        None, description="SN1 tasks this miner says it serves when asked (AvailabilitySynapse); default all."
+    )
+    model_names: list[str] | None = Field(
+        None, description="More names the model answers to (availability and target_model)."
+    )
+    on_other_model: Literal["serve", "refuse"] | None = Field(
+        None, description="A request for a target_model not served here: answer anyway, or refuse (400)."
+    )
     resources: Resources | None = Field(
         None, description="Container limits (default: from the backend and the model's size)."
     )
@@ -346,6 +355,9 @@ PASS_THROUGH: tuple[str, ...] = (
     "warmup",
     "max_connections",
     "header_timeout",
+    "tasks",
+    "model_names",
+    "on_other_model",
 )
 # Groups of settings copied key by key into MINER_<GROUP>__<KEY> (backend groups are rendered per backend).
 PASS_THROUGH_GROUPS: tuple[str, ...] = ("limits",)
