@@ -32,8 +32,8 @@ def _load(args: argparse.Namespace, err: TextIO, *, check_files: bool = True) ->
     except FleetInvalid as exc:
         for message in exc.messages():
             print(f"error: {message}", file=err)
-        count = len(exc.errors)
-        print(f"error: {exc.file}: {count} error{'s' if count != 1 else ''}, nothing done", file=err)
+        if len(exc.errors) > 1:  # one error is its own summary: one `error:` line
+            print(f"error: {exc.file}: {len(exc.errors)} errors, nothing done", file=err)
         return None
 
 

@@ -179,9 +179,14 @@ def _show(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    if isinstance(value, str):
-        return repr(value)
-    return str(value)
+    if isinstance(value, int) and abs(value) >= 10**_SHOWN_DIGITS:
+        return f"a number of {len(str(abs(value))):,} digits"  # one error stays one readable line
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= _SHOWN_CHARS else f"{text[: _SHOWN_CHARS - 1]}…"
+
+
+_SHOWN_DIGITS = 20
+_SHOWN_CHARS = 80
 
 
 def _unwrap(annotation: Any) -> Any:

@@ -115,6 +115,8 @@ def load_fleet(
         raise FleetInvalid(
             file, [FleetError(0, "", "the file is not UTF-8 text", "save it as UTF-8")]
         ) from exc
+    except yamlsource.YamlTooLarge as exc:
+        raise FleetInvalid(file, [FleetError(exc.line, format_path(exc.path), exc.problem, exc.fix)]) from exc
     except yamlsource.YamlSyntaxError as exc:
         raise FleetInvalid(
             file,
@@ -140,7 +142,12 @@ def load_fleet(
         )
         raise FleetInvalid(file, errors)
 
+    yaml_errors = len(errors)
     fleet, indexes = _validate_schema(doc, errors)
+    # A value YAML could not read was reported as such; the schema's "got nothing (null)" for the same
+    # field would only repeat it.
+    unreadable = {e.field for e in errors[:yaml_errors]}
+    errors = errors[:yaml_errors] + [e for e in errors[yaml_errors:] if e.field not in unreadable]
     miners: list[Miner] = []
     servers: list[ModelServer] = []
     if fleet is not None:
