@@ -9,7 +9,9 @@ No internet is needed (the dendrite is built without bittensor's public-IP looku
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -17,6 +19,30 @@ from enum import StrEnum
 from typing import Any
 
 from services.miner.client import StreamResult, axon_info, make_dendrite, make_synapse, stream_once
+
+
+def bittensor_logs_to_stderr() -> None:
+    """Point bittensor's own log output at stderr.
+
+    bittensor's logging machine writes through a queue listener to a handler on *stdout*: a dendrite's
+    ``ServerDisconnectedError`` line would land in the middle of ``health --json``. Our stdout carries
+    results only; every log line goes to stderr. Idempotent.
+    """
+    import bittensor as bt
+
+    machine = getattr(bt, "logging", None)
+    handlers: list[logging.Handler] = list(getattr(machine, "_handlers", None) or ())
+    listener = getattr(machine, "_listener", None)
+    handlers += list(getattr(listener, "handlers", None) or ())
+    for logger in (logging.getLogger(), logging.getLogger("bittensor")):
+        handlers += logger.handlers
+    for handler in handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
+            handler.setStream(sys.stderr)
+
+
+# Importing this module imports bittensor (for the dendrite): from here on its logs go to stderr.
+bittensor_logs_to_stderr()
 
 # What an answer that is really an error message looks like (a miner that returns its exception text
 # as the completion, as the seed code does). A probe must not call that healthy.
