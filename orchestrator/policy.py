@@ -19,6 +19,13 @@ States (DESIGN.md, "Supervision")::
 
 A clean exit (code 0) and an operator stop end in STOPPED; only an operator start (or a process the
 operator started by hand) leaves STOPPED or FATAL.
+
+A probe failure that is not the process's own fault (its model server is down: ``Blame.DEPENDENCY``)
+shows as UNHEALTHY but never counts toward a restart: restarting a miner cannot bring its server back.
+
+The same machine supervises model servers (their "probe" is ``GET /health``). Records outlive the
+watch process (``orchestrator.statefile``): when the watch starts again, ``Adopted`` meets the record
+it saved, so FATAL stays FATAL, STOPPED stays stopped, and restart counts and windows carry on.
 """
 
 from __future__ import annotations
@@ -69,6 +76,8 @@ class Reason(StrEnum):
     BACKOFF_ELAPSED = "backoff-elapsed"
     STARTED = "started"
     STOP_REQUESTED = "stop-requested"
+    STOPPED_BY_OPERATOR = "stopped-by-operator"
+    DEPENDENCY_DOWN = "dependency-down"
     START_REQUESTED = "start-requested"
     ADOPTED = "adopted"
     ADOPTED_NOT_RUNNING = "adopted-not-running"
@@ -162,13 +171,23 @@ class Exited:
     detail: str = ""
 
 
+class Blame(StrEnum):
+    """Whose fault a failed probe is, which decides whether it counts toward a restart."""
+
+    SELF = "self"  # the process's own: counts
+    DEPENDENCY = "dependency"  # its model server (or remote API) is down: shown, never counted
+    LOADING = "loading"  # still loading its model (a model server's 503): like the start grace period
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
-    """A stream probe finished: ``ok`` when a real answer streamed back, else ``reason`` says why not."""
+    """A probe finished: ``ok`` when a real answer came back (a miner's stream, a model server's
+    ``/health``), else ``reason`` says why not and ``blame`` whose fault it is."""
 
     now: float
     ok: bool
     reason: str = ""
+    blame: Blame = Blame.SELF
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +200,15 @@ class Tick:
 @dataclass(frozen=True, slots=True)
 class StopRequested:
     """The operator wants the miner stopped and left stopped."""
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorStopped:
+    """Someone else is stopping the process (``docker stop``, ``compose down``, ``supervisorctl stop``):
+    the operator. Unlike ``StopRequested`` the stop is already under way, so nothing is asked of the
+    runtime; and the miner is left stopped."""
 
     now: float
 
@@ -203,7 +231,34 @@ class Adopted:
     running: bool
 
 
-Event = Started | Exited | ProbeResult | Tick | StopRequested | StartRequested | Adopted
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """Sent once per miner, instead of ``Adopted``, when the watch loop begins with the record a
+    previous watch saved: whether the process runs now and, if not, how it last ended.
+
+    The saved decisions stand: FATAL and STOPPED are left alone, BACKOFF waits out its deadline,
+    restart counts and the crash-loop window carry on.
+    """
+
+    now: float
+    running: bool
+    exit_code: int | None = None
+    signal: int | None = None
+    oom: bool = False
+    detail: str = ""
+
+
+Event = (
+    Started
+    | Exited
+    | ProbeResult
+    | Tick
+    | StopRequested
+    | OperatorStopped
+    | StartRequested
+    | Adopted
+    | Resumed
+)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -340,6 +395,14 @@ def transition(record: MinerRecord, event: Event, policy: RestartPolicy) -> tupl
             # STARTING/RUNNING/UNHEALTHY/BACKOFF/FATAL -> STOPPED
             return _move(rec, now, State.STOPPED, Reason.STOP_REQUESTED, actions=actions, **_CLEARED), actions
 
+        case OperatorStopped():
+            if state is State.STOPPED:
+                return rec, []
+            # STARTING/RUNNING/UNHEALTHY/BACKOFF/FATAL -> STOPPED: the operator's stop is under way; a
+            # miner in BACKOFF is not started again behind their back.
+            new = _move(rec, now, State.STOPPED, Reason.STOPPED_BY_OPERATOR, **_CLEARED)
+            return new, []
+
         case StartRequested():
             if state not in (State.STOPPED, State.FATAL):
                 return rec, []  # already running or about to: nothing to do
@@ -367,6 +430,9 @@ def transition(record: MinerRecord, event: Event, policy: RestartPolicy) -> tupl
             actions = [Action.START]
             new = _move(rec, now, State.STARTING, Reason.ADOPTED_NOT_RUNNING, actions=actions, started_at=now)
             return new, actions
+
+        case Resumed():
+            return _resume(rec, event, policy)
 
         case Started():
             if state is State.STARTING:
@@ -398,7 +464,7 @@ def transition(record: MinerRecord, event: Event, policy: RestartPolicy) -> tupl
             # STARTING/RUNNING/UNHEALTHY -> BACKOFF (or FATAL on a crash loop)
             return _restart(rec, now, reason, detail, policy, process_up=False)
 
-        case ProbeResult(ok=ok, reason=probe_reason):
+        case ProbeResult(ok=ok, reason=probe_reason, blame=blame):
             if state not in _PROCESS_UP:
                 return rec, []  # a probe that raced with an exit or a stop says nothing new
             if ok:
@@ -407,8 +473,17 @@ def transition(record: MinerRecord, event: Event, policy: RestartPolicy) -> tupl
                 # STARTING/UNHEALTHY -> RUNNING
                 new = _move(rec, now, State.RUNNING, Reason.PROBE_OK, failed_probes=0, healthy_since=now)
                 return new, []
+            if blame is Blame.DEPENDENCY:
+                if state is State.UNHEALTHY and rec.reason == Reason.DEPENDENCY_DOWN:
+                    return replace(rec, detail=probe_reason), []
+                # STARTING/RUNNING/UNHEALTHY -> UNHEALTHY, not counted: the miner answers, its model
+                # server does not; it turns RUNNING by itself once the server is back.
+                new = _move(
+                    rec, now, State.UNHEALTHY, Reason.DEPENDENCY_DOWN, detail=probe_reason, healthy_since=None
+                )
+                return new, []
             in_grace = rec.started_at is not None and now - rec.started_at < policy.start_grace
-            if state is State.STARTING and in_grace:
+            if state is State.STARTING and (in_grace or blame is Blame.LOADING):
                 return rec, []  # the model may still be loading: this failure does not count
             failed = rec.failed_probes + 1
             detail = f"{failed}/{policy.unhealthy_after_failed_probes} probes failed: {probe_reason}"
@@ -449,6 +524,33 @@ def transition(record: MinerRecord, event: Event, policy: RestartPolicy) -> tupl
     raise TypeError(f"not a policy event: {event!r}")  # pragma: no cover - the match is exhaustive
 
 
+def _resume(rec: MinerRecord, event: Resumed, policy: RestartPolicy) -> tuple[MinerRecord, list[Action]]:
+    """The watch starts again with the record it saved: its decisions stand."""
+    now, state = event.now, rec.state
+    if state is State.STOPPED and rec.reason == Reason.NOT_STARTED:
+        return transition(rec, Adopted(now, event.running), policy)  # saved before anything was decided
+    if event.running:
+        if state in _PROCESS_UP:
+            # STARTING/RUNNING/UNHEALTHY -> RUNNING: still up; counts and windows carry on.
+            new = _move(rec, now, State.RUNNING, Reason.ADOPTED, healthy_since=now, **_CLEARED_PROBES)
+            return new, []
+        # STOPPED/FATAL/BACKOFF -> RUNNING: someone started it while no watch ran (`make up` after a
+        # `down`, a hand start): like a hand start, the operator starts over.
+        changes = dict(_FORGIVEN) if state in (State.STOPPED, State.FATAL) else {}
+        new = _move(
+            rec, now, State.RUNNING, Reason.ADOPTED, detail="started while no watch ran",
+            healthy_since=now, backoff_until=None, **_CLEARED_PROBES, **changes,
+        )  # fmt: skip
+        return new, []
+    if state in (State.STOPPED, State.FATAL, State.BACKOFF):
+        # STOPPED/FATAL stay: a config error or the operator's stop is not undone by our own restart.
+        # BACKOFF stays: its deadline (saved) ends it as before.
+        return rec, []
+    # STARTING/RUNNING/UNHEALTHY: the process ended while no watch ran; judge its exit now.
+    exited = Exited(now, event.exit_code, event.signal, event.oom, event.detail)
+    return transition(replace(rec, restart_in_flight=False), exited, policy)
+
+
 # States in which the miner's process is (or should be) alive.
 _PROCESS_UP = frozenset({State.STARTING, State.RUNNING, State.UNHEALTHY})
 
@@ -459,6 +561,7 @@ _CLEARED: dict[str, Any] = {
     "healthy_since": None,
     "restart_in_flight": False,
 }
+_CLEARED_PROBES: dict[str, Any] = {"failed_probes": 0, "restart_in_flight": False, "started_at": None}
 # Fields reset when the operator starts over: the backoff and the crash-loop window.
 _FORGIVEN: dict[str, Any] = {"consecutive_restarts": 0, "recent_restarts": ()}
 

@@ -9,12 +9,15 @@ from orchestrator.policy import (
     HISTORY_LENGTH,
     Action,
     Adopted,
+    Blame,
     Decision,
     Event,
     Exited,
     MinerRecord,
+    OperatorStopped,
     ProbeResult,
     RestartPolicy,
+    Resumed,
     Started,
     StartRequested,
     State,
@@ -688,3 +691,130 @@ def test_history_records_each_state_change_and_is_bounded() -> None:
 def test_quiet_events_carry_no_decision() -> None:
     record, _ = transition(running(), Tick(50.0), POLICY)
     assert record.decision is None
+
+
+# --- whose fault: a model server that is down, a model still loading ------------------------------
+
+
+def dependency_down(at: float) -> ProbeResult:
+    return ProbeResult(
+        at, ok=False, reason="dependency-down: dependency down: model server", blame=Blame.DEPENDENCY
+    )
+
+
+def test_dependency_down_never_counts_toward_a_restart_and_recovers_by_itself() -> None:
+    record, actions = run(running(), *(dependency_down(20.0 + 10 * i) for i in range(20)))
+    assert (record.state, record.reason, actions) == (State.UNHEALTHY, "dependency-down", [])
+    assert (record.failed_probes, record.restarts) == (0, 0)
+    assert "model server" in record.detail
+    record, actions = run(record, ProbeResult(300.0, ok=True))
+    assert (record.state, actions, record.restarts) == (State.RUNNING, [], 0)
+
+
+def test_dependency_down_does_not_forgive_the_miners_own_failures() -> None:
+    """A failure of the miner itself still counts, with or without its server down in between."""
+    own = [ProbeResult(20.0 + i, ok=False, reason="timeout") for i in range(N)]
+    record, actions = run(running(), own[0], dependency_down(20.5), *own[1:])
+    assert actions == [Action.RESTART] and record.restarts_by_reason == {"probe-failed": 1}
+
+
+def test_a_starting_miner_whose_server_is_down_shows_it_and_is_not_restarted() -> None:
+    record, actions = run(starting(), *(dependency_down(GRACE + 10 * i) for i in range(10)))
+    assert (record.state, record.reason, actions) == (State.UNHEALTHY, "dependency-down", [])
+
+
+def test_loading_does_not_count_while_starting_even_past_the_grace_period() -> None:
+    loading = [
+        ProbeResult(GRACE + 10 * i, ok=False, reason="loading", blame=Blame.LOADING) for i in range(10)
+    ]
+    record, actions = run(starting(), *loading)
+    assert (record.state, actions, record.failed_probes) == (State.STARTING, [], 0)
+    # Once it was up, a server that answers 503 again is sick like any other failure.
+    record, _ = run(record, ProbeResult(GRACE + 200, ok=True), *loading[:1])
+    assert (record.state, record.failed_probes) == (State.UNHEALTHY, 1)
+
+
+# --- the operator's own stop -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [starting, running, unhealthy, backoff, fatal])
+def test_an_operator_stop_leaves_it_stopped_and_asks_nothing(make: object) -> None:
+    record, actions = run(make(), OperatorStopped(30.0))  # type: ignore[operator]
+    assert (record.state, record.reason, actions) == (State.STOPPED, "stopped-by-operator", [])
+    assert record.backoff_until is None
+    # Its exit (code 0 after SIGTERM, or 137 when killed at the end of the grace) and time passing
+    # start nothing.
+    record, actions = run(record, Exited(31.0, exit_code=137), Tick(1000.0), Tick(5000.0))
+    assert (record.state, actions) == (State.STOPPED, [])
+
+
+def test_a_hand_start_after_an_operator_stop_is_followed() -> None:
+    record, _ = run(running(), OperatorStopped(30.0))
+    record, actions = run(record, Started(40.0))
+    assert (record.state, actions) == (State.STARTING, [])
+
+
+# --- resuming from a saved record (the watch itself restarted) ------------------------------------
+
+
+def test_resumed_fatal_and_stopped_are_left_alone() -> None:
+    stopped, _ = run(running(), StopRequested(30.0))
+    for saved in (fatal(), crash_loop(), stopped):
+        record, actions = transition(saved, Resumed(5000.0, running=False, exit_code=78), POLICY)
+        assert (record.state, actions) == (saved.state, [])
+        record, actions = run(record, Tick(6000.0))
+        assert (record.state, actions) == (saved.state, [])
+
+
+def test_resumed_backoff_waits_out_its_deadline_and_keeps_counting() -> None:
+    saved = backoff()
+    assert saved.backoff_until is not None
+    record, actions = transition(saved, Resumed(saved.backoff_until - 0.5, running=False), POLICY)
+    assert (record.state, actions, record.restarts) == (State.BACKOFF, [], 1)
+    record, actions = run(record, Tick(saved.backoff_until))
+    assert (record.state, actions) == (State.STARTING, [Action.START])
+
+
+def test_resumed_running_that_exited_meanwhile_is_judged_by_its_exit() -> None:
+    clean, actions = transition(running(), Resumed(50.0, running=False, exit_code=0), POLICY)
+    assert (clean.state, actions) == (State.STOPPED, [])
+    config, _ = transition(running(), Resumed(50.0, running=False, exit_code=78, detail="error: x"), POLICY)
+    assert (config.state, config.detail) == (State.FATAL, "error: x")
+    crashed, actions = transition(running(), Resumed(50.0, running=False, exit_code=137), POLICY)
+    assert (crashed.state, crashed.reason, crashed.restarts) == (State.BACKOFF, "killed:SIGKILL", 1)
+
+
+def test_resumed_keeps_the_crash_loop_window() -> None:
+    """Restarts before the watch restarted still count: one more crash inside the window is FATAL."""
+    policy = RestartPolicy(crash_loop_max_restarts=2, crash_loop_window=300)
+    record, now = running(), 10.0
+    for _ in range(2):
+        record, _ = run(record, Exited(now, exit_code=1), policy=policy)
+        assert record.backoff_until is not None
+        now = record.backoff_until
+        record, _ = run(record, Tick(now), Started(now), ProbeResult(now + 1, ok=True), policy=policy)
+    assert (record.state, len(record.recent_restarts)) == (State.RUNNING, 2)
+    record, actions = transition(record, Resumed(now + 5, running=False, exit_code=1), policy)
+    assert (record.state, record.reason, actions) == (State.FATAL, "crash-loop", [])
+
+
+def test_resumed_running_is_adopted_with_its_counts() -> None:
+    saved, _ = run(backoff(), Tick(100.0), Started(100.0), ProbeResult(101.0, ok=True))
+    record, actions = transition(saved, Resumed(500.0, running=True), POLICY)
+    assert (record.state, record.reason, actions, record.restarts) == (State.RUNNING, "adopted", [], 1)
+    assert record.recent_restarts == saved.recent_restarts
+
+
+def test_resumed_fatal_that_someone_started_is_adopted_as_a_fresh_start() -> None:
+    record, actions = transition(crash_loop(), Resumed(5000.0, running=True), POLICY)
+    assert (record.state, actions, record.recent_restarts, record.consecutive_restarts) == (
+        State.RUNNING,
+        [],
+        (),
+        0,
+    )
+
+
+def test_resumed_before_anything_was_decided_is_an_adoption() -> None:
+    record, actions = transition(MinerRecord("a"), Resumed(1.0, running=False), POLICY)
+    assert (record.state, actions) == (State.STARTING, [Action.START])
