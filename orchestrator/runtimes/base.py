@@ -2,17 +2,26 @@
 
 The runtime starts, stops and inspects; the policy (``orchestrator.policy``) decides. Blocking client
 calls (XML-RPC, the docker SDK) run in threads, never on the event loop.
+
+A supervised *unit* is a miner (named as in the fleet file) or a model server (named as its compose
+service / supervisord program: ``model-server`` or ``model-server-NAME``); the runtime treats both alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 
 class RuntimeFailure(Exception):
     """A runtime call failed (the service is unreachable, the miner's process/container is unknown)."""
+
+
+class RuntimeGone(RuntimeFailure):
+    """The unit's container is gone or being removed, or its program is being stopped: someone else
+    (the operator, ``compose down``) is tearing it down, so it is not started."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,7 @@ class ProcessInfo:
     oom: bool = False
     started_at: float | None = None  # wall-clock seconds
     detail: str = ""  # the miner's last error line (or last log line) after an exit
+    status: str = ""  # the runtime's own word for it (docker's State.Status, supervisord's statename)
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,49 @@ class ProcessExited:
     detail: str
 
 
-RuntimeEvent = ProcessStarted | ProcessExited
+@dataclass(frozen=True)
+class OperatorStop:
+    """Someone other than the orchestrator is stopping or removing a unit of the project (``docker
+    stop``, ``compose down``, ``supervisorctl stop``). ``name`` may be a unit nobody watches (the
+    orchestrator's own container): a teardown under way all the same."""
+
+    name: str
+    what: str  # e.g. "docker kill SIGTERM", "docker destroy", "supervisord STOPPING"
+
+
+RuntimeEvent = ProcessStarted | ProcessExited | OperatorStop
+
+
+class OwnActions:
+    """When the orchestrator itself stopped or restarted each unit, so that the stop events those calls
+    cause are not mistaken for the operator's.
+
+    An event counts as ours when it happened (by its own timestamp, or when it was observed) during one
+    of our calls on that unit, give or take ``slack`` seconds: delivery may lag, the timestamps do not.
+    """
+
+    KEEP = 120.0  # seconds an ended call is remembered
+
+    def __init__(self, slack: float, clock: Callable[[], float] = time.time) -> None:
+        self.slack = slack
+        self._clock = clock
+        self._calls: dict[str, list[list[float]]] = {}  # name -> [start, end (inf while running)]
+
+    def begin(self, name: str) -> list[float]:
+        now = self._clock()
+        calls = [c for c in self._calls.get(name, []) if c[1] > now - self.KEEP]
+        call = [now, float("inf")]
+        calls.append(call)
+        self._calls[name] = calls
+        return call
+
+    def end(self, call: list[float]) -> None:
+        call[1] = self._clock()
+
+    def ours(self, name: str, at: float | None = None) -> bool:
+        """Whether an event of ``name`` at wall-clock time ``at`` (default: now) came from our own call."""
+        at = self._clock() if at is None else at
+        return any(start - self.slack <= at <= end + self.slack for start, end in self._calls.get(name, []))
 
 
 class Runtime(Protocol):

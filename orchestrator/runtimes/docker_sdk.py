@@ -1,8 +1,14 @@
 """The docker runtime: the containers of the rendered compose project, through the docker SDK.
 
-Containers are found by the labels render puts on them (``minerfleet.project``, ``minerfleet.miner``),
-not by name (compose v1 and v2 name them differently). The SDK is blocking: every call runs in a
-thread. Events come from the engine's event stream, read in a thread as well.
+Containers are found by the labels render puts on them (``minerfleet.project``, ``minerfleet.role``,
+``minerfleet.miner``; a model server by its compose service), not by name (compose v1 and v2 name them
+differently). The SDK is blocking: every call runs in a thread. Events come from the engine's event
+stream, read in a thread as well.
+
+The operator's stops are never undone: a ``kill`` with a stop signal, a ``stop`` or a ``destroy`` the
+orchestrator did not cause itself is reported as :class:`OperatorStop`, and a container is inspected
+again right before it is started (one being removed is not started). ``docker kill`` (SIGKILL) is a
+crash, not a stop: the fault-injection tests use it, and so does the kernel.
 """
 
 from __future__ import annotations
@@ -15,16 +21,34 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.runtimes.base import (
+    OperatorStop,
+    OwnActions,
     ProcessExited,
     ProcessInfo,
     ProcessStarted,
     RuntimeEvent,
     RuntimeFailure,
+    RuntimeGone,
     last_error_line,
 )
 
 STOP_TIMEOUT = 20  # seconds docker waits after SIGTERM (the miner lets in-flight answers finish)
 LOG_TAIL = 40
+_SIGKILL = "9"
+_GOING = frozenset({"removing", "dead"})  # docker State.Status of a container on its way out
+
+
+def unit_name(labels: dict[str, str]) -> str:
+    """The unit a container of the project is: a miner's name, a model server's compose service
+    (``model-server``, ``model-server-NAME``), else its service (orchestrator, init)."""
+    role = labels.get("minerfleet.role", "")
+    if role == "miner":
+        return labels.get("minerfleet.miner", "")
+    service = labels.get("com.docker.compose.service", "")
+    if role == "model-server" and not service:
+        server = labels.get("minerfleet.model_server", "")
+        return f"model-server-{server}" if server and server != "model-server" else "model-server"
+    return service or role
 
 
 class DockerRuntime:
@@ -33,6 +57,8 @@ class DockerRuntime:
     def __init__(self, project: str, client: Any = None) -> None:
         self.project = project
         self._client = client
+        # Engine events carry their own timestamps (same host, same clock): a little slack is plenty.
+        self._own = OwnActions(slack=1.0)
 
     @property
     def client(self) -> Any:
@@ -50,11 +76,12 @@ class DockerRuntime:
 
         try:
             found = self.client.containers.list(
-                all=True, filters={"label": [f"minerfleet.project={self.project}", "minerfleet.role=miner"]}
+                all=True, filters={"label": [f"minerfleet.project={self.project}"]}
             )
         except (docker.errors.DockerException, OSError) as exc:  # requests' errors are OSErrors
             raise failure("docker: cannot list containers", exc) from exc
-        return {c.labels.get("minerfleet.miner", ""): c for c in found}
+        # `compose run` leaves one-off containers with the same labels: they are not the unit.
+        return {unit_name(c.labels): c for c in found if c.labels.get("com.docker.compose.oneoff") != "True"}
 
     def _info(self, name: str, container: Any) -> ProcessInfo:
         state = container.attrs.get("State", {})
@@ -76,6 +103,7 @@ class DockerRuntime:
             oom=bool(state.get("OOMKilled")),
             started_at=_parse_time(state.get("StartedAt")),
             detail=detail,
+            status=str(state.get("Status", "")),
         )
 
     async def inspect(self, names: Sequence[str]) -> dict[str, ProcessInfo]:
@@ -104,12 +132,24 @@ class DockerRuntime:
                 )
             try:
                 if verb == "start":
+                    # Decide on the container as it is now, not as it was listed: compose may be
+                    # removing it (`down`) or someone started it meanwhile.
+                    container.reload()
+                    status = container.attrs.get("State", {}).get("Status", "")
+                    if status in _GOING:
+                        raise RuntimeGone(f"the container of {name} is {status}: not starting it")
+                    if status == "running":
+                        return
                     container.start()
                 elif verb == "stop":
                     container.stop(timeout=STOP_TIMEOUT)
                 else:
                     container.restart(timeout=STOP_TIMEOUT)
+            except docker.errors.NotFound as exc:  # removed between the listing and the call
+                raise RuntimeGone(f"docker {verb} {name}: the container is gone ({exc})") from exc
             except docker.errors.DockerException as exc:
+                if "removal" in str(exc) or "is dead" in str(exc):
+                    raise RuntimeGone(f"docker {verb} {name}: {exc}") from exc
                 raise RuntimeFailure(f"docker {verb} {name}: {exc}") from exc
 
         await asyncio.to_thread(run)
@@ -118,23 +158,29 @@ class DockerRuntime:
         await self._act(name, "start")
 
     async def stop(self, name: str) -> None:
-        await self._act(name, "stop")
+        call = self._own.begin(name)
+        try:
+            await self._act(name, "stop")
+        finally:
+            self._own.end(call)
 
     async def restart(self, name: str) -> None:
-        await self._act(name, "restart")
+        call = self._own.begin(name)
+        try:
+            await self._act(name, "restart")
+        finally:
+            self._own.end(call)
 
     async def events(self, names: Sequence[str]) -> AsyncIterator[RuntimeEvent]:
-        """The engine's event stream for this project's miner containers (start, die)."""
+        """The engine's event stream for this project's containers: start and die of the watched units,
+        and the operator's stops of any container of the project."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
         wanted = set(names)
         closed = threading.Event()
         stream = self.client.events(
             decode=True,
-            filters={
-                "type": "container",
-                "label": [f"minerfleet.project={self.project}", "minerfleet.role=miner"],
-            },
+            filters={"type": "container", "label": [f"minerfleet.project={self.project}"]},
         )
 
         def pump() -> None:
@@ -155,10 +201,15 @@ class DockerRuntime:
                 if isinstance(item, BaseException):
                     raise RuntimeFailure(f"docker event stream ended: {item}")
                 attributes = item.get("Actor", {}).get("Attributes", {})
-                name = attributes.get("minerfleet.miner", "")
+                if attributes.get("com.docker.compose.oneoff") == "True":
+                    continue
+                name = unit_name(attributes)
+                action = str(item.get("Action") or item.get("status") or "")
+                stop = self._operator_stop(name, action, attributes, _event_time(item))
+                if stop is not None:
+                    yield stop
                 if name not in wanted:
                     continue
-                action = item.get("Action") or item.get("status")
                 if action == "start":
                     yield ProcessStarted(name, f"{item.get('id', '')[:12]}:{item.get('time', '')}")
                 elif action == "die":
@@ -176,6 +227,20 @@ class DockerRuntime:
             with contextlib.suppress(Exception):
                 stream.close()
 
+    def _operator_stop(
+        self, name: str, action: str, attributes: dict[str, str], at: float | None
+    ) -> OperatorStop | None:
+        """The operator's stop in one engine event, or None. ``docker stop`` and ``compose down`` send the
+        stop signal first (a ``kill`` event), then ``die``, ``stop`` (and ``destroy``): the first tells."""
+        if action == "kill":
+            signal = str(attributes.get("signal", ""))
+            if signal == _SIGKILL or self._own.ours(name, at):
+                return None  # docker kill / the OOM killer: a crash; or our own stop
+            return OperatorStop(name, f"docker kill signal {signal}")
+        if action in ("stop", "destroy") and not self._own.ours(name, at):
+            return OperatorStop(name, f"docker {action}")
+        return None
+
     async def aclose(self) -> None:
         if self._client is not None:
             with contextlib.suppress(Exception):
@@ -191,6 +256,15 @@ def failure(what: str, exc: BaseException) -> RuntimeFailure:
             "`make up` does it)"
         )
     return RuntimeFailure(f"{what}: {exc}")
+
+
+def _event_time(item: dict[str, Any]) -> float | None:
+    """When the engine says an event happened (wall-clock seconds)."""
+    if item.get("timeNano"):
+        return int(item["timeNano"]) / 1e9
+    if item.get("time"):
+        return float(item["time"])
+    return None
 
 
 def _parse_time(value: str | None) -> float | None:

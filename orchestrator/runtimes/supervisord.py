@@ -3,6 +3,10 @@
 The rendered ``supervisord.conf`` turns supervisord's own restarts off (``autorestart=false``), so
 every exit is final for supervisord and the policy decides. supervisord reports an exit code, or -1
 for a process killed by a signal; the signal's name is read from supervisord's own log line.
+
+Model servers are programs like the miners (``model-server`` or ``model-server-NAME``). A program the
+operator stops (``supervisorctl stop``: STOPPING, then STOPPED) is reported as :class:`OperatorStop`
+unless the orchestrator stopped it itself, and a program being stopped is not started.
 """
 
 from __future__ import annotations
@@ -15,15 +19,19 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from orchestrator.runtimes.base import (
+    OperatorStop,
+    OwnActions,
     ProcessInfo,
     RuntimeEvent,
     RuntimeFailure,
+    RuntimeGone,
     diff_events,
     last_error_line,
 )
 
 # supervisord's process states (supervisor.states.ProcessStates)
 _RUNNING_STATES = {"STARTING", "RUNNING", "STOPPING"}
+_STOPPING_STATES = {"STOPPING", "STOPPED"}  # what `supervisorctl stop` leads through (a crash: EXITED)
 _KILLED = re.compile(r"exited: (?P<name>\S+) \(terminated by (?P<sig>SIG[A-Z0-9]+)")
 
 
@@ -36,6 +44,8 @@ class SupervisorRuntime:
         # A proxy can be injected for tests; ServerProxy is not thread-safe, so calls are serialised.
         self._proxy = proxy or xmlrpc.client.ServerProxy(url, allow_none=True)
         self._lock = asyncio.Lock()
+        # A stop is seen by polling, a little after it happened: a few polls of slack.
+        self._own = OwnActions(slack=max(2.0, 4 * poll_interval))
 
     async def _call(self, method: str, *args: Any) -> Any:
         def call() -> Any:
@@ -79,6 +89,7 @@ class SupervisorRuntime:
                 signal=sig,
                 started_at=float(info["start"]) if info["start"] else None,
                 detail=detail or info.get("spawnerr", ""),
+                status=str(info["statename"]),
             )
         return result
 
@@ -104,18 +115,30 @@ class SupervisorRuntime:
         return found
 
     async def start(self, name: str) -> None:
+        info = await self._call("supervisor.getProcessInfo", name)
+        if info["statename"] == "STOPPING":
+            raise RuntimeGone(f"{name} is being stopped by someone else: not starting it")
+        if info["statename"] in _RUNNING_STATES:
+            return
         await self._call("supervisor.startProcess", name, False)
 
     async def stop(self, name: str) -> None:
+        call = self._own.begin(name)
         try:
             await self._call("supervisor.stopProcess", name, True)
         except RuntimeFailure as exc:
             if "NOT_RUNNING" not in str(exc):
                 raise
+        finally:
+            self._own.end(call)
 
     async def restart(self, name: str) -> None:
-        await self.stop(name)
-        await self.start(name)
+        call = self._own.begin(name)
+        try:
+            await self.stop(name)
+            await self._call("supervisor.startProcess", name, False)
+        finally:
+            self._own.end(call)
 
     async def events(self, names: Sequence[str]) -> AsyncIterator[RuntimeEvent]:
         """supervisord is polled (its event listeners would need a process of their own)."""
@@ -126,6 +149,16 @@ class SupervisorRuntime:
                 after = await self.inspect(names)
             except RuntimeFailure:
                 continue  # supervisord restarting: the next poll catches up
+            for name, now in after.items():
+                then = before.get(name)
+                if (
+                    now.status in _STOPPING_STATES
+                    and then is not None
+                    and then.status not in _STOPPING_STATES
+                    and then.running
+                    and not self._own.ours(name)
+                ):
+                    yield OperatorStop(name, f"supervisord {now.status}")
             for event in diff_events(before, after):
                 yield event
             before = after

@@ -1,0 +1,109 @@
+"""Model servers as supervised units: where each one answers ``GET /health``, and what that answer means.
+
+llama.cpp's ``llama-server`` answers ``/health`` with 200 once its model is loaded and 503 while it is
+still loading. The watch loop checks each server like it probes a miner and feeds the result into the
+same restart policy: 200 is healthy, 503 is still starting (it never counts toward a restart while the
+server starts), anything else (no answer, a refused connection, another status) is a failed check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from orchestrator.fleetfile import LoadedFleet
+
+LEGACY_SERVICE = "model-server"
+CHECK_TIMEOUT = 5.0
+
+
+class ServerVerdict(StrEnum):
+    healthy = "healthy"
+    loading = "loading"  # 503: the model is still loading
+    down = "down"  # nothing answers
+    error = "error"  # an answer, but not a healthy one
+
+
+@dataclass(frozen=True)
+class ServerTarget:
+    """One model server as the watch loop sees it: the unit name is its compose service / program."""
+
+    name: str
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/health"
+
+
+@dataclass(frozen=True)
+class ServerReport:
+    name: str
+    verdict: ServerVerdict
+    reason: str
+    status_code: int | None
+    elapsed: float
+
+    @property
+    def healthy(self) -> bool:
+        return self.verdict is ServerVerdict.healthy
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["verdict"] = self.verdict.value
+        data["healthy"] = self.healthy
+        return data
+
+
+def server_targets(loaded: LoadedFleet, host: str | None) -> list[ServerTarget]:
+    """The fleet's model servers; ``host=None`` reaches each by its compose service name.
+
+    Reads ``loaded.model_servers`` (each with ``service`` and ``spec.port``) when the fleet has the
+    ``model_servers:`` mapping, else the older single ``model_server:`` (the service ``model-server``).
+    """
+    servers = getattr(loaded, "model_servers", None)
+    found: list[tuple[str, int]] = []
+    if servers is not None:
+        found = [(str(s.service), int(s.spec.port)) for s in servers]
+    elif loaded.fleet.model_server is not None:
+        found = [(LEGACY_SERVICE, loaded.fleet.model_server.port)]
+    return [ServerTarget(name, host or name, port) for name, port in found]
+
+
+def judge(status: int | None, body: str, error: str) -> tuple[ServerVerdict, str]:
+    if status == 200:
+        return ServerVerdict.healthy, ""
+    if status == 503:
+        return ServerVerdict.loading, f"HTTP 503: {body.strip()[:120] or 'loading the model'}"
+    if status is None:
+        return ServerVerdict.down, error or "no answer"
+    return ServerVerdict.error, f"HTTP {status}: {body.strip()[:120]}".rstrip(": ")
+
+
+class ServerChecker:
+    """``GET /health`` in a thread (urllib is blocking); tests pass a fake with the same ``check``."""
+
+    def __init__(self, timeout: float = CHECK_TIMEOUT) -> None:
+        self.timeout = timeout
+
+    async def check(self, target: ServerTarget) -> ServerReport:
+        started = time.monotonic()
+        status, body, error = await asyncio.to_thread(self._get, target.url)
+        verdict, reason = judge(status, body, error)
+        return ServerReport(target.name, verdict, reason, status, time.monotonic() - started)
+
+    def _get(self, url: str) -> tuple[int | None, str, str]:
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+                return int(response.status), response.read(2000).decode("utf-8", "replace"), ""
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read(2000).decode("utf-8", "replace"), ""
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            return None, "", f"{url}: {reason}"
