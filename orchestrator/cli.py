@@ -168,6 +168,7 @@ def cmd_health(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from orchestrator.health import HealthError
+    from orchestrator.statefile import state_path
     from orchestrator.supervise import WatchError, run_watch
 
     loaded = _load(args, err, check_files=False)
@@ -175,7 +176,11 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_INVALID
     try:
         return run_watch(
-            loaded, runtime=args.runtime, status_host=args.status_host, probe_host=args.probe_host
+            loaded,
+            runtime=args.runtime,
+            status_host=args.status_host,
+            probe_host=args.probe_host,
+            state_file=state_path(args.state, loaded.project_dir),
         )
     except (WatchError, HealthError) as exc:
         print(f"error: {exc}", file=err)
@@ -304,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--probe-host",
         default=None,
         help="where miners are reached (default: 127.0.0.1; for docker, each compose service's name)",
+    )
+    watch.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="the file the watch keeps its decisions in, across its own restarts (default: "
+        "$MINERFLEET_STATE or state/orchestrator.json under the project dir)",
     )
     status = add_command(sub, "status", cmd_status, "print the watch loop's view of every miner")
     status.add_argument("--json", action="store_true", help="print the /status JSON")

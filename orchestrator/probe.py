@@ -54,6 +54,8 @@ _ERROR_TEXT = re.compile(
 # A stream still running at this fraction of the probe's timeout was cut off by the miner's deadline
 # (a miner stops deadline_margin, at most 20% of the timeout, before it).
 DEADLINE_FRACTION = 0.8
+# How a miner words a 503 whose cause is its model server (or remote API), not itself.
+DEPENDENCY_DOWN_PREFIX = "dependency down:"
 # Clients cannot see tokens; ~4 characters per token is the usual estimate for English text.
 CHARS_PER_TOKEN = 4.0
 
@@ -63,6 +65,7 @@ class Verdict(StrEnum):
     down = "down"  # nothing listens on the port
     refused = "refused"  # the miner refused the probe's hotkey (403)
     busy = "busy"  # the model's queue was full (503 from the miner)
+    dependency_down = "dependency-down"  # the miner answers, its model server does not (503)
     timeout = "timeout"  # no complete answer within the probe's timeout
     empty = "empty"  # a 200 stream with no text at all
     error_text = "error-text"  # the only "answer" is an error message
@@ -126,6 +129,9 @@ def judge(result: StreamResult, timeout: float) -> tuple[Verdict, str]:
         if _ERROR_TEXT.match(result.completion):
             return Verdict.error_text, f"the answer is an error message: {result.completion.strip()[:80]!r}"
         return Verdict.healthy, ""
+    if code == 503 and message.lower().startswith(DEPENDENCY_DOWN_PREFIX):
+        # The miner's contract: a dependency that is down is a 503 whose message starts so and names it.
+        return Verdict.dependency_down, message
     if code == 403:
         return Verdict.refused, message or "forbidden"
     if code == 503 and "busy" in message.lower():

@@ -64,6 +64,34 @@ def metrics_text(snapshot: dict[str, Any]) -> str:
     family("minerfleet_probe_chunks", "gauge", "Chunks streamed in the last probe.")
     for name, p in probes:
         out.append(f'minerfleet_probe_chunks{{miner="{_label(name)}"}} {p["chunks"]}')
+    servers = snapshot.get("model_servers", [])
+    family(
+        "minerfleet_model_server_state", "gauge", "1 for the state each model server is in, 0 for the others."
+    )
+    for m in servers:
+        for state in State:
+            value = 1 if m["state"] == state.value else 0
+            out.append(
+                f'minerfleet_model_server_state{{server="{_label(m["name"])}",state="{state.value}"}} {value}'
+            )
+    family(
+        "minerfleet_model_server_restarts_total",
+        "counter",
+        "Automatic restarts of each model server, by reason.",
+    )
+    for m in servers:
+        for reason, count in sorted(m["restarts_by_reason"].items()):
+            out.append(
+                f'minerfleet_model_server_restarts_total{{server="{_label(m["name"])}",'
+                f'reason="{_label(reason)}"}} {count}'
+            )
+    family("minerfleet_model_server_healthy", "gauge", "1 when the last GET /health answered 200.")
+    for m in servers:
+        if m["last_check"]:
+            out.append(
+                f'minerfleet_model_server_healthy{{server="{_label(m["name"])}"}} '
+                f"{1 if m['last_check']['healthy'] else 0}"
+            )
     return "\n".join(out) + "\n"
 
 
@@ -79,6 +107,16 @@ _COLORS = {
 
 def page(snapshot: dict[str, Any]) -> str:
     rows = []
+    for m in snapshot.get("model_servers", []):
+        check = m["last_check"] or {}
+        rows.append(
+            "<tr>"
+            f"<td>{html.escape(m['name'])}</td><td>model-server</td><td>{m['port']}</td>"
+            f"<td style='color:{_COLORS.get(m['state'], '#000')};font-weight:600'>{m['state']}</td>"
+            f"<td>{m['restarts']}</td><td>{html.escape(check.get('verdict', '-'))}</td>"
+            f"<td>-</td><td>-</td><td>{html.escape(m['detail'] or m['reason'])}</td>"
+            "</tr>"
+        )
     for m in snapshot["miners"]:
         p = m["last_probe"] or {}
         ttft = "-" if p.get("first_chunk_after") is None else f"{p['first_chunk_after']:.2f}s"

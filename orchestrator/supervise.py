@@ -14,12 +14,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from orchestrator.fleetfile import LoadedFleet
 from orchestrator.health import probe_wallet, targets
+from orchestrator.modelservers import ServerChecker, server_targets
 from orchestrator.probe import Prober
 from orchestrator.runtimes.base import Runtime
+from orchestrator.statefile import StateFile
 from orchestrator.watch import Watcher
 
 log = logging.getLogger("orchestrator")
@@ -47,16 +50,32 @@ def make_runtime(loaded: LoadedFleet, kind: str) -> Runtime:
     return SupervisorRuntime(f"http://127.0.0.1:{loaded.fleet.supervisor.port}/RPC2")
 
 
-def make_watcher(loaded: LoadedFleet, runtime: Runtime, probe_host: str | None) -> tuple[Watcher, Prober]:
+def make_watcher(
+    loaded: LoadedFleet, runtime: Runtime, probe_host: str | None, state_file: Path | None = None
+) -> tuple[Watcher, Prober]:
     probe = loaded.fleet.probe
     prober = Prober(probe_wallet(loaded), probe.prompt, probe.timeout, probe.max_concurrency)
+    # Inside the compose network every miner and model server is reachable by its service name.
+    by_service = runtime.name == "docker" and probe_host is None
     watched = []
     for target in targets(loaded, probe_host or "127.0.0.1"):
-        if runtime.name == "docker" and probe_host is None:
-            # Inside the compose network every miner is reachable by its service name.
+        if by_service:
             target = replace(target, host=target.name)
         watched.append((target, loaded.miner(target.name).restart))
-    return Watcher(watched, runtime, prober, probe.interval), prober
+    servers = [
+        (server, loaded.fleet.restart)
+        for server in server_targets(loaded, None if by_service else probe_host or "127.0.0.1")
+    ]
+    watcher = Watcher(
+        watched,
+        runtime,
+        prober,
+        probe.interval,
+        servers=servers,
+        checker=ServerChecker(),
+        state=None if state_file is None else StateFile(state_file),
+    )
+    return watcher, prober
 
 
 def configure_logging() -> None:
@@ -66,7 +85,7 @@ def configure_logging() -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     # bittensor (imported for the probe's dendrite) silences loggers that exist at its import.
-    for name in ("orchestrator", "orchestrator.watch"):
+    for name in ("orchestrator", "orchestrator.watch", "orchestrator.state"):
         logging.getLogger(name).setLevel(logging.NOTSET)
     for noisy in ("bittensor", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -98,13 +117,17 @@ def _server_class() -> type[Any]:
 
 
 async def serve_watch(
-    loaded: LoadedFleet, runtime_kind: str, status_host: str, probe_host: str | None
+    loaded: LoadedFleet,
+    runtime_kind: str,
+    status_host: str,
+    probe_host: str | None,
+    state_file: Path | None = None,
 ) -> int:
     from orchestrator.runtimes.base import RuntimeFailure
     from orchestrator.status import make_app
 
     runtime = make_runtime(loaded, runtime_kind)
-    watcher, prober = make_watcher(loaded, runtime, probe_host)
+    watcher, prober = make_watcher(loaded, runtime, probe_host, state_file)
     try:
         await runtime.inspect([])
     except RuntimeFailure as exc:
@@ -121,8 +144,9 @@ async def serve_watch(
     server = _server_class()(config)
     api = asyncio.create_task(server.serve(), name="status-api")
     log.info(
-        "watching %d miners with the %s runtime; status API on http://%s:%d",
-        len(watcher.miners), runtime.name, status_host, port,
+        "watching %d miners and %d model servers with the %s runtime; status API on http://%s:%d; "
+        "state in %s",
+        len(watcher.miners), len(watcher.servers), runtime.name, status_host, port, state_file,
     )  # fmt: skip
     try:
         watch = asyncio.create_task(watcher.run(stop), name="watch")
@@ -141,9 +165,11 @@ async def serve_watch(
     return 0
 
 
-def run_watch(loaded: LoadedFleet, runtime: str, status_host: str, probe_host: str | None) -> int:
+def run_watch(
+    loaded: LoadedFleet, runtime: str, status_host: str, probe_host: str | None, state_file: Path | None
+) -> int:
     configure_logging()
-    return asyncio.run(serve_watch(in_container_view(loaded), runtime, status_host, probe_host))
+    return asyncio.run(serve_watch(in_container_view(loaded), runtime, status_host, probe_host, state_file))
 
 
 def fetch_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -176,8 +202,27 @@ def format_status(snapshot: dict[str, Any]) -> str:
                 (m["reason"] + (f": {m['detail']}" if m["detail"] else "")),
             )
         )
+    for server in snapshot.get("model_servers", []):
+        check = server.get("last_check") or {}
+        rows.append(
+            (
+                server["name"],
+                "model-server",
+                str(server["port"]),
+                server["state"],
+                str(server["restarts"]),
+                check.get("verdict", "-"),
+                "-",
+                (server["reason"] + (f": {server['detail']}" if server["detail"] else "")),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines = ["  ".join([*(c.ljust(widths[i]) for i, c in enumerate(r[:-1])), r[-1]]).rstrip() for r in rows]
     running = sum(m["state"] == "RUNNING" for m in snapshot["miners"])
-    lines.append(f"{running}/{len(snapshot['miners'])} running (runtime: {snapshot['runtime']})")
+    summary = f"{running}/{len(snapshot['miners'])} running"
+    servers = snapshot.get("model_servers", [])
+    if servers:
+        up = sum(s["state"] == "RUNNING" for s in servers)
+        summary += f", model servers {up}/{len(servers)} running"
+    lines.append(f"{summary} (runtime: {snapshot['runtime']})")
     return "\n".join(lines)

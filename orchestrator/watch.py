@@ -1,12 +1,18 @@
 """The watch loop: one process that keeps the fleet streaming.
 
-Three loops share one event loop and one record per miner: the runtime's events (a process started or
-exited), stream probes (every ``probe.interval``; every few seconds while a miner is starting) and a
-tick (backoff deadlines). Each event goes through the pure policy (``orchestrator.policy.transition``);
-the actions it returns go to the runtime. Every state change is logged as one structured line.
+Three loops share one event loop and one record per unit (each miner, each model server): the
+runtime's events (a process started or exited, the operator stopping something), probes (a miner's
+stream every ``probe.interval``, a model server's ``GET /health``; every few seconds while starting)
+and a tick (backoff deadlines). Each event goes through the pure policy
+(``orchestrator.policy.transition``); the actions it returns go to the runtime. Every state change is
+logged as one structured line and saved to the state file (``orchestrator.statefile``).
 
-All loops sleep on the stop event, not on a clock, so SIGTERM ends the watch at once, and miners are
-left running: the next watch adopts them without restarting anything.
+The operator wins: a stop the orchestrator did not cause leaves the unit STOPPED; for a while after
+any such stop in the project (``compose down`` stops them one after another) no unit leaves BACKOFF;
+a container being removed is not started. On SIGTERM the watch makes no further decision at all.
+
+All loops sleep on the stop event, not on a clock, so SIGTERM ends the watch at once, and units are
+left running: the next watch adopts them without restarting anything, with the records it saved.
 """
 
 from __future__ import annotations
@@ -17,28 +23,45 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
+from orchestrator.modelservers import ServerReport, ServerTarget, ServerVerdict
 from orchestrator.policy import (
     Action,
     Adopted,
+    Blame,
     Event,
     Exited,
     MinerRecord,
+    OperatorStopped,
     ProbeResult,
     RestartPolicy,
+    Resumed,
     Started,
     State,
     Tick,
     transition,
 )
-from orchestrator.probe import ProbeReport, ProbeTarget
-from orchestrator.runtimes.base import ProcessExited, ProcessStarted, Runtime, RuntimeFailure
+from orchestrator.probe import ProbeReport, ProbeTarget, Verdict
+from orchestrator.runtimes.base import (
+    OperatorStop,
+    ProcessExited,
+    ProcessStarted,
+    Runtime,
+    RuntimeFailure,
+    RuntimeGone,
+)
+from orchestrator.statefile import StateFile
 
 log = logging.getLogger("orchestrator.watch")
 
 STARTING_PROBE_INTERVAL = 2.0  # a starting miner is probed this often, so it turns RUNNING quickly
 TICK_INTERVAL = 0.5  # resolution of backoff deadlines
+OPERATOR_HOLD = 30.0
+"""Seconds after the operator stops any unit of the project during which no unit leaves BACKOFF:
+``compose down`` stops the services one after another (up to their stop grace period each), and a unit
+started meanwhile would be left running, and the network with it."""
 
 
 async def wait(stop: asyncio.Event, timeout: float) -> bool:
@@ -54,21 +77,33 @@ class Probe(Protocol):
     async def probe(self, target: ProbeTarget) -> ProbeReport: ...
 
 
+class ServerHealth(Protocol):
+    """What the watch needs to check a model server (``orchestrator.modelservers.ServerChecker``)."""
+
+    async def check(self, target: ServerTarget) -> ServerReport: ...
+
+
+class Role(StrEnum):
+    miner = "miner"
+    model_server = "model-server"
+
+
 @dataclass
 class Watched:
-    """One miner under watch: its policy numbers, where to probe it, and what we know."""
+    """One unit under watch: its policy numbers, where to probe it, and what we know."""
 
-    target: ProbeTarget
+    target: ProbeTarget | ServerTarget
     policy: RestartPolicy
     record: MinerRecord
-    last_probe: ProbeReport | None = None
+    role: Role = Role.miner
+    last_probe: ProbeReport | ServerReport | None = None
     last_probe_at: float | None = None  # monotonic
     probing: bool = False
     log_tail: list[str] = field(default_factory=list)
 
 
 class Watcher:
-    """Runs the policy for every miner against one runtime."""
+    """Runs the policy for every miner and model server against one runtime."""
 
     def __init__(
         self,
@@ -78,28 +113,54 @@ class Watcher:
         probe_interval: float,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        *,
+        servers: Sequence[tuple[ServerTarget, RestartPolicy]] = (),
+        checker: ServerHealth | None = None,
+        state: StateFile | None = None,
     ) -> None:
         self.runtime = runtime
         self.prober = prober
+        self.checker = checker
         self.probe_interval = probe_interval
         self.clock = clock
         self.wall_clock = wall_clock
+        self.state = state
         self.miners = {t.name: Watched(t, p, MinerRecord(name=t.name)) for t, p in miners}
+        self.servers = {
+            t.name: Watched(t, p, MinerRecord(name=t.name), Role.model_server) for t, p in servers
+        }
+        if servers and checker is None:
+            raise ValueError("model servers need a checker")
+        self.units: dict[str, Watched] = {**self.servers, **self.miners}
         self.started_at = clock()
         self.adopted = False
+        self.operator_stop_at: float | None = None  # monotonic: the last stop the operator made
+        self._stop: asyncio.Event | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
 
     # --- the policy -------------------------------------------------------------------------------
 
     def apply(self, name: str, event: Event) -> list[Action]:
-        watched = self.miners[name]
+        watched = self.units[name]
         record, actions = transition(watched.record, event, watched.policy)
         watched.record = record
         if record.decision is not None:
             log.info(record.decision.log_line())
+            self.save()
         return actions
+
+    def save(self) -> None:
+        if self.state is not None:
+            self.state.save({name: w.record for name, w in self.units.items()})
 
     async def execute(self, name: str, actions: list[Action]) -> None:
         for action in actions:
+            if self.stopping and action is not Action.STOP:
+                log.info("unit=%s action=%s skipped: the watch is stopping", name, action.value)
+                return
             try:
                 if action is Action.START:
                     await self.runtime.start(name)
@@ -107,30 +168,54 @@ class Watcher:
                     await self.runtime.restart(name)
                 else:
                     await self.runtime.stop(name)
+            except RuntimeGone as exc:
+                # Someone is tearing it down (`compose down`): theirs to decide, not a failed start.
+                log.info("unit=%s action=%s not done: %s", name, action.value, exc)
+                await self.handle(name, OperatorStopped(self.clock()))
             except RuntimeFailure as exc:
-                log.error("miner=%s action=%s failed: %s", name, action.value, exc)
+                log.error("unit=%s action=%s failed: %s", name, action.value, exc)
                 if action is not Action.STOP:
                     # The start did not happen: to the policy that is a failed start, with backoff.
                     await self.handle(name, Exited(self.clock(), exit_code=None, detail=str(exc)))
 
     async def handle(self, name: str, event: Event) -> None:
+        if self.stopping:
+            return  # SIGTERM: no decision after it, so none can fight the teardown that sent it
         await self.execute(name, self.apply(name, event))
 
     # --- the loops --------------------------------------------------------------------------------
 
     async def adopt(self) -> None:
-        """Take over whatever runs now: running miners are not restarted, the rest are started."""
-        infos = await self.runtime.inspect(list(self.miners))
+        """Take over whatever runs now, with the records the previous watch saved: running units are
+        not restarted; the others are started unless their record says to leave them (FATAL, STOPPED)
+        or to wait (BACKOFF)."""
+        saved = self.state.load() if self.state is not None else {}
+        infos = await self.runtime.inspect(list(self.units))
         for name, info in infos.items():
-            await self.handle(name, Adopted(self.clock(), running=info.running))
+            record = saved.get(name)
+            event: Event
+            if record is None:
+                event = Adopted(self.clock(), running=info.running)
+            else:
+                self.units[name].record = record
+                event = Resumed(
+                    self.clock(), info.running, info.exit_code, info.signal, info.oom, info.detail
+                )
+            await self.handle(name, event)
+        self.save()
         self.adopted = True
 
     async def watch_events(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                async for event in self.runtime.events(list(self.miners)):
+                async for event in self.runtime.events(list(self.units)):
                     now = self.clock()
-                    if isinstance(event, ProcessStarted):
+                    if isinstance(event, OperatorStop):
+                        self.operator_stop_at = now
+                        if event.name in self.units:
+                            log.info("unit=%s stopped by the operator (%s)", event.name, event.what)
+                            await self.handle(event.name, OperatorStopped(now))
+                    elif isinstance(event, ProcessStarted):
                         await self.handle(event.name, Started(now))
                     elif isinstance(event, ProcessExited):
                         exited = Exited(now, event.exit_code, event.signal, event.oom, event.detail)
@@ -139,6 +224,10 @@ class Watcher:
                 log.error("runtime %s events: %s; retrying", self.runtime.name, exc)
             if await wait(stop, 2.0):
                 return
+
+    def held(self, now: float) -> bool:
+        """Whether the operator stopped something so recently that nothing leaves BACKOFF yet."""
+        return self.operator_stop_at is not None and now - self.operator_stop_at < OPERATOR_HOLD
 
     def due_for_probe(self, watched: Watched, now: float) -> bool:
         if watched.probing or watched.record.state not in (State.STARTING, State.RUNNING, State.UNHEALTHY):
@@ -150,20 +239,35 @@ class Watcher:
     async def probe_one(self, watched: Watched) -> None:
         watched.probing = True
         try:
-            report: ProbeReport = await self.prober.probe(watched.target)
+            result = await self._probe(watched)
         finally:
             watched.probing = False
+        await self.handle(watched.target.name, result)
+
+    async def _probe(self, watched: Watched) -> ProbeResult:
+        """Probe a unit the way its role needs; the result as the policy reads it."""
+        report: ProbeReport | ServerReport
+        blame = Blame.SELF
+        if isinstance(watched.target, ServerTarget):
+            assert self.checker is not None
+            report = await self.checker.check(watched.target)
+            if report.verdict is ServerVerdict.loading:
+                blame = Blame.LOADING
+        else:
+            report = await self.prober.probe(watched.target)
+            if report.verdict is Verdict.dependency_down:
+                blame = Blame.DEPENDENCY  # restarting the miner cannot bring its server back
         watched.last_probe = report
         watched.last_probe_at = self.clock()
         reason = "" if report.healthy else f"{report.verdict.value}: {report.reason}".rstrip(": ")
-        await self.handle(watched.target.name, ProbeResult(self.clock(), report.healthy, reason))
+        return ProbeResult(self.clock(), report.healthy, reason, blame)
 
     async def probe_loop(self, stop: asyncio.Event) -> None:
         running: set[asyncio.Task[None]] = set()
         try:
             while not await wait(stop, min(STARTING_PROBE_INTERVAL, self.probe_interval)):
                 now = self.clock()
-                for watched in self.miners.values():
+                for watched in self.units.values():
                     if self.due_for_probe(watched, now):
                         task = asyncio.create_task(
                             self.probe_one(watched), name=f"probe-{watched.target.name}"
@@ -174,14 +278,22 @@ class Watcher:
             for task in running:
                 task.cancel()
 
+    async def tick(self) -> None:
+        """Let time pass for every unit (backoff deadlines, healthy periods)."""
+        now = self.clock()
+        held = self.held(now)
+        for name, watched in self.units.items():
+            if held and watched.record.state is State.BACKOFF:
+                continue  # the operator is stopping things: wait until they are done
+            await self.handle(name, Tick(now))
+
     async def tick_loop(self, stop: asyncio.Event) -> None:
         while not await wait(stop, TICK_INTERVAL):
-            now = self.clock()
-            for name in self.miners:
-                await self.handle(name, Tick(now))
+            await self.tick()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Adopt, then watch until ``stop`` is set. Miners are left as they are on return."""
+        """Adopt, then watch until ``stop`` is set. Units are left as they are on return."""
+        self._stop = stop
         await self.adopt()
         loops = [
             asyncio.create_task(self.watch_events(stop), name="events"),
@@ -194,52 +306,69 @@ class Watcher:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+            self.save()
 
     # --- what the status API shows ----------------------------------------------------------------
 
     def wall(self, monotonic: float | None) -> float | None:
         return None if monotonic is None else monotonic - self.clock() + self.wall_clock()
 
+    def _unit_view(self, watched: Watched, now: float) -> dict[str, Any]:
+        rec = watched.record
+        return {
+            "name": watched.target.name,
+            "role": watched.role.value,
+            "port": watched.target.port,
+            "state": rec.state.value,
+            "reason": rec.reason,
+            "detail": rec.detail,
+            "restarts": rec.restarts,
+            "restarts_by_reason": dict(rec.restarts_by_reason),
+            "last_exit_code": rec.last_exit_code,
+            "backoff_remaining": None if rec.backoff_until is None else max(0.0, rec.backoff_until - now),
+            "history": [
+                {
+                    "at": self.wall(d.at),
+                    "from": d.from_state.value,
+                    "to": d.to_state.value,
+                    "reason": d.reason,
+                    "detail": d.detail,
+                }
+                for d in rec.history
+            ],
+        }
+
+    def _last_probe(self, watched: Watched) -> dict[str, Any] | None:
+        if watched.last_probe is None:
+            return None
+        probe = watched.last_probe.as_dict()
+        probe.pop("completion", None)
+        probe["at"] = self.wall(watched.last_probe_at)
+        return probe
+
     def snapshot(self) -> dict[str, Any]:
         now = self.clock()
         miners = []
-        for name, watched in self.miners.items():
-            rec = watched.record
-            probe = watched.last_probe.as_dict() if watched.last_probe else None
-            if probe is not None:
-                probe.pop("completion", None)
-                probe["at"] = self.wall(watched.last_probe_at)
-            miners.append(
-                {
-                    "name": name,
-                    "backend": watched.target.backend,
-                    "port": watched.target.port,
-                    "hotkey": watched.target.hotkey,
-                    "state": rec.state.value,
-                    "reason": rec.reason,
-                    "detail": rec.detail,
-                    "restarts": rec.restarts,
-                    "restarts_by_reason": dict(rec.restarts_by_reason),
-                    "last_exit_code": rec.last_exit_code,
-                    "backoff_remaining": None
-                    if rec.backoff_until is None
-                    else max(0.0, rec.backoff_until - now),
-                    "last_probe": probe,
-                    "history": [
-                        {
-                            "at": self.wall(d.at),
-                            "from": d.from_state.value,
-                            "to": d.to_state.value,
-                            "reason": d.reason,
-                            "detail": d.detail,
-                        }
-                        for d in rec.history
-                    ],
-                }
+        for watched in self.miners.values():
+            assert isinstance(watched.target, ProbeTarget)
+            view = self._unit_view(watched, now)
+            view.update(
+                backend=watched.target.backend,
+                hotkey=watched.target.hotkey,
+                last_probe=self._last_probe(watched),
             )
+            miners.append(view)
+        servers = []
+        for watched in self.servers.values():
+            assert isinstance(watched.target, ServerTarget)
+            view = self._unit_view(watched, now)
+            view.update(url=watched.target.url, last_check=self._last_probe(watched))
+            servers.append(view)
         return {
             "runtime": self.runtime.name,
             "adopted": self.adopted,
             "uptime": now - self.started_at,
+            "state_file": None if self.state is None else str(self.state.path),
             "miners": miners,
+            "model_servers": servers,
         }

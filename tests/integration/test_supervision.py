@@ -228,18 +228,22 @@ def test_the_watch_loop_restarts_for_the_right_reasons(tmp_path: Path) -> None:
             assert took < 10
             assert {name: _pid(server, name) for name in pids} == pids
 
-            # A new watch (the orchestrator restarted) adopts them: no restart, nothing counted.
+            # A new watch (the orchestrator restarted) adopts them: no restart; its decisions and counts
+            # stand (the state file): FATAL stays FATAL and is not started again.
             watch = Watch(project, status_port)
             s = watch.wait_for("adopted", lambda s: s["steady"]["state"] == "RUNNING")
-            assert s["steady"]["reason"] == "adopted" and s["steady"]["restarts"] == 0
-            assert s["faulty"]["reason"] in ("adopted", "probe-ok") and s["faulty"]["restarts"] == 0
+            assert s["steady"]["reason"] == "adopted" and s["steady"]["restarts"] == 1
+            assert s["faulty"]["reason"] in ("adopted", "probe-ok") and s["faulty"]["restarts"] == 1
+            assert (s["doomed"]["state"], s["doomed"]["reason"]) == ("FATAL", "crash-loop")
+            assert (s["misconfigured"]["state"], s["misconfigured"]["restarts"]) == ("FATAL", 0)
+            assert (project / "state" / "orchestrator.json").is_file()
 
             # The orchestrator killed outright: the same.
             watch.stop(signal.SIGKILL)
             watch = Watch(project, status_port)
             s = watch.wait_for("adopted again", lambda s: s["faulty"]["state"] == "RUNNING")
             assert {name: _pid(server, name) for name in pids} == pids
-            assert s["steady"]["restarts"] == 0
+            assert s["steady"]["restarts"] == 1 and s["doomed"]["state"] == "FATAL"
         finally:
             if watch.proc.poll() is None:
                 watch.stop()

@@ -27,6 +27,13 @@ def _result(code: int | None, message: str = "", completion: str = "", elapsed: 
         (_result(200, "Success", "partial", elapsed=9.5), Verdict.timeout, "cut at the deadline"),
         (_result(403, "Forbidden. Key is blacklisted: nope"), Verdict.refused, "blacklisted"),
         (_result(503, "busy: 0 request(s) already wait"), Verdict.busy, "busy"),
+        (
+            _result(
+                503, "dependency down: model server http://model-server:8000 unreachable (connection refused)"
+            ),
+            Verdict.dependency_down,
+            "model server",
+        ),
         (_result(503, "Service unavailable at 127.0.0.1:1/X"), Verdict.down, "unavailable"),
         (_result(408, "Request timeout after 10 seconds"), Verdict.timeout, "within 10s"),
         (_result(400, "Payload error: Response payload is not completed"), Verdict.broken, "payload"),

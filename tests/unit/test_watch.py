@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import pytest
 
-from orchestrator.policy import Exited, RestartPolicy, State
+from orchestrator.modelservers import ServerReport, ServerTarget, ServerVerdict
+from orchestrator.policy import Exited, RestartPolicy, State, StopRequested
 from orchestrator.probe import ProbeReport, ProbeTarget, Verdict
 from orchestrator.runtimes.base import (
+    OperatorStop,
     ProcessExited,
     ProcessInfo,
     ProcessStarted,
     RuntimeEvent,
     RuntimeFailure,
+    RuntimeGone,
     diff_events,
     last_error_line,
 )
+from orchestrator.statefile import StateFile
 from orchestrator.status import metrics_text, page
-from orchestrator.watch import Watcher
+from orchestrator.supervise import format_status
+from orchestrator.watch import OPERATOR_HOLD, Watcher
 
 POLICY = RestartPolicy(backoff_initial=0.05, backoff_max=0.1, start_grace=0, unhealthy_after_failed_probes=2)
 
@@ -32,12 +38,21 @@ class FakeRuntime:
         self.calls: list[tuple[str, str]] = []
         self.queue: asyncio.Queue[RuntimeEvent] = asyncio.Queue()
         self.fail_start: set[str] = set()
+        self.gone: set[str] = set()  # containers being removed (compose down)
+        self.exit_codes: dict[str, int] = {}
 
     async def inspect(self, names: Sequence[str]) -> dict[str, ProcessInfo]:
-        return {n: ProcessInfo(n, exists=True, running=self.running.get(n, False)) for n in names}
+        return {
+            n: ProcessInfo(
+                n, exists=True, running=self.running.get(n, False), exit_code=self.exit_codes.get(n)
+            )
+            for n in names
+        }
 
     async def start(self, name: str) -> None:
         self.calls.append(("start", name))
+        if name in self.gone:
+            raise RuntimeGone(f"the container of {name} is removing: not starting it")
         if name in self.fail_start:
             raise RuntimeFailure(f"no container for miner {name}")
         self.running[name] = True
@@ -62,14 +77,46 @@ class FakeRuntime:
 class FakeProber:
     def __init__(self) -> None:
         self.healthy: dict[str, bool] = {}
+        self.dependency_down: set[str] = set()  # these answer 503 "dependency down: ..."
+        self.probes = 0
 
     async def probe(self, target: ProbeTarget) -> ProbeReport:
+        self.probes += 1
+        if target.name in self.dependency_down:
+            return ProbeReport(
+                target.name, target.hotkey, target.port, target.backend, target.protocol,
+                Verdict.dependency_down, "dependency down: model server http://model-server:8000 unreachable",
+                503, None, 0, None, 0, 0.01,
+            )  # fmt: skip
         ok = self.healthy.get(target.name, True)
         return ProbeReport(
             target.name, target.hotkey, target.port, target.backend, target.protocol,
             Verdict.healthy if ok else Verdict.timeout, "" if ok else "no complete answer within 1s",
             200 if ok else 408, 0.01 if ok else None, 1 if ok else 0, 100.0 if ok else None, 5, 0.02,
         )  # fmt: skip
+
+
+class FakeChecker:
+    """A model server's GET /health: 200, 503 (loading) or no answer, as the test sets it."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, int | None] = {}
+
+    async def check(self, target: ServerTarget) -> ServerReport:
+        status = self.status.get(target.name, 200)
+        if status == 200:
+            return ServerReport(target.name, ServerVerdict.healthy, "", 200, 0.01)
+        if status == 503:
+            return ServerReport(target.name, ServerVerdict.loading, "HTTP 503: loading", 503, 0.01)
+        return ServerReport(target.name, ServerVerdict.down, "connection refused", None, 0.01)
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def _target(name: str) -> ProbeTarget:
@@ -213,3 +260,228 @@ def test_diff_events_from_polls() -> None:
     assert diff_events(down, again) == [ProcessStarted("a", "2")]
     assert diff_events(up, again)[0] == ProcessExited("a", None, None, False, "")
     assert diff_events(up, up) == []
+
+
+# --- the operator wins -----------------------------------------------------------------------------
+
+
+def _virtual(runtime: FakeRuntime, *names: str, **kwargs: object) -> tuple[Watcher, Clock]:
+    clock = Clock()
+    watcher = Watcher(
+        [(_target(n), POLICY) for n in names], runtime, FakeProber(), probe_interval=3600,
+        clock=clock, **kwargs,  # type: ignore[arg-type]
+    )  # fmt: skip
+    return watcher, clock
+
+
+async def _drain(watcher: Watcher, runtime: FakeRuntime) -> None:
+    """Feed every queued runtime event to the watcher (what watch_events does), without its loop."""
+    task = asyncio.create_task(watcher.watch_events(asyncio.Event()))
+    await _until(lambda: runtime.queue.empty())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_operator_stop_is_not_undone() -> None:
+    runtime = FakeRuntime({"a": True})
+    watcher, clock = _virtual(runtime, "a")
+    await watcher.adopt()
+    # `docker stop a`: the engine reports the stop signal, then the exit (137: it ignored SIGTERM).
+    runtime.running["a"] = False
+    runtime.queue.put_nowait(OperatorStop("a", "docker kill signal 15"))
+    runtime.queue.put_nowait(ProcessExited("a", 137, None, False, ""))
+    await _drain(watcher, runtime)
+    clock.now += 3600
+    await watcher.tick()
+    rec = watcher.miners["a"].record
+    assert (rec.state, rec.reason, rec.restarts) == (State.STOPPED, "stopped-by-operator", 0)
+    assert runtime.calls == []
+
+
+async def test_no_unit_leaves_backoff_while_the_operator_tears_the_project_down() -> None:
+    """`compose down` with `a` in BACKOFF: the others are stopped one after another; `a` stays down."""
+    runtime = FakeRuntime({"a": True, "b": True})
+    watcher, clock = _virtual(runtime, "a", "b")
+    await watcher.adopt()
+    await watcher.handle("a", Exited(clock(), 1))
+    assert watcher.miners["a"].record.state is State.BACKOFF
+    runtime.queue.put_nowait(OperatorStop("b", "docker kill signal 15"))
+    runtime.queue.put_nowait(OperatorStop("orchestrator", "docker kill signal 15"))
+    await _drain(watcher, runtime)
+    clock.now += OPERATOR_HOLD - 1  # the backoff (0.05 s) is long over
+    await watcher.tick()
+    assert runtime.calls == [] and watcher.miners["a"].record.state is State.BACKOFF
+    # The container is being removed when the hold ends: still not started, and not a failed start.
+    runtime.gone.add("a")
+    clock.now += 2
+    await watcher.tick()
+    rec = watcher.miners["a"].record
+    assert (rec.state, rec.reason, rec.restarts) == (State.STOPPED, "stopped-by-operator", 1)
+    assert watcher.miners["b"].record.state is State.STOPPED
+
+
+async def test_after_the_hold_a_backoff_ends_as_usual() -> None:
+    runtime = FakeRuntime({"a": True, "b": True})
+    watcher, clock = _virtual(runtime, "a", "b")
+    await watcher.adopt()
+    runtime.queue.put_nowait(OperatorStop("b", "docker stop"))
+    await _drain(watcher, runtime)
+    await watcher.handle("a", Exited(clock(), 1))
+    clock.now += OPERATOR_HOLD + 1
+    await watcher.tick()
+    assert runtime.calls == [("start", "a")]
+
+
+async def test_after_sigterm_the_watch_decides_nothing() -> None:
+    runtime = FakeRuntime({"a": True})
+    watcher, clock = _virtual(runtime, "a")
+    stop = asyncio.Event()
+    task = asyncio.create_task(watcher.run(stop))
+    await _until(lambda: watcher.adopted)
+    await watcher.handle("a", Exited(clock(), 1))
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    clock.now += 3600
+    await watcher.tick()
+    await watcher.handle("a", StopRequested(clock()))
+    assert runtime.calls == [] and watcher.miners["a"].record.state is State.BACKOFF
+
+
+# --- decisions survive the watch's own restart -------------------------------------------------------
+
+
+async def test_a_restarted_watch_keeps_its_decisions(tmp_path: Path) -> None:
+    state = tmp_path / "state" / "orchestrator.json"
+    runtime = FakeRuntime({"fatal": True, "stopped": True, "crashy": True, "fresh": True})
+    clock = Clock()
+    first = Watcher(
+        [(_target(n), POLICY) for n in ("fatal", "stopped", "crashy")], runtime, FakeProber(), 3600,
+        clock=clock, state=StateFile(state, clock=clock, wall_clock=lambda: clock.now + 1e9),
+    )  # fmt: skip
+    await first.adopt()
+    runtime.running.update(fatal=False, crashy=False)
+    await first.handle("fatal", Exited(clock(), 78, detail="error: MINER_AXON__PORT: in use"))
+    await first.handle("stopped", StopRequested(clock()))
+    await first.handle("crashy", Exited(clock(), 1))
+    clock.now += 1
+    await first.tick()  # crashy: backoff over, started again
+    assert runtime.calls == [("stop", "stopped"), ("start", "crashy")]
+
+    # The watch restarts (its monotonic clock starts over); every container is as it left them.
+    runtime.calls.clear()
+    runtime.exit_codes.update(fatal=78, stopped=0)
+    clock2 = Clock(5.0)
+    second = Watcher(
+        [(_target(n), POLICY) for n in ("fatal", "stopped", "crashy", "fresh")], runtime, FakeProber(), 3600,
+        clock=clock2, state=StateFile(state, clock=clock2, wall_clock=lambda: clock2.now - 5 + 1001 + 1e9),
+    )  # fmt: skip
+    await second.adopt()
+    assert runtime.calls == []  # "fresh" (no record) runs: adopted; the others are left as saved
+    recs = {name: w.record for name, w in second.miners.items()}
+    assert (recs["fatal"].state, recs["fatal"].detail) == (State.FATAL, "error: MINER_AXON__PORT: in use")
+    assert (recs["stopped"].state, recs["stopped"].reason) == (State.STOPPED, "stop-requested")
+    assert (recs["crashy"].state, recs["crashy"].restarts) == (State.RUNNING, 1)
+    assert recs["crashy"].recent_restarts == pytest.approx((5.0 - 1.0,))  # 1 s ago, on the new clock
+    assert recs["fresh"].state is State.RUNNING and recs["fresh"].reason == "adopted"
+    clock2.now += 3600
+    await second.tick()
+    assert ("start", "fatal") not in runtime.calls and ("start", "stopped") not in runtime.calls
+
+
+async def test_a_corrupt_state_file_starts_fresh(tmp_path: Path) -> None:
+    state = tmp_path / "orchestrator.json"
+    state.write_text("{garbage")
+    runtime = FakeRuntime({"a": False})
+    watcher, _ = _virtual(runtime, "a", state=StateFile(state))
+    await watcher.adopt()
+    assert runtime.calls == [("start", "a")]
+    assert '"STARTING"' in state.read_text()  # and the file is whole again
+
+
+# --- openai miners and their model server ------------------------------------------------------------
+
+
+async def test_a_miner_whose_model_server_is_down_is_not_restarted_and_recovers() -> None:
+    runtime = FakeRuntime({"shared-1": True})
+    prober = FakeProber()
+    watcher = Watcher([(_target("shared-1"), POLICY)], runtime, prober, probe_interval=3600)
+    await watcher.adopt()
+    prober.dependency_down.add("shared-1")
+    for _ in range(POLICY.unhealthy_after_failed_probes * 5):
+        await watcher.probe_one(watcher.miners["shared-1"])
+    rec = watcher.miners["shared-1"].record
+    assert (rec.state, rec.reason, rec.restarts) == (State.UNHEALTHY, "dependency-down", 0)
+    assert "model server" in rec.detail and runtime.calls == []
+    assert watcher.snapshot()["miners"][0]["last_probe"]["verdict"] == "dependency-down"
+    prober.dependency_down.clear()
+    await watcher.probe_one(watcher.miners["shared-1"])
+    assert watcher.miners["shared-1"].record.state is State.RUNNING
+
+
+def _with_server(runtime: FakeRuntime, checker: FakeChecker) -> tuple[Watcher, Clock]:
+    clock = Clock()
+    watcher = Watcher(
+        [(_target("shared-1"), POLICY)], runtime, FakeProber(), probe_interval=3600, clock=clock,
+        servers=[(ServerTarget("model-server", "model-server", 8000), POLICY)], checker=checker,
+    )  # fmt: skip
+    return watcher, clock
+
+
+async def test_a_model_server_that_exits_is_started_again() -> None:
+    runtime = FakeRuntime({"shared-1": True, "model-server": True})
+    watcher, clock = _with_server(runtime, FakeChecker())
+    await watcher.adopt()
+    assert watcher.servers["model-server"].record.state is State.RUNNING
+    runtime.running["model-server"] = False
+    runtime.queue.put_nowait(ProcessExited("model-server", 137, None, False, ""))  # docker kill
+    await _drain(watcher, runtime)
+    assert watcher.servers["model-server"].record.state is State.BACKOFF
+    clock.now += 1
+    await watcher.tick()
+    assert runtime.calls == [("start", "model-server")]
+    await watcher.probe_one(watcher.servers["model-server"])
+    rec = watcher.servers["model-server"].record
+    assert (rec.state, rec.restarts_by_reason) == (State.RUNNING, {"killed:SIGKILL": 1})
+
+
+async def test_a_model_server_loading_is_starting_and_failing_health_checks_restart_it() -> None:
+    runtime = FakeRuntime({"shared-1": True, "model-server": False})
+    checker = FakeChecker()
+    watcher, clock = _with_server(runtime, checker)
+    await watcher.adopt()
+    server = watcher.servers["model-server"]
+    checker.status["model-server"] = 503
+    for _ in range(10):
+        clock.now += 60  # far past the grace period: loading still does not count
+        await watcher.probe_one(server)
+    assert (server.record.state, runtime.calls) == (State.STARTING, [("start", "model-server")])
+    checker.status["model-server"] = 200
+    await watcher.probe_one(server)
+    assert server.record.state is State.RUNNING
+    checker.status["model-server"] = None
+    for _ in range(POLICY.unhealthy_after_failed_probes):
+        await watcher.probe_one(server)
+    assert runtime.calls[-1] == ("restart", "model-server")
+    assert server.record.restarts_by_reason == {"probe-failed": 1}
+
+
+async def test_model_servers_are_in_status_metrics_and_the_status_table() -> None:
+    runtime = FakeRuntime({"shared-1": True, "model-server": True})
+    watcher, _ = _with_server(runtime, FakeChecker())
+    await watcher.adopt()
+    await watcher.probe_one(watcher.servers["model-server"])
+    snap = watcher.snapshot()
+    [server] = snap["model_servers"]
+    assert (server["name"], server["role"], server["state"]) == ("model-server", "model-server", "RUNNING")
+    assert server["last_check"]["verdict"] == "healthy"
+    assert [m["name"] for m in snap["miners"]] == ["shared-1"]
+    text = metrics_text(snap)
+    assert 'minerfleet_model_server_state{server="model-server",state="RUNNING"} 1' in text
+    assert 'minerfleet_model_server_healthy{server="model-server"} 1' in text
+    table = format_status(snap)
+    assert any(
+        line.split()[:4] == ["model-server", "model-server", "8000", "RUNNING"] for line in table.splitlines()
+    )
+    assert "model servers 1/1 running" in table
+    assert "model-server" in page(snap)
