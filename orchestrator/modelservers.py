@@ -18,7 +18,6 @@ from typing import Any
 
 from orchestrator.fleetfile import LoadedFleet
 
-LEGACY_SERVICE = "model-server"
 CHECK_TIMEOUT = 5.0
 
 
@@ -62,18 +61,9 @@ class ServerReport:
 
 
 def server_targets(loaded: LoadedFleet, host: str | None) -> list[ServerTarget]:
-    """The fleet's model servers; ``host=None`` reaches each by its compose service name.
-
-    Reads ``loaded.model_servers`` (each with ``service`` and ``spec.port``) when the fleet has the
-    ``model_servers:`` mapping, else the older single ``model_server:`` (the service ``model-server``).
-    """
-    servers = getattr(loaded, "model_servers", None)
-    found: list[tuple[str, int]] = []
-    if servers is not None:
-        found = [(str(s.service), int(s.spec.port)) for s in servers]
-    elif loaded.fleet.model_server is not None:
-        found = [(LEGACY_SERVICE, loaded.fleet.model_server.port)]
-    return [ServerTarget(name, host or name, port) for name, port in found]
+    """The fleet's model servers (``model_servers:``, or the older ``model_server:``), each named as
+    its compose service / supervisord program; ``host=None`` reaches each by that service name."""
+    return [ServerTarget(s.service, host or s.service, s.spec.port) for s in loaded.model_servers]
 
 
 def judge(status: int | None, body: str, error: str) -> tuple[ServerVerdict, str]:
