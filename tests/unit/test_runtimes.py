@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -327,3 +328,13 @@ async def test_the_server_checker_reads_a_real_health_endpoint() -> None:
     assert "Loading model" in loading.reason
     assert healthy.healthy
     assert gone.verdict is ServerVerdict.down and gone.status_code is None
+
+
+def test_the_watch_finds_the_fleets_model_servers(tmp_path: Path) -> None:
+    from orchestrator.fleetfile import load_fleet
+    from orchestrator.modelservers import ServerTarget, server_targets
+    from tests.fleets import shipped_project
+
+    loaded = load_fleet(shipped_project(tmp_path), tmp_path, check_files=False)
+    assert server_targets(loaded, None) == [ServerTarget("model-server", "model-server", 8000)]
+    assert server_targets(loaded, "127.0.0.1")[0].url == "http://127.0.0.1:8000/health"
