@@ -193,7 +193,13 @@ def _orchestrator_service(loaded: LoadedFleet) -> dict[str, Any]:
         "labels": _labels(loaded, ORCHESTRATOR),
         "restart": "unless-stopped",
         **_hardened(ORCHESTRATOR_LIMITS),
-        "depends_on": dict(AFTER_INIT),
+        # After everything it supervises: `compose down` stops dependents first, so the orchestrator is
+        # gone before any miner is stopped and cannot start one again during the teardown.
+        "depends_on": {
+            **AFTER_INIT,
+            **{server.service: {"condition": "service_started"} for server in loaded.model_servers},
+            **{miner.name: {"condition": "service_started"} for miner in loaded.miners},
+        },
     }
 
 
