@@ -157,6 +157,12 @@ def _status(port: int) -> dict[str, Any]:
     return {m["name"]: m for m in data["miners"]}
 
 
+def _servers(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as resp:
+        data: dict[str, Any] = json.load(resp)
+    return {m["name"]: m for m in data.get("model_servers", [])}
+
+
 def _status_when(port: int, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
     """The status API's view of the miners once ``check`` holds (None until then, or while it is down)."""
     try:
@@ -208,8 +214,8 @@ def test_the_shipped_fleet_comes_up_and_streams_real_tokens(docker_images: None,
 
         report = _wait("every miner healthy", all_healthy)
         miners = {m["name"]: m for m in report["miners"]}
-        assert set(miners) == {"gemma-1", "gemma-2", "echo-1", "shared-1"}
-        for name in ("gemma-1", "gemma-2", "shared-1"):  # llama.cpp in the miner, and the shared server
+        assert set(miners) == {"gemma-1", "gemma-2", "echo-1", "solo-1"}
+        for name in ("gemma-1", "gemma-2", "solo-1"):  # the shared llama-server, and llama.cpp in the miner
             assert miners[name]["verdict"] == "healthy"
             assert len(miners[name]["completion"].split()) >= 3, miners[name]
         assert miners["echo-1"]["completion"] == "In one sentence, what is a language model?"
@@ -231,6 +237,8 @@ def test_the_shipped_fleet_comes_up_and_streams_real_tokens(docker_images: None,
         # The orchestrator container adopted them all (nothing restarted) and probes them itself.
         status = _wait("the orchestrator's own probes", lambda: _status_when(status_port, _probed_healthy))
         assert all(m["state"] == "RUNNING" and m["restarts"] == 0 for m in status.values())
+        servers = _servers(status_port)
+        assert servers["model-server"]["state"] == "RUNNING", servers
 
 
 def _clone_like(project: Path) -> None:
@@ -270,7 +278,7 @@ def test_a_plain_compose_up_right_after_a_clone(docker_images: None, tmp_path: P
             return report if code == 0 else None
 
         report = _wait("every miner healthy", all_healthy)
-        assert {m["name"] for m in report["miners"]} == {"gemma-1", "gemma-2", "echo-1", "shared-1"}
+        assert {m["name"] for m in report["miners"]} == {"gemma-1", "gemma-2", "echo-1", "solo-1"}
         for key in ("probe/hotkeys/default", "probe/hotkeys/defaultpub.txt", "fleet/hotkeys/gemma-1"):
             assert (project / "wallets" / key).is_file(), key  # a file, not docker's empty directory
             assert (project / "wallets" / key).stat().st_uid == 1000, key  # handed to the containers' uid
@@ -339,18 +347,137 @@ def test_supervision_with_the_docker_runtime(docker_images: None, tmp_path: Path
         )
         assert {name: s.container(name).id for name in ids} == ids
         assert {name: s.container(name).attrs["State"]["StartedAt"] for name in ids} == started
-        assert all(
-            status[name]["restarts"] == 0 and status[name]["reason"] in ("adopted", "probe-ok")
-            for name in ids
-        )
+        # Its decisions survived its restart: the counts, and broken's FATAL.
+        assert {name: status[name]["restarts"] for name in ids} == {"steady": 1, "faulty": 1}
+        assert status["broken"]["state"] == "FATAL"
 
 
-async def _ask(project: Path, miner: str, port: int, prompt: str) -> None:
+async def _ask(project: Path, miner: str, port: int, prompt: str, timeout: float = 10) -> Any:
     from bittensor_wallet import Wallet
 
     from orchestrator.render import read_ss58
 
     dendrite = make_dendrite(Wallet(name="probe", hotkey="default", path=str(project / "wallets")))
     target = axon_info("127.0.0.1", port, read_ss58(project / f"wallets/fleet/hotkeys/{miner}"))
-    await stream_once(dendrite, target, make_synapse("prompting", prompt), 10)
-    await dendrite.aclose_session()
+    try:
+        return await stream_once(dendrite, target, make_synapse("prompting", prompt), timeout)
+    finally:
+        await dendrite.aclose_session()
+
+
+def _project_leftovers(name: str) -> list[str]:
+    """Containers and networks of compose project ``name`` that still exist."""
+    import docker
+
+    client = docker.from_env()
+    label = f"com.docker.compose.project={name}"
+    containers = [c.name for c in client.containers.list(all=True, filters={"label": label})]
+    networks = [n.name for n in client.networks.list(filters={"label": label})]
+    return containers + networks
+
+
+def test_fault_injection_on_a_real_stack(docker_images: None, tmp_path: Path) -> None:
+    """Kill, hang, a model server killed and back, hostile inputs, a crash loop, the orchestrator
+    restarted, and `down` while a miner waits in BACKOFF: each with the state and reason an operator
+    expects, and nothing left behind."""
+    steady, hung, doomed, served, slow = (free_port() for _ in range(5))
+    server_port, status_port = free_port(), free_port()
+    fleet = f"""
+    network: local
+    wallet_path: ./wallets
+    project: mffault
+    probe: {{wallet: probe, hotkey: default, timeout: 8, interval: 2, prompt: "are you there"}}
+    status_api: {{port: {status_port}}}
+    restart:
+      backoff_initial: 0.5
+      backoff_max: 2
+      start_grace: 30
+      unhealthy_after_failed_probes: 2
+      crash_loop_max_restarts: 2
+      crash_loop_window: 600
+    models: {{gemma: {{gguf: gemma-3-270m-q4_k_m}}}}
+    model_servers:
+      gemma: {{model: gemma, port: {server_port}, slots: 2, ctx_per_slot: 512, n_threads: 1}}
+    defaults: {{wallet: fleet, stop_on_forward_exception: true, max_tokens: 8}}
+    miners:
+      - {{name: steady, hotkey: steady, backend: echo, axon_port: {steady}}}
+      - {{name: hung, hotkey: hung, backend: echo, axon_port: {hung}}}
+      - {{name: doomed, hotkey: doomed, backend: echo, axon_port: {doomed}, echo: {{fail_after_tokens: 0}}}}
+      - name: served
+        hotkey: served
+        backend: openai
+        axon_port: {served}
+        openai: {{model_server: gemma}}
+      - name: slow
+        hotkey: slow
+        backend: echo
+        axon_port: {slow}
+        echo: {{fail_after_tokens: 2}}
+        restart: {{backoff_initial: 120, backoff_max: 120}}
+    """
+    project_name = ""
+    with stack(tmp_path, fleet) as s:
+        project_name = s.name
+        wait_for_port(status_port, 180)
+        everyone = ("steady", "hung", "served", "slow")
+        _wait("the fleet running", lambda: _status_when(status_port, _running(*everyone)), timeout=300)
+
+        # A miner that fails every request crash-loops into FATAL, with the reason, and stays there.
+        status = _wait(
+            "doomed FATAL", lambda: _status_when(status_port, lambda x: x["doomed"]["state"] == "FATAL")
+        )
+        assert status["doomed"]["reason"] == "crash-loop"
+
+        # Hostile inputs are answers with a status, never exits.
+        answers = [
+            asyncio.run(_ask(s.project, "steady", steady, prompt))
+            for prompt in ("bad \ud800 text", "word " * 20_000, "x" * 2_000_000)
+        ]
+        assert [a.status_code for a in answers] == [400, 413, 413], [a.status_message for a in answers]
+
+        # docker kill -> restarted, named.
+        s.container("steady").kill()
+        _wait("steady back", lambda: _status_when(status_port, _restarted("steady", "killed:SIGKILL")))
+
+        # Hung (paused): failed probes restart it.
+        s.container("hung").pause()
+        status = _wait(
+            "hung restarted",
+            lambda: _status_when(
+                status_port, lambda x: x["hung"]["restarts_by_reason"].get("probe-failed", 0) >= 1
+            ),
+        )
+        _wait("hung running", lambda: _status_when(status_port, _running("hung")))
+
+        # The model server killed: its miner is UNHEALTHY naming it and is NOT restarted; the server is
+        # restarted by the orchestrator and the miner recovers by itself.
+        s.container("model-server").kill()
+        status = _wait(
+            "served sees its dependency down",
+            lambda: _status_when(status_port, lambda x: x["served"]["reason"] == "dependency-down"),
+        )
+        assert status["served"]["state"] == "UNHEALTHY"
+        _wait(
+            "the model server restarted",
+            lambda: (lambda v: v if v.get("restarts", 0) >= 1 and v["state"] == "RUNNING" else None)(
+                _servers(status_port)["model-server"]
+            ),
+            timeout=300,
+        )
+        status = _wait("served healthy again", lambda: _status_when(status_port, _running("served")), 300)
+        assert status["served"]["restarts"] == 0
+
+        # The orchestrator restarted: FATAL stays FATAL, counts survive.
+        before = _status(status_port)
+        s.container("orchestrator").restart(timeout=10)
+        time.sleep(2)
+        after = _wait("the orchestrator back", lambda: _status_when(status_port, _running("steady")))
+        assert after["doomed"]["state"] == "FATAL"
+        assert after["steady"]["restarts"] == before["steady"]["restarts"] >= 1
+        assert after["hung"]["restarts"] == before["hung"]["restarts"] >= 1
+
+        # slow fails once: BACKOFF for 120 s. The teardown below happens during that backoff.
+        asyncio.run(_ask(s.project, "slow", slow, "one two three four"))
+        _wait("slow in BACKOFF", lambda: _status_when(status_port, lambda x: x["slow"]["state"] == "BACKOFF"))
+    # stack() ran `compose down`, which raises if it exits non-zero; nothing of the project is left.
+    assert project_name and _project_leftovers(project_name) == []
