@@ -59,9 +59,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$key" ]; then
   ln -sfn ../../lib "$root/targets/x86_64-linux/lib"
   ln -sfn lib "$root/lib64"
   for lib in libcudart libcublas libcublasLt; do
-    so=$(cd "$root/lib" && ls "$lib".so.* 2>/dev/null | sort -V | head -1)
-    [ -n "$so" ] || fail "no $lib.so.* in $root/lib: the wheels' layout changed; update $0"
-    ln -sfn "$so" "$root/lib/$lib.so"
+    so=("$root/lib/$lib".so.[0-9]*)
+    [ -e "${so[0]}" ] || fail "no $lib.so.* in $root/lib: the wheels' layout changed; update $0"
+    ln -sfn "$(basename "${so[0]}")" "$root/lib/$lib.so"
   done
   echo "$key" >"$stamp"
   say "installed in $((SECONDS - start)) s ($(du -sh "$dir" | cut -f1)); nvcc: $("$root/bin/nvcc" --version | tail -2 | head -1)"

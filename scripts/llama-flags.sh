@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Sourced (not run) by scripts/images.sh and scripts/llama-server.sh: the one place that says which
 # llama.cpp is built and for which CPUs, so the wheel in the images and the llama-server binaries
 # are compiled from the same source with the same flags.
