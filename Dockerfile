@@ -140,7 +140,8 @@ RUN pip install --find-links /tmp/wheels --only-binary llama-cpp-python \
  && rm -rf /tmp/wheels
 USER 1000:1000
 EXPOSE 8091
-# The axon port accepts connections (llama_cpp.server: /v1/models answers). No model call.
+# The axon port accepts connections (a model server: llama-server's /health, llama_cpp.server's
+# /v1/models answers 200). No model call.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-S", "/app/container/healthcheck.py", "miner"]
 CMD ["python", "-m", "services.miner"]
