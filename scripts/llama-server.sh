@@ -16,11 +16,11 @@
 # At run time it needs only libstdc++6 (gcc >= 12: GLIBCXX_3.4.30), libgcc-s1, libgomp1 (OpenMP
 # threads) and libc (glibc >= 2.34), all in Debian bookworm's base. No libcurl (LLAMA_CURL=OFF: we
 # never download models by URL) and no libssl (LLAMA_SERVER_SSL=OFF: it listens on 127.0.0.1 or a
-# container network; put TLS in front if needed), so building needs cmake, make and g++, not libssl-dev. CUDA builds also need the
-# toolkit's libcudart.so.13 and libcublas*.so.13 (found through the build's RUNPATH, or LD_LIBRARY_PATH)
-# and the driver's libcuda.so.1.
+# container network; put TLS in front if needed), so building needs cmake, make and g++, not
+# libssl-dev. CUDA builds also need the toolkit's libcudart.so.13 and libcublas*.so.13 (found through
+# the build's RUNPATH, ld.so.conf or LD_LIBRARY_PATH) and the driver's libcuda.so.1.
 #
-# Time (measured on 2 cores, see the say lines below): ~10 s for the sdist (50 MB, pip's cache),
+# Time (measured on 2 cores, see the say lines below): 10-40 s for the sdist (50 MB) the first time,
 # 3-6 min for the CPU compile (5.5 min with other builds running beside it, 3 min of CPU time);
 # a CUDA compile is 1-2 h on 2 cores for the default architectures.
 #
