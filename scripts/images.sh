@@ -136,24 +136,29 @@ fi
 
 # --- 5. llama-server, compiled once -----------------------------------------------------------------
 # The host's build is the same source and flags; on a Debian bookworm host (glibc 2.36, gcc 12) it
-# runs on the bookworm base as it is. Whether it does is checked, not assumed: it must run
-# `--version` inside the base image (ldd there names any library it lacks). Otherwise the
-# Dockerfile's llama-server stage compiles it, once per (version, flags, base image).
+# runs on the bookworm base as it is. Whether it does is checked, not assumed: `ldd` inside the base
+# image must find every library and symbol version it needs (but libgomp1, which setup-base.sh puts
+# in every image). Otherwise the Dockerfile's llama-server stage compiles it, once per (version,
+# flags, base image).
 if [[ " $images " == *" cpu "* ]]; then
   prepared=container/bin/llama-server
   host_bin=
+  missing=
   if [ -n "${MINERFLEET_LLAMA_SERVER:-}" ] || { command -v cmake && command -v g++ && command -v make; } >/dev/null; then
     host_bin=$(bash scripts/llama-server.sh | tail -1) || host_bin=
   fi
-  if [ -n "$host_bin" ] && docker run --rm --network none -v "$host_bin:/tmp/llama-server:ro" "$base" \
-    /tmp/llama-server --version >/dev/null 2>&1; then
+  if [ -n "$host_bin" ]; then
+    if ldd_out=$(docker run --rm --network none -v "$host_bin:/tmp/llama-server:ro" "$base" ldd /tmp/llama-server 2>&1); then
+      missing=$(printf '%s\n' "$ldd_out" | grep 'not found' | grep -v 'libgomp\.so\.1 => not found' || true)
+    else
+      missing="ldd failed: $(printf '%s\n' "$ldd_out" | tail -1)"
+    fi
+  fi
+  if [ -n "$host_bin" ] && [ -z "$missing" ]; then
     cmp -s "$host_bin" "$prepared" || cp "$host_bin" "$prepared"
     say "llama-server: the host's build ($host_bin)"
   else
-    if [ -n "$host_bin" ]; then
-      say "llama-server: the host's build does not run on $base: $(docker run --rm --network none \
-        -v "$host_bin:/tmp/llama-server:ro" "$base" ldd /tmp/llama-server 2>&1 | grep -m1 'not found' || echo '?')"
-    fi
+    [ -n "$host_bin" ] && say "llama-server: the host's build does not run on $base: $(echo "$missing" | head -1)"
     key=$(printf '%s\n' "$llama_version" "$cmake_args" "$base" | sha256sum | cut -c1-12)
     cached=$cache/llama-server/image-$llama_version-$key/llama-server
     if ! [ -x "$cached" ]; then
