@@ -4,10 +4,12 @@
 #   target        image                      what
 #   orchestrator  minerfleet/orchestrator    probe, policy, docker SDK, status API (no llama.cpp, no torch)
 #   miner         minerfleet/miner:cpu       miner with llama.cpp (CPU), openai, echo backends; also runs
-#                                            the shared model server (python -m llama_cpp.server)
+#                                            the fleet's model server: llama.cpp's own llama-server
+#                                            (/usr/local/bin/llama-server; python -m llama_cpp.server too)
 #   miner-hf      minerfleet/miner:hf        the miner image plus transformers and CPU torch
-#   miner-cuda    minerfleet/miner:cuda      llama.cpp built with CUDA on nvidia/cuda images. Not built by
-#                                            `make images` on CPU hosts: MINERFLEET_IMAGES="... cuda".
+#   miner-cuda    minerfleet/miner:cuda      llama.cpp (library and llama-server) built with CUDA 13, the
+#                                            toolkit from PyPI wheels, on the same Debian base. Not built
+#                                            by `make images` on CPU hosts: MINERFLEET_IMAGES="... cuda".
 #
 # At run time: user 1000:1000 (`miner`) unless compose says otherwise (`user:`); HOME=/home/miner is
 # world-writable (sticky) so any uid works; code in /app and the venv in /opt/venv are root-owned;
@@ -25,17 +27,17 @@
 #                     by default, so images run on any x86-64 CPU since ~2015, not just the build
 #                     host's (scripts/images.sh: MINERFLEET_LLAMA_CPU=portable|avx512|native)
 #   TORCH_VERSION, TORCH_INDEX_URL   the CPU torch of the hf image
-#   CUDA_DEVEL_IMAGE, CUDA_RUNTIME_IMAGE, CUDA_ARCHITECTURES   the CUDA image
+#   CUDA_ARCHITECTURES  the GPUs the CUDA image's code is compiled for (scripts/llama-flags.sh)
 #
 # Prepared outside the build by scripts/images.sh, both optional (a clean clone builds without them):
 #   certs/*.crt         extra CA certificates, trusted from the first download on (TLS-intercepting proxies)
-#   container/wheels/      llama_cpp_python-<version>-*.whl compiled once and cached across engine resets
+#   container/wheels/   llama_cpp_python-<version>-*.whl compiled once and cached across engine resets
 #                       (else the llama-wheel stage compiles it); torch-<version>+cpu-*.whl (else it is
 #                       downloaded from TORCH_INDEX_URL)
+#   container/bin/      llama-server: the host's build (scripts/llama-server.sh, same source and flags)
+#                       when it runs on BASE_IMAGE; else the llama-server stage compiles it
 
 ARG BASE_IMAGE=debian:bookworm-slim
-ARG CUDA_DEVEL_IMAGE=nvidia/cuda:12.6.3-devel-ubuntu22.04
-ARG CUDA_RUNTIME_IMAGE=nvidia/cuda:12.6.3-runtime-ubuntu22.04
 
 # --- base: Python 3.11 in /opt/venv, extra CAs, the unprivileged user ------------------------------
 FROM ${BASE_IMAGE} AS base
@@ -104,6 +106,30 @@ RUN set -eu; \
     fi; \
     rm -f /wheels/.gitignore
 
+# --- llama-server: llama.cpp's server, one self-contained file, compiled once -----------------------
+# scripts/llama-server.sh is the one recipe (source: the llama-cpp-python sdist; flags: LLAMA_CMAKE_ARGS,
+# the wheel's). A binary prepared in container/bin/ is used as it is (3-6 min of compile saved).
+FROM base AS llama-server
+ARG LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+COPY container/bin/ /tmp/bin/
+COPY pyproject.toml /tmp/minerfleet/
+COPY scripts/llama-server.sh scripts/llama-flags.sh /tmp/minerfleet/scripts/
+RUN set -eu; \
+    mkdir -p /out; \
+    if [ -x /tmp/bin/llama-server ]; then \
+        echo "llama-server: using the prepared binary"; \
+        cp /tmp/bin/llama-server /out/llama-server; \
+    else \
+        echo "llama-server: compiling (${LLAMA_CMAKE_ARGS})"; \
+        export DEBIAN_FRONTEND=noninteractive; \
+        apt-get update -q; \
+        apt-get install -y -q --no-install-recommends gcc g++ make cmake; \
+        bin=$(MINERFLEET_CACHE=/tmp/cache MINERFLEET_LLAMA_CMAKE_ARGS="${LLAMA_CMAKE_ARGS}" \
+              bash /tmp/minerfleet/scripts/llama-server.sh | tail -1); \
+        cp "$bin" /out/llama-server; \
+    fi; \
+    /out/llama-server --version
+
 # --- miner-deps: deps + llama-cpp-python[server], and the miner images' run-time settings ----------
 FROM deps AS miner-deps
 ARG LLAMA_CPP_VERSION=0.3.16
@@ -114,13 +140,16 @@ RUN pip install --find-links /tmp/wheels --only-binary llama-cpp-python \
  && rm -rf /tmp/wheels
 USER 1000:1000
 EXPOSE 8091
-# The axon port accepts connections (llama_cpp.server: /v1/models answers). No model call.
+# The axon port accepts connections (a model server: llama-server's /health, llama_cpp.server's
+# /v1/models answers 200). No model call.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-S", "/app/container/healthcheck.py", "miner"]
 CMD ["python", "-m", "services.miner"]
 
 # --- miner (CPU): llama.cpp, openai, echo; also the shared model server ------------------------------
+# llama-server here, not in miner-deps: a new binary must not rebuild the hf image's torch layer.
 FROM miner-deps AS miner
+COPY --from=llama-server /out/llama-server /usr/local/bin/llama-server
 COPY --from=code /app/ /app/
 LABEL org.opencontainers.image.title="minerfleet miner (CPU: llama.cpp, openai, echo)" minerfleet.image=cpu
 
@@ -158,57 +187,56 @@ COPY --from=hf-build /opt/hf/minerfleet-hf.pth /opt/venv/lib/python3.11/site-pac
 COPY --from=code /app/ /app/
 LABEL org.opencontainers.image.title="minerfleet miner (transformers + CPU torch)" minerfleet.image=hf
 
-# --- CUDA (last: other base images; built only on request, on a host with the NVIDIA runtime) -------
-# cuda-build compiles llama-cpp-python against CUDA in the devel image (nvcc; no GPU needed to build);
-# miner-cuda copies the finished venv into the much smaller runtime image. Ubuntu 22.04's python3.11
-# (universe) is the interpreter in both, so the venv moves as it is. Run with GPUs
-# (`deploy.resources.reservations.devices` in compose, `--gpus` with docker run) and set
-# MINER_LLAMACPP__N_GPU_LAYERS. Builds with BuildKit skip the CPU stages above; the legacy builder
-# builds them first.
-FROM ${CUDA_DEVEL_IMAGE} AS cuda-build
+# --- CUDA (last: the legacy builder builds every stage above the target; these compile for hours) --
+# cuda-build compiles llama.cpp with CUDA twice, as the CPU images have it: the llama-cpp-python wheel
+# (the in-process `llamacpp` backend) and llama-server (the fleet's model server). The toolkit is
+# NVIDIA's PyPI wheels (scripts/cuda-toolkit.sh; no CUDA base image needed, no GPU needed to build);
+# on 2 cores the two compiles take 2-4 h for the default CUDA_ARCHITECTURES, on 16 cores ~30 min.
+# miner-cuda is the CPU images' deps plus that wheel, that binary and the CUDA run-time libraries
+# (cudart, cuBLAS: ~700 MB); the driver's libcuda.so.1 comes from the host at run time (NVIDIA
+# container toolkit: `--gpus` with docker run, `deploy.resources.reservations.devices` in compose).
+# CUDA 13 needs an NVIDIA driver >= 580. Set MINER_LLAMACPP__N_GPU_LAYERS / the model server's
+# n_gpu_layers to use the GPU.
+FROM base AS cuda-build
 ARG LLAMA_CPP_VERSION=0.3.16
-ARG CUDA_ARCHITECTURES="70;75;80;86;89;90"
-ENV LANG=C.UTF-8 \
-    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
-    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \
-    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_ROOT_USER_ACTION=ignore \
-    VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:$PATH
-COPY certs/ /tmp/certs/
-COPY container/setup-base.sh /usr/local/lib/minerfleet/setup-base.sh
-RUN sh /usr/local/lib/minerfleet/setup-base.sh gcc g++ make cmake ninja-build
-COPY pyproject.toml container/requirements.py /tmp/minerfleet/
-RUN python /tmp/minerfleet/requirements.py /tmp/minerfleet/pyproject.toml --exclude llama-cpp-python \
-        >/opt/venv/requirements-core.txt \
- && pip install -r /opt/venv/requirements-core.txt
-# GGML_NATIVE=OFF: the build host's CPU is not the GPU host's. libcuda comes from the driver at run
-# time; the link uses the toolkit's stub.
-RUN CMAKE_ARGS="-DGGML_CUDA=on -DGGML_NATIVE=OFF -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES}" \
+ARG LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+ARG CUDA_ARCHITECTURES="75-virtual;80-virtual;86-real;89-real;90-real"
+RUN export DEBIAN_FRONTEND=noninteractive \
+ && apt-get update -q \
+ && apt-get install -y -q --no-install-recommends gcc g++ make cmake \
+ && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml /tmp/minerfleet/
+COPY scripts/cuda-toolkit.sh scripts/llama-server.sh scripts/llama-flags.sh /tmp/minerfleet/scripts/
+# The toolkit in /opt/cuda: the scripts below find it there (MINERFLEET_CUDA_TOOLKIT).
+ENV MINERFLEET_CUDA_TOOLKIT=/opt/cuda \
+    MINERFLEET_CACHE=/tmp/cache
+RUN bash /tmp/minerfleet/scripts/cuda-toolkit.sh
+# Each compile in its own layer: a failure in the second keeps the first in the build cache.
+# (ARGs are in RUN's environment: llama-flags.sh reads CUDA_ARCHITECTURES from there.)
+RUN set -eu; \
+    bin=$(MINERFLEET_LLAMA_CMAKE_ARGS="${LLAMA_CMAKE_ARGS}" bash /tmp/minerfleet/scripts/llama-server.sh --cuda | tail -1); \
+    mkdir -p /out && cp "$bin" /out/llama-server && rm -rf /tmp/cache
+RUN set -eu; \
+    cd /tmp/minerfleet; \
+    MINERFLEET_LLAMA_CMAKE_ARGS="${LLAMA_CMAKE_ARGS}"; \
+    . scripts/llama-flags.sh; \
+    CMAKE_ARGS="$llama_cpu_args $(llama_cuda_args /opt/cuda/nvidia/cu13 | tr '\n' ' ')" \
     CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
-    pip install "llama-cpp-python[server]==${LLAMA_CPP_VERSION}"
+        pip wheel --no-deps --wheel-dir /wheels "llama-cpp-python==${LLAMA_CPP_VERSION}"
 
-FROM ${CUDA_RUNTIME_IMAGE} AS miner-cuda
-ENV LANG=C.UTF-8 \
-    PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
-    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \
-    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:$PATH \
-    HOME=/home/miner \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility
-COPY certs/ /tmp/certs/
-COPY container/setup-base.sh /usr/local/lib/minerfleet/setup-base.sh
-RUN sh /usr/local/lib/minerfleet/setup-base.sh
-COPY --from=cuda-build /opt/venv/ /opt/venv/
-WORKDIR /app
+FROM deps AS miner-cuda
+ARG LLAMA_CPP_VERSION=0.3.16
+COPY --from=cuda-build /wheels/ /tmp/wheels/
+RUN pip install --find-links /tmp/wheels --only-binary llama-cpp-python \
+        "llama-cpp-python[server]==${LLAMA_CPP_VERSION}" \
+ && rm -rf /tmp/wheels
+# The CUDA run-time libraries the toolkit wheels brought, found by every binary through ld.so.conf.
+COPY --from=cuda-build /opt/cuda/nvidia/cu13/lib/libcudart.so.13 /opt/cuda/nvidia/cu13/lib/libcublas.so.13 \
+     /opt/cuda/nvidia/cu13/lib/libcublasLt.so.13 /usr/local/lib/cuda/
+RUN echo /usr/local/lib/cuda >/etc/ld.so.conf.d/minerfleet-cuda.conf && ldconfig
+COPY --from=cuda-build /out/llama-server /usr/local/bin/llama-server
 COPY --from=code /app/ /app/
+ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility
 LABEL org.opencontainers.image.title="minerfleet miner (CUDA llama.cpp)" minerfleet.image=cuda
 USER 1000:1000
 EXPOSE 8091

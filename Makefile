@@ -13,7 +13,7 @@ export MINERFLEET_GID ?= $(shell [ "$$(id -u)" = 0 ] && echo 1000 || id -g)
 export MINERFLEET_DOCKER_GID ?= $(shell stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)
 
 .PHONY: up down health status logs render validate wallets images bench bench-quick \
-        venv model model-hf test test-unit check lint types layers clean
+        venv model model-hf llama-server cuda-configure gpu-check test test-unit check lint types layers clean
 
 # --- the fleet ------------------------------------------------------------------------------------
 up: venv model
@@ -61,9 +61,22 @@ $(MODEL):
 model-hf: model
 	@$(PY) scripts/model.py --hf
 
+# llama.cpp's llama-server (the fleet's model server), compiled once (3-6 min on 2 cores) and cached;
+# `bash scripts/llama-server.sh` prints its path.
+llama-server:
+	@bash scripts/llama-server.sh >/dev/null
+
+# CI's check that the CUDA build configures (toolkit from PyPI, no GPU); gpu-check needs a GPU.
+cuda-configure:
+	bash scripts/cuda-configure.sh
+
+gpu-check: venv model
+	bash scripts/gpu-check.sh $(ARGS)
+
 # --- checks ----------------------------------------------------------------------------------------
-test: venv model
-	$(PY) -m pytest -ra
+# The tests start a real llama-server: MINERFLEET_LLAMA_SERVER says where it is.
+test: venv model llama-server
+	MINERFLEET_LLAMA_SERVER=$$(bash scripts/llama-server.sh) $(PY) -m pytest -ra
 
 test-unit: venv
 	$(PY) -m pytest -ra tests/unit

@@ -1,8 +1,9 @@
 """The images' HEALTHCHECK: cheap, no model call, standard library only (runs with ``python -S``).
 
     healthcheck.py miner          a miner: its axon port (MINER_AXON_PORT, default 8091) accepts TCP;
-                                  in a container running ``llama_cpp.server`` instead (the shared model
-                                  server uses the miner image): GET /v1/models on its --port answers 200
+                                  in a container running a model server instead (it uses the miner
+                                  image): llama.cpp's ``llama-server``: GET /health on its --port answers
+                                  200 (503 while the model loads); ``llama_cpp.server``: GET /v1/models
     healthcheck.py orchestrator   GET /status on MINERFLEET_STATUS_PORT (default 9100) answers 200
 
 Exit 0 healthy, 1 unhealthy (docker's contract). Whether a miner really *streams* is the
@@ -39,8 +40,15 @@ def _http(port: int, path: str) -> bool:
         return False
 
 
-def _model_server_port() -> int | None:
-    """The --port of a ``python -m llama_cpp.server`` running in this container, if there is one."""
+def _flag(argv: list[str], names: tuple[str, ...]) -> str | None:
+    for name in names:
+        if name in argv[:-1]:
+            return argv[argv.index(name) + 1]
+    return None
+
+
+def _model_server() -> tuple[int, str] | None:
+    """(port, path to GET) of a model server running in this container, if there is one."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -48,11 +56,11 @@ def _model_server_port() -> int | None:
             argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
+        if argv and Path(argv[0]).name == "llama-server":
+            return int(_flag(argv, ("--port",)) or os.environ.get("LLAMA_ARG_PORT", "8080")), "/health"
         if "llama_cpp.server" in argv:
-            for flag in ("--port", "--port_"):
-                if flag in argv[:-1]:
-                    return int(argv[argv.index(flag) + 1])
-            return int(os.environ.get("PORT", "8000"))  # llama_cpp.server's own default
+            # llama_cpp.server's own default port is 8000 (or $PORT)
+            return int(_flag(argv, ("--port", "--port_")) or os.environ.get("PORT", "8000")), "/v1/models"
     return None
 
 
@@ -61,9 +69,9 @@ def main(argv: list[str]) -> int:
     if role == "orchestrator":
         return 0 if _http(int(os.environ.get("MINERFLEET_STATUS_PORT", "9100")), "/status") else 1
     if "MINER_AXON_PORT" not in os.environ:
-        port = _model_server_port()
-        if port is not None:
-            return 0 if _http(port, "/v1/models") else 1
+        server = _model_server()
+        if server is not None:
+            return 0 if _http(*server) else 1
     return 0 if _tcp(int(os.environ.get("MINER_AXON_PORT", "8091"))) else 1
 
 

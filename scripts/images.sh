@@ -9,8 +9,11 @@
 #      kept in $MINERFLEET_CACHE/wheels/ (survives `docker system prune` and engine resets) and put
 #      into container/wheels/ for every later build, so the compile (~5 min on 2 cores) happens once per
 #      (version, CMake flags, base image),
-#   5. the CPU torch wheel (hf image) from $MINERFLEET_TORCH_WHEELS (default /opt/wheels) -> container/wheels/,
-#   6. docker build of each image in $MINERFLEET_IMAGES (default "cpu hf orchestrator"; add "cuda" on a
+#   5. llama-server for the miner image compiled once: the host's build (scripts/llama-server.sh, same
+#      source and flags as the wheel) -> container/bin/ when it runs on the base image; else the
+#      Dockerfile's llama-server stage compiles it, and the result is kept in $MINERFLEET_CACHE too,
+#   6. the CPU torch wheel (hf image) from $MINERFLEET_TORCH_WHEELS (default /opt/wheels) -> container/wheels/,
+#   7. docker build of each image in $MINERFLEET_IMAGES (default "cpu hf orchestrator"; add "cuda" on a
 #      GPU host), printing the time each took.
 #
 #   scripts/images.sh            build what MINERFLEET_IMAGES names
@@ -19,9 +22,8 @@
 #
 # Environment: MINERFLEET_IMAGES, MINERFLEET_BASE_IMAGE, MINERFLEET_CACHE (~/.cache/minerfleet),
 # MINERFLEET_EXTRA_CA_DIR (/usr/local/share/ca-certificates; empty: none), MINERFLEET_TORCH_WHEELS,
-# MINERFLEET_LLAMA_CPU (portable, avx512 or native; see below), MINERFLEET_LLAMA_CMAKE_ARGS, TORCH_VERSION,
-# TORCH_INDEX_URL, CUDA_DEVEL_IMAGE, CUDA_RUNTIME_IMAGE, CUDA_ARCHITECTURES (passed as build args when
-# set), MINERFLEET_VERBOSE=1 (stream the build output; it always goes to build/images/<target>.log),
+# MINERFLEET_LLAMA_CPU (portable, avx512 or native; scripts/llama-flags.sh), MINERFLEET_LLAMA_CMAKE_ARGS,
+# TORCH_VERSION, TORCH_INDEX_URL, CUDA_ARCHITECTURES (passed as build args when set), MINERFLEET_VERBOSE=1 (stream the build output; it always goes to build/images/<target>.log),
 # DOCKER_BUILDKIT (default: BuildKit when `docker buildx` works, else the legacy builder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,18 +35,11 @@ images=${MINERFLEET_IMAGES:-cpu hf orchestrator}
 cache=${MINERFLEET_CACHE:-$HOME/.cache/minerfleet}
 local_base=minerfleet/base:bookworm
 public_base=debian:bookworm-slim   # the Dockerfile's default BASE_IMAGE
-# Which CPUs the llama.cpp in the images runs on (MINERFLEET_LLAMA_CMAKE_ARGS overrides the flags):
-#   portable  x86-64-v3: AVX2/FMA/F16C/BMI2, any x86-64 CPU since ~2015 (Intel Haswell, AMD Zen)
-#   avx512    adds AVX512 (+VBMI/VNNI/BF16) and AVX-VNNI: Intel Ice Lake/Sapphire Rapids, AMD Zen 4+
-#   native    whatever the build host has: fastest, but the images only run on CPUs like this one
-portable='-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON'
-case ${MINERFLEET_LLAMA_CPU:-portable} in
-  portable) cpu_args=$portable ;;
-  avx512) cpu_args="$portable -DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON" ;;
-  native) cpu_args=-DGGML_NATIVE=ON ;;
-  *) fail "MINERFLEET_LLAMA_CPU=${MINERFLEET_LLAMA_CPU}: use portable, avx512 or native" ;;
-esac
-cmake_args=${MINERFLEET_LLAMA_CMAKE_ARGS:-$cpu_args}
+# The llama-cpp-python version (pyproject.toml's pin) and the CPUs the llama.cpp in the images runs on
+# (MINERFLEET_LLAMA_CPU, MINERFLEET_LLAMA_CMAKE_ARGS): one definition for the wheel and llama-server.
+# shellcheck source=scripts/llama-flags.sh
+. scripts/llama-flags.sh
+cmake_args=$llama_cpu_args
 torch_version=${TORCH_VERSION:-2.13.0}
 torch_dir=${MINERFLEET_TORCH_WHEELS:-/opt/wheels}
 logs=build/images
@@ -52,10 +47,6 @@ logs=build/images
 for image in $images; do
   case $image in cpu | hf | orchestrator | cuda) ;; *) fail "unknown image '$image' in MINERFLEET_IMAGES (cpu hf orchestrator cuda)" ;; esac
 done
-
-# pyproject.toml pins llama-cpp-python; the images use the same pin.
-llama_version=$(sed -n 's/.*"llama-cpp-python==\([0-9][0-9.]*\)".*/\1/p' pyproject.toml | head -1)
-[ -n "$llama_version" ] || fail "no llama-cpp-python==X pin found in pyproject.toml"
 
 # --- 1. engine -------------------------------------------------------------------------------------
 bash scripts/docker-engine.sh
@@ -97,7 +88,7 @@ fi
 
 build_args=(--build-arg "BASE_IMAGE=$base" --build-arg "LLAMA_CPP_VERSION=$llama_version"
   --build-arg "LLAMA_CMAKE_ARGS=$cmake_args" --build-arg "TORCH_VERSION=$torch_version")
-for var in TORCH_INDEX_URL CUDA_DEVEL_IMAGE CUDA_RUNTIME_IMAGE CUDA_ARCHITECTURES; do
+for var in TORCH_INDEX_URL CUDA_ARCHITECTURES; do
   [ -n "${!var:-}" ] && build_args+=(--build-arg "$var=${!var}")
 done
 
@@ -143,7 +134,48 @@ if [[ " $images " == *" cpu "* || " $images " == *" hf "* ]]; then
   done
 fi
 
-# --- 5. CPU torch wheel ----------------------------------------------------------------------------
+# --- 5. llama-server, compiled once -----------------------------------------------------------------
+# The host's build is the same source and flags; on a Debian bookworm host (glibc 2.36, gcc 12) it
+# runs on the bookworm base as it is. Whether it does is checked, not assumed: `ldd` inside the base
+# image must find every library and symbol version it needs (but libgomp1, which setup-base.sh puts
+# in every image). Otherwise the Dockerfile's llama-server stage compiles it, once per (version,
+# flags, base image).
+if [[ " $images " == *" cpu "* ]]; then
+  prepared=container/bin/llama-server
+  host_bin=
+  missing=
+  if [ -n "${MINERFLEET_LLAMA_SERVER:-}" ] || { command -v cmake && command -v g++ && command -v make; } >/dev/null; then
+    host_bin=$(bash scripts/llama-server.sh | tail -1) || host_bin=
+  fi
+  if [ -n "$host_bin" ]; then
+    if ldd_out=$(docker run --rm --network none -v "$host_bin:/tmp/llama-server:ro" "$base" ldd /tmp/llama-server 2>&1); then
+      missing=$(printf '%s\n' "$ldd_out" | grep 'not found' | grep -v 'libgomp\.so\.1 => not found' || true)
+    else
+      missing="ldd failed: $(printf '%s\n' "$ldd_out" | tail -1)"
+    fi
+  fi
+  if [ -n "$host_bin" ] && [ -z "$missing" ]; then
+    cmp -s "$host_bin" "$prepared" || cp "$host_bin" "$prepared"
+    say "llama-server: the host's build ($host_bin)"
+  else
+    [ -n "$host_bin" ] && say "llama-server: the host's build does not run on $base: $(echo "$missing" | head -1)"
+    key=$(printf '%s\n' "$llama_version" "$cmake_args" "$base" | sha256sum | cut -c1-12)
+    cached=$cache/llama-server/image-$llama_version-$key/llama-server
+    if ! [ -x "$cached" ]; then
+      say "llama-server: compiling it in the image once (3-6 min on 2 cores); cached in $(dirname "$cached")"
+      rm -f "$prepared"
+      build llama-server "minerfleet/llama-server-build:$key"
+      mkdir -p "$(dirname "$cached")"
+      cid=$(docker create "minerfleet/llama-server-build:$key" true)
+      docker cp "$cid:/out/llama-server" "$cached.tmp" && docker rm "$cid" >/dev/null
+      mv "$cached.tmp" "$cached"
+      docker rmi "minerfleet/llama-server-build:$key" >/dev/null
+    fi
+    cmp -s "$cached" "$prepared" || cp "$cached" "$prepared"
+  fi
+fi
+
+# --- 6. CPU torch wheel ----------------------------------------------------------------------------
 if [[ " $images " == *" hf "* ]]; then
   torch=$(compgen -G "$torch_dir/torch-$torch_version+cpu-cp311-cp311-*x86_64.whl" | head -1 || true)
   for whl in container/wheels/torch-*; do
@@ -159,7 +191,7 @@ if [[ " $images " == *" hf "* ]]; then
   fi
 fi
 
-# --- 6. the images ---------------------------------------------------------------------------------
+# --- 7. the images ---------------------------------------------------------------------------------
 total=$SECONDS
 [[ " $images " == *" orchestrator "* ]] && build orchestrator minerfleet/orchestrator
 [[ " $images " == *" cpu "* ]] && build miner minerfleet/miner:cpu
