@@ -412,7 +412,7 @@ def test_fault_injection_on_a_real_stack(docker_images: None, tmp_path: Path) ->
         hotkey: slow
         backend: echo
         axon_port: {slow}
-        echo: {{fail_after_tokens: 2}}
+        echo: {{fail_after_tokens: 4}}
         restart: {{backoff_initial: 120, backoff_max: 120}}
     """
     project_name = ""
@@ -449,14 +449,11 @@ def test_fault_injection_on_a_real_stack(docker_images: None, tmp_path: Path) ->
         )
         _wait("hung running", lambda: _status_when(status_port, _running("hung")))
 
-        # The model server killed: its miner is UNHEALTHY naming it and is NOT restarted; the server is
-        # restarted by the orchestrator and the miner recovers by itself.
+        # The model server killed: its miner answers 503 naming it (and is not restarted for it); the
+        # orchestrator restarts the server and the miner recovers by itself.
         s.container("model-server").kill()
-        status = _wait(
-            "served sees its dependency down",
-            lambda: _status_when(status_port, lambda x: x["served"]["reason"] == "dependency-down"),
-        )
-        assert status["served"]["state"] == "UNHEALTHY"
+        down = asyncio.run(_ask(s.project, "served", served, "are you there"))
+        assert down.status_code == 503 and down.status_message.startswith("dependency down:"), down
         _wait(
             "the model server restarted",
             lambda: (lambda v: v if v.get("restarts", 0) >= 1 and v["state"] == "RUNNING" else None)(
@@ -476,8 +473,9 @@ def test_fault_injection_on_a_real_stack(docker_images: None, tmp_path: Path) ->
         assert after["steady"]["restarts"] == before["steady"]["restarts"] >= 1
         assert after["hung"]["restarts"] == before["hung"]["restarts"] >= 1
 
-        # slow fails once: BACKOFF for 120 s. The teardown below happens during that backoff.
-        asyncio.run(_ask(s.project, "slow", slow, "one two three four"))
+        # slow fails once (the probe's three words pass, six do not): BACKOFF for 120 s. The teardown
+        # below happens during that backoff.
+        asyncio.run(_ask(s.project, "slow", slow, "one two three four five six"))
         _wait("slow in BACKOFF", lambda: _status_when(status_port, lambda x: x["slow"]["state"] == "BACKOFF"))
     # stack() ran `compose down`, which raises if it exits non-zero; nothing of the project is left.
     assert project_name and _project_leftovers(project_name) == []
