@@ -31,7 +31,7 @@ def probe_wallet(loaded: LoadedFleet) -> Any:
 
 
 def targets(loaded: LoadedFleet, host: str, names: Sequence[str] = ()) -> list[ProbeTarget]:
-    """One target per miner (each probed on its first protocol), optionally only the named ones."""
+    """One target per miner (every route it serves is probed), optionally only the named ones."""
     chosen = [loaded.miner(name) for name in names] if names else list(loaded.miners)
     result = []
     for miner in chosen:
@@ -48,6 +48,7 @@ def targets(loaded: LoadedFleet, host: str, names: Sequence[str] = ()) -> list[P
                 port=miner.axon_port,
                 backend=miner.backend.value,
                 protocol=miner.protocols[0],
+                protocols=tuple(miner.protocols),
             )
         )
     return result

@@ -14,7 +14,7 @@ import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -82,7 +82,12 @@ class ProbeTarget:
     host: str
     port: int
     backend: str
-    protocol: str
+    protocol: str  # the first protocol: its stream gives the report's figures
+    protocols: tuple[str, ...] = ()  # every protocol served (default: just ``protocol``)
+
+    @property
+    def served(self) -> tuple[str, ...]:
+        return self.protocols or (self.protocol,)
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,8 @@ class ProbeReport:
     completion_chars: int
     elapsed: float
     completion: str = ""
+    # Every route probed (synapse class name) and its verdict: a miner is healthy when all are.
+    routes: dict[str, str] = field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
@@ -181,9 +188,55 @@ class Prober:
         self._dendrite: Any = None
 
     async def probe(self, target: ProbeTarget) -> ProbeReport:
+        """Every route the miner serves, one after the other; the report is the first protocol's stream,
+        with the verdict and reason of the first route that failed (named in the reason)."""
+        from services.miner.protocols import ROUTES, Route
+
+        main = await self._stream(target, target.protocol)
+        routes = {_route_name(target.protocol): main.verdict.value}
+        failed: tuple[str, Verdict, str] | None = None if main.healthy else ("", main.verdict, main.reason)
+        for protocol in target.served:
+            for cls, route in ROUTES[protocol]:
+                name = cls.__name__
+                if name in routes:
+                    continue
+                if route is Route.stream:
+                    other = await self._stream(target, protocol)
+                    verdict, reason = other.verdict, other.reason
+                else:
+                    verdict, reason = await self._plain(target, cls(**_plain_fields(route, self.prompt)))
+                routes[name] = verdict.value
+                if failed is None and verdict is not Verdict.healthy:
+                    failed = (name, verdict, reason)
+        if failed is None or not failed[0]:
+            return replace(main, routes=routes)
+        name, verdict, reason = failed
+        return replace(main, verdict=verdict, reason=f"/{name}: {reason}", routes=routes)
+
+    async def _plain(self, target: ProbeTarget, synapse: Any) -> tuple[Verdict, str]:
+        """A non-streaming route (availability, plain completion): it must answer 200 in time."""
         if self._dendrite is None:
             self._dendrite = make_dendrite(self.wallet)
-        synapse = make_synapse(target.protocol, self.prompt, timeout=self.timeout)
+        axon = axon_info(target.host, target.port, target.hotkey)
+        try:
+            answer = await asyncio.wait_for(
+                self._dendrite.call(axon, synapse, timeout=self.timeout, deserialize=False), self.timeout + 10
+            )
+        except TimeoutError:
+            return Verdict.timeout, f"no answer within {self.timeout:g}s"
+        code = getattr(answer.dendrite, "status_code", None)
+        message = str(getattr(answer.dendrite, "status_message", "") or "")
+        result = StreamResult(status_code=int(code) if code is not None else None, status_message=message)
+        if result.status_code == 200:
+            if hasattr(answer, "completion") and not str(answer.completion).strip():
+                return Verdict.empty, "the answer carried no text"
+            return Verdict.healthy, ""
+        return judge(result, self.timeout)
+
+    async def _stream(self, target: ProbeTarget, protocol: str) -> ProbeReport:
+        if self._dendrite is None:
+            self._dendrite = make_dendrite(self.wallet)
+        synapse = make_synapse(protocol, self.prompt, timeout=self.timeout)
         started = time.monotonic()
         try:
             # The dendrite enforces the timeout itself; this outer bound only guards against a hang
@@ -213,6 +266,21 @@ class Prober:
         if self._dendrite is not None:
             await self._dendrite.aclose_session()
             self._dendrite = None
+
+
+def _route_name(protocol: str) -> str:
+    from services.miner.protocols import PROTOCOLS
+
+    return PROTOCOLS[protocol].__name__
+
+
+def _plain_fields(route: Any, prompt: str) -> dict[str, Any]:
+    """What a validator sends on a non-streaming route."""
+    from services.miner.protocols import Route
+
+    if route is Route.availability:
+        return {"task_availabilities": {}, "llm_model_availabilities": {}}
+    return {"roles": ["user"], "messages": [prompt]}
 
 
 def format_table(reports: Sequence[ProbeReport]) -> str:

@@ -50,7 +50,11 @@ def test_health_reports_every_verdict_and_exits_accordingly(tmp_path: Path) -> N
         status_api: {{port: {free_port()}}}
         defaults: {{wallet: fleet, stop_on_forward_exception: false}}
         miners:
-          - {{name: ok-1, hotkey: ok-1, backend: echo, axon_port: {ports[0]}}}
+          - name: ok-1
+            hotkey: ok-1
+            backend: echo
+            axon_port: {ports[0]}
+            protocols: [prompting, text-prompting]
           - {{name: stopped-1, hotkey: stopped-1, backend: echo, axon_port: {ports[1]}}}
           - name: faulty-1
             hotkey: faulty-1
@@ -92,6 +96,13 @@ def test_health_reports_every_verdict_and_exits_accordingly(tmp_path: Path) -> N
         code_one, one, _ = _health(project, "--json", "--miner", "ok-1")
 
     assert verdicts["ok-1"] == ("healthy", "")
+    # Every route of both protocols was probed: the streams, SN1's availability, text-prompting's plain one.
+    assert ok["routes"] == {
+        "StreamPromptingSynapse": "healthy",
+        "AvailabilitySynapse": "healthy",
+        "StreamPrompting": "healthy",
+        "Prompting": "healthy",
+    }
     assert ok["completion"] == "hello from the probe" and ok["status_code"] == 200 and ok["chunks"] >= 1
     assert ok["first_chunk_after"] is not None
     assert verdicts["stopped-1"][0] == "down"

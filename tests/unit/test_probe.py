@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from orchestrator.probe import ProbeTarget, Verdict, format_table, judge, report
@@ -62,3 +64,38 @@ def test_report_estimates_tokens_per_second_and_the_table_shows_every_miner() ->
     assert "healthy" in lines[1] and "5FcXSs…rQMV" in lines[1] and "10.0" in lines[1]
     assert "down" in lines[2] and "Service unavailable" in lines[2]
     assert lines[-1] == "1/2 healthy"
+
+
+async def test_every_route_a_miner_serves_is_probed_and_the_failed_one_is_named() -> None:
+    """Fakes at the seams (the stream and the plain call); the routes come from the miner's protocols."""
+    from orchestrator.probe import Prober
+
+    target = ProbeTarget(
+        "m-2", "5Fc", "127.0.0.1", 8091, "echo", "prompting", protocols=("prompting", "text-prompting")
+    )
+    prober = Prober(wallet=None, prompt="hi", timeout=10, max_concurrency=4)
+    ok = StreamResult(200, "Success", ["hi"], "hi", 0.1, 0.2)
+    asked: list[str] = []
+
+    async def stream(t: ProbeTarget, protocol: str) -> Any:
+        asked.append(protocol)
+        return report(t, ok, timeout=10)
+
+    async def plain(t: ProbeTarget, synapse: Any) -> tuple[Verdict, str]:
+        asked.append(type(synapse).__name__)
+        if type(synapse).__name__ == "Prompting":
+            return Verdict.busy, "busy: 1 running"
+        return Verdict.healthy, ""
+
+    prober._stream = stream  # type: ignore[method-assign]
+    prober._plain = plain  # type: ignore[method-assign]
+    rep = await prober.probe(target)
+    assert asked == ["prompting", "AvailabilitySynapse", "text-prompting", "Prompting"]
+    assert rep.routes == {
+        "StreamPromptingSynapse": "healthy",
+        "AvailabilitySynapse": "healthy",
+        "StreamPrompting": "healthy",
+        "Prompting": "busy",
+    }
+    assert rep.verdict is Verdict.busy and rep.reason == "/Prompting: busy: 1 running"
+    assert "/Prompting: busy" in format_table([rep])
