@@ -22,7 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import GGUF, ROOT, MinerProcess, Wallets, free_port, make_wallets, miner_env, wait_for_port
+from tests.helpers import (
+    GGUF,
+    ROOT,
+    MinerProcess,
+    Wallets,
+    free_port,
+    make_hotkey,
+    make_wallets,
+    miner_env,
+    wait_for_port,
+)
 
 __all__ = [
     "GGUF",
@@ -33,8 +43,10 @@ __all__ = [
     "MinerProcess",
     "Wallets",
     "command_for",
+    "count_tokens",
     "free_port",
     "main_for",
+    "make_hotkey",
     "make_result",
     "make_wallets",
     "miner_env",
@@ -84,6 +96,12 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
         "min": min(clean),
         "max": max(clean),
     }
+
+
+def count_tokens(llm: Any, text: str) -> int:
+    """Tokens in ``text`` by the model's own tokenizer (``llama_cpp.Llama``; ``vocab_only`` is enough):
+    what the benchmarks count instead of characters / 4."""
+    return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
 
 
 # --- figures and results ---------------------------------------------------------------------------
