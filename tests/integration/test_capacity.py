@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -121,6 +123,69 @@ def test_capacity_counts_what_each_miner_of_a_real_fleet_does_with_k_concurrent_
     lines = table.splitlines()
     assert lines[0].split()[:4] == ["MINER", "BACKEND", "K", "ANSWERED"]
     assert lines[1].split()[:5] == ["roomy", "echo", "2", "2/2", "2/2"] and len(lines) == 3
+
+
+@contextmanager
+def _llama_cpp_server(gguf: str, log: Path) -> Iterator[int]:
+    """``python -m llama_cpp.server`` on the bundled Gemma, 1 thread; its port once the model answers."""
+    port = free_port()
+    args = [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", "gemma",
+            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--n_threads", "1"]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, 120, proc)
+            for _ in range(300):  # the port opens before the model is loaded
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5):
+                        break
+                except OSError:
+                    time.sleep(0.2)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+@pytest.mark.model
+def test_capacity_reports_an_openai_miner_on_a_model_server(tmp_path: Path, gguf_model: str) -> None:
+    project, port = tmp_path / "project", free_port()
+    with _llama_cpp_server(gguf_model, tmp_path / "server.log") as server_port:
+        base_url = f"http://127.0.0.1:{server_port}/v1"
+        make_project(
+            project,
+            f"""
+            network: local
+            wallet_path: ./wallets
+            probe: {{wallet: probe, hotkey: default}}
+            defaults: {{wallet: fleet}}
+            miners:
+              - name: shared
+                hotkey: shared
+                backend: openai
+                axon_port: {port}
+                openai: {{base_url: "{base_url}", model: gemma}}
+            """,
+            model=False,
+        )
+        probe_ss58 = make_key(project / "wallets", "probe", "default")
+        openai = {
+            "backend": "openai",
+            "openai__base_url": base_url,
+            "openai__model": "gemma",
+            "openai__use_chat": "false",
+            "max_tokens": "16",
+            "temperature": "0",
+            "axon_port": str(port),
+        }
+        with _miners(project, probe_ss58, {"shared": openai}):
+            code, out, err = _capacity(project, "--concurrency", str(K), "--json")
+
+    assert code == 0, err
+    (m,) = json.loads(out)["miners"]
+    assert (m["name"], m["backend"], m["requests"]) == ("shared", "openai", K)
+    assert m["answered"] >= 1 and m["tokens_per_s"] > 0, m
+    assert m["answered"] + m["refused"] + m["failed"] == K == sum(m["outcomes"].values())
 
 
 def test_capacity_exit_codes(tmp_path: Path) -> None:
