@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.capacity import percentile as capacity_percentile
 from tests.helpers import (
     GGUF,
     ROOT,
@@ -70,16 +71,10 @@ Result = dict[str, Any]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) with linear interpolation between closest ranks."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    rank = (len(ordered) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    """The ``q``-th percentile (0-100) with linear interpolation between closest ranks (NaN if empty);
+    the same statistic as the capacity command's."""
+    value = capacity_percentile(values, q)
+    return math.nan if value is None else value
 
 
 def summarize(values: Sequence[float]) -> dict[str, float]:

@@ -55,7 +55,6 @@ from bench._common import (
     make_result,
     make_wallets,
     miner_env,
-    percentile,
     progress,
     started_miners,
     wait_for_port,
@@ -63,7 +62,7 @@ from bench._common import (
 )
 from bench.memory import model_server as llama_cpp_python_server
 from bench.streaming import PROMPT, rotations
-from orchestrator.capacity import LoadRunner, classify, cut_after
+from orchestrator.capacity import LoadRunner, classify, cut_after, percentile
 from orchestrator.probe import ProbeReport, ProbeTarget
 from services.miner.settings import MinerSettings
 
@@ -102,12 +101,10 @@ def find_llama_server(quick: bool) -> tuple[str | None, str]:
     ``scripts/llama-server.sh`` prints it (building it once, ~7 min on 2 cores); a quick run never
     builds, it only takes an already built one from the cache."""
     explicit = os.environ.get("MINERFLEET_LLAMA_SERVER")
+    if explicit and os.access(explicit, os.X_OK):
+        return explicit, "$MINERFLEET_LLAMA_SERVER"
     if explicit:
-        return (
-            (explicit, "$MINERFLEET_LLAMA_SERVER")
-            if os.access(explicit, os.X_OK)
-            else (None, f"MINERFLEET_LLAMA_SERVER={explicit} is not an executable file")
-        )
+        return None, f"MINERFLEET_LLAMA_SERVER={explicit} is not an executable file"
     script = ROOT / "scripts" / "llama-server.sh"
     if script.exists() and not quick:
         progress("validators: bash scripts/llama-server.sh (builds llama-server once, then cached)")
@@ -234,8 +231,8 @@ def cell(path: str, k: int, rounds: list[Round], llm: Any, reference: int | None
         **counts,
         "outcomes": kinds,
         "first_chunk_s": firsts,
-        "first_chunk_p50_s": percentile(firsts, 50) if firsts else None,
-        "first_chunk_p90_s": percentile(firsts, 90) if firsts else None,
+        "first_chunk_p50_s": percentile(firsts, 50),
+        "first_chunk_p90_s": percentile(firsts, 90),
         "tokens_per_s": statistics.median(rates) if rates else None,
         "rates": rates,
         "answer_tokens": lengths,
@@ -306,7 +303,7 @@ def figures_of(cells: list[dict[str, Any]]) -> list[Figure]:
                     "x",
                 )
             )
-    return [f for f in figures if not (isinstance(f.value, float) and f.value != f.value)]  # no NaN
+    return figures
 
 
 def table_markdown(data: Result) -> str:
