@@ -57,6 +57,7 @@ from bench._common import (
     miner_env,
     progress,
     started_miners,
+    summarize,
     wait_for_port,
     write_result,
 )
@@ -265,43 +266,21 @@ def figures_of(cells: list[dict[str, Any]]) -> list[Figure]:
     for c in cells:
         key, n, what = f"{c['path']}_k{c['k']}", c["requests"], f"{PATHS[c['path']]}, K={c['k']}"
         firsts = [v * 1000 for v in c["first_chunk_s"]]
+        sample = summarize(firsts)
+        tail = {k: v for k, v in sample.items() if k in ("n", "min", "max")}  # shown as the range
         figures += [
-            Figure(
-                f"{key}_answered",
-                f"{what}: fraction answered (200 with text)",
-                c["answered"] / n if n else None,
-                "",
-                {"n": n},
-            ),
-            Figure(
-                f"{key}_complete",
-                f"{what}: fraction complete (as long as the K=1 answer, give or take {SHORTER_BY} tokens)",
-                c["complete"] / n if n else None,
-                "",
-                {"n": n},
-            ),
-            Figure(f"{key}_refused", f"{what}: requests refused (503 busy or other status)", c["refused"]),
-            Figure(
-                f"{key}_first_chunk_p50_ms",
-                f"{what}: first chunk, median",
-                percentile(firsts, 50),
-                "ms",
-                {"n": len(firsts)},
-            ),
-            Figure(
-                f"{key}_first_chunk_p90_ms",
-                f"{what}: first chunk, p90",
-                percentile(firsts, 90),
-                "ms",
-                {"n": len(firsts)},
-            ),
-            Figure.of(
-                f"{key}_tokens_per_s",
-                f"{what}: total tokens/s (tokenized answers / round wall time)",
-                c["rates"],
-                "tok/s",
-            ),
-        ]
+            Figure(f"{key}_answered", f"{what}: fraction of {n} requests answered (200 with text)",
+                   c["answered"] / n if n else None),
+            Figure(f"{key}_complete", f"{what}: fraction of {n} requests complete (as long as the K=1 "
+                   f"answer, give or take {SHORTER_BY} tokens)", c["complete"] / n if n else None),
+            Figure(f"{key}_refused", f"{what}: requests refused of {n} (503 busy or other status)",
+                   c["refused"]),
+            Figure.of(f"{key}_first_chunk_p50_ms", f"{what}: first chunk, median", firsts, "ms"),
+            Figure(f"{key}_first_chunk_p90_ms", f"{what}: first chunk, p90", percentile(firsts, 90), "ms",
+                   tail),
+            Figure.of(f"{key}_tokens_per_s", f"{what}: total tokens/s (tokenized answers / round wall time)",
+                      c["rates"], "tok/s"),
+        ]  # fmt: skip
         if base.get(c["path"]) and c["tokens_per_s"] is not None:
             figures.append(
                 Figure(
