@@ -22,7 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import GGUF, ROOT, MinerProcess, Wallets, free_port, make_wallets, miner_env, wait_for_port
+from orchestrator.capacity import percentile as capacity_percentile
+from tests.helpers import (
+    GGUF,
+    ROOT,
+    MinerProcess,
+    Wallets,
+    free_port,
+    make_hotkey,
+    make_wallets,
+    miner_env,
+    wait_for_port,
+)
 
 __all__ = [
     "GGUF",
@@ -33,8 +44,10 @@ __all__ = [
     "MinerProcess",
     "Wallets",
     "command_for",
+    "count_tokens",
     "free_port",
     "main_for",
+    "make_hotkey",
     "make_result",
     "make_wallets",
     "miner_env",
@@ -58,16 +71,10 @@ Result = dict[str, Any]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) with linear interpolation between closest ranks."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    rank = (len(ordered) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    """The ``q``-th percentile (0-100) with linear interpolation between closest ranks (NaN if empty);
+    the same statistic as the capacity command's."""
+    value = capacity_percentile(values, q)
+    return math.nan if value is None else value
 
 
 def summarize(values: Sequence[float]) -> dict[str, float]:
@@ -84,6 +91,12 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
         "min": min(clean),
         "max": max(clean),
     }
+
+
+def count_tokens(llm: Any, text: str) -> int:
+    """Tokens in ``text`` by the model's own tokenizer (``llama_cpp.Llama``; ``vocab_only`` is enough):
+    what the benchmarks count instead of characters / 4."""
+    return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
 
 
 # --- figures and results ---------------------------------------------------------------------------

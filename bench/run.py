@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, str] = {
     "fanout": "Fleet probe fan-out over 1-32 echo miners",
     "recovery": "Recovery from exit 75: supervisor and docker runtimes",
     "memory": "Memory per hotkey: shared model server vs a model per miner",
+    "validators": "Validator load: K concurrent validators on three serving paths",
 }
 # The few figures printed in the final table (every figure is in the JSON files and summary.md).
 HEADLINES: dict[str, tuple[str, ...]] = {
@@ -78,6 +79,15 @@ HEADLINES: dict[str, tuple[str, ...]] = {
         "separate_per_extra_hotkey_uss_mb",
         "shared_n4_pss_mb",
         "separate_n4_pss_mb",
+    ),
+    "validators": (
+        "llamacpp_k8_answered",
+        "llama_cpp_server_k8_complete",
+        "llama_server_k8_answered",
+        "llama_server_k8_complete",
+        "llama_server_k8_first_chunk_p90_ms",
+        "llama_server_k8_tokens_per_s_vs_k1",
+        "llama_server_k16_answered",
     ),
 }
 

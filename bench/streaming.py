@@ -31,6 +31,7 @@ from bench._common import (
     Figure,
     MinerProcess,
     Result,
+    count_tokens,
     free_port,
     machine,
     main_for,
@@ -103,10 +104,6 @@ def model_prompt() -> str:
     """Exactly the text the miner's llamacpp backend gives a base model (no chat template)."""
     chat = build_chat(["user"], [PROMPT], system_prompt=system_prompt(), protocol="prompting")
     return transcript(chat)
-
-
-def count_tokens(llm: Any, text: str) -> int:
-    return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
 
 
 def raw_generation(llm: Any, prompt: str, cfg: Config) -> Sample:

@@ -166,6 +166,32 @@ def cmd_health(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK if all(r.healthy for r in reports) else EXIT_FAILED
 
 
+def cmd_capacity(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """A measurement: exit 0 whatever it finds; 2 for an invalid fleet file, 1 when nothing could be sent."""
+    from orchestrator.capacity import print_reports, run_capacity
+    from orchestrator.health import HealthError
+
+    loaded = _load(args, err, check_files=False)
+    if loaded is None:
+        return EXIT_INVALID
+    unknown = [name for name in args.miner if name not in {m.name for m in loaded.miners}]
+    if unknown:
+        print(f"error: no miner named {', '.join(unknown)} in {args.config}", file=err)
+        return EXIT_INVALID
+    probe = loaded.fleet.probe
+    timeout, prompt = args.timeout or probe.timeout, args.prompt or probe.prompt
+    try:
+        reports = run_capacity(loaded, args.host, args.miner, args.concurrency, args.rounds, timeout, prompt)
+    except HealthError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_FAILED
+    print_reports(
+        reports, out, as_json=args.json, concurrency=args.concurrency, rounds=args.rounds, timeout=timeout,
+        prompt=prompt,
+    )  # fmt: skip
+    return EXIT_OK
+
+
 def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from orchestrator.health import HealthError
     from orchestrator.statefile import state_path
@@ -236,6 +262,13 @@ def add_command(
     return parser
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator", description="Run a fleet of Bittensor streaming miners from one file."
@@ -288,6 +321,31 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument(
         "--timeout", type=float, default=None, help="seconds per miner (default: probe.timeout)"
     )
+    capacity = add_command(
+        sub,
+        "capacity",
+        cmd_capacity,
+        "K concurrent signed requests through each miner, N rounds: answered, complete, refused, latency",
+    )
+    capacity.add_argument(
+        "--concurrency", "-k", type=_positive_int, required=True, metavar="K", help="requests at once"
+    )
+    capacity.add_argument(
+        "--rounds", type=_positive_int, default=1, metavar="N", help="rounds per miner (default: 1)"
+    )
+    capacity.add_argument("--json", action="store_true", help="print JSON only on stdout")
+    capacity.add_argument(
+        "--miner", action="append", default=[], metavar="NAME", help="measure only this miner (repeatable)"
+    )
+    capacity.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="where the miners' axon ports are reachable (default: %(default)s)",
+    )
+    capacity.add_argument(
+        "--timeout", type=float, default=None, help="seconds per request (default: probe.timeout)"
+    )
+    capacity.add_argument("--prompt", default=None, help="the prompt sent (default: probe.prompt)")
     watch = add_command(
         sub,
         "watch",
