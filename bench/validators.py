@@ -365,7 +365,8 @@ def run(quick: bool) -> Result:
         else:
             progress(f"validators: starting llama-server ({source})")
             port_c = stack.enter_context(llama_server(binary, tmp))
-            slots = {"max_concurrency": str(SLOTS)} if HAS_MAX_CONCURRENCY else {}
+            # As render sets it for a miner on a model server: the slots, and as many waiting.
+            slots = {"max_concurrency": str(SLOTS), "max_queue": str(SLOTS)} if HAS_MAX_CONCURRENCY else {}
             envs["llama_server"] = miner_env(
                 wallets,
                 free_port(),

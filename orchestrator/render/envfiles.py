@@ -71,11 +71,18 @@ def env_entries(places: Places, miner: Miner) -> list[tuple[str, str]]:
     ]
     if options.allowed_hotkeys:
         entries.append(("MINER_ALLOWED_HOTKEYS", env_value(list(dict.fromkeys(options.allowed_hotkeys)))))
+    concurrency = options.max_concurrency
+    if concurrency is None and miner.model_server is not None:
+        # The server's slots, shared among the miners using it: together they fill it, no more.
+        concurrency = places.model_server(miner.model_server).concurrency_per_user()
     for key in PASS_THROUGH:
         value = getattr(options, key)
-        if key == "max_concurrency" and value is None and miner.model_server is not None:
-            # The server's slots, shared among the miners using it: together they fill it, no more.
-            value = places.model_server(miner.model_server).concurrency_per_user()
+        if key == "max_concurrency":
+            value = concurrency
+        if key == "max_queue" and value is None and miner.model_server is not None:
+            # A batching server finishes a wave of requests in a few seconds: a second wave of the same
+            # size still starts well before a validator's deadline (the miner refuses any that would not).
+            value = max(concurrency or 1, 4)
         if value is not None:
             entries.append((f"MINER_{key.upper()}", env_value(value)))
     for group in PASS_THROUGH_GROUPS:
