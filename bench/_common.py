@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.capacity import percentile as capacity_percentile
-from tests.helpers import (
+from devkit.local import (
     GGUF,
     ROOT,
     MinerProcess,
@@ -34,6 +33,7 @@ from tests.helpers import (
     miner_env,
     wait_for_port,
 )
+from orchestrator.capacity import percentile as capacity_percentile
 
 __all__ = [
     "GGUF",

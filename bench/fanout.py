@@ -231,8 +231,8 @@ def cli_health(config: Path, project: Path, names: list[str]) -> dict[str, Any]:
 
 def run(quick: bool) -> Result:
     """Start the echo miners once, probe them at every size round after round, then the CLI once."""
+    from devkit.projects import make_project
     from orchestrator.render import read_ss58
-    from tests.fleets import make_project
 
     started, before = time.time(), machine()
     cfg = Config.for_run(quick)

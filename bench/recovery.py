@@ -351,8 +351,8 @@ class Project:
 
 
 def make_recovery_project(root: Path, label: str, python: str) -> Project:
+    from devkit.projects import make_project
     from orchestrator.render import read_ss58
-    from tests.fleets import make_project
 
     ports = {b: free_port() for b in BACKENDS}
     sup, status_port = free_port(), free_port()
@@ -417,7 +417,7 @@ def watch_process(project: Project, runtime: str = "supervisor") -> Iterator[sub
 
 
 def supervisor_variant(rounds: int) -> list[RoundTimes]:
-    from tests.helpers import supervisord
+    from devkit.local import supervisord
 
     with tempfile.TemporaryDirectory(prefix="minerfleet-bench-") as name:
         progress("recovery: supervisor runtime: rendering a project")

@@ -1,176 +1,44 @@
-"""Shared test helpers: real wallets in a temp dir, free ports, and miners run as real processes."""
+"""Test helpers: the local-run kit (devkit.local) plus what only tests need (dropping a stream mid-way,
+asking again while busy)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-GGUF = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
-HF_DIR = ROOT / "models" / "gemma-3-270m-hf"
+from devkit.local import (
+    GGUF,
+    HF_DIR,
+    ROOT,
+    MinerProcess,
+    Wallets,
+    free_port,
+    make_hotkey,
+    make_wallets,
+    miner_env,
+    run,
+    running_miner,
+    supervisord,
+    wait_for_port,
+)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"port {port} did not open within {timeout}s")
-
-
-def make_hotkey(wallet_path: Path, wallet: str, hotkey: str) -> str:
-    """Create an unencrypted hotkey (and the wallet's coldkeypub) offline; return its ss58 address."""
-    from bittensor_wallet import Wallet
-
-    w = Wallet(name=wallet, hotkey=hotkey, path=str(wallet_path))
-    if not (wallet_path / wallet / "coldkeypub.txt").exists():
-        w.create_new_coldkey(use_password=False, overwrite=True, suppress=True)
-    w.create_new_hotkey(use_password=False, overwrite=True, suppress=True)
-    return str(w.hotkey.ss58_address)
-
-
-@dataclass
-class Wallets:
-    path: Path
-    miner_hotkey: str  # ss58 of wallet "fleet", hotkey "miner"
-    probe_hotkey: str  # ss58 of wallet "fleet", hotkey "probe"
-    stranger_hotkey: str  # ss58 of wallet "fleet", hotkey "stranger": not allowed anywhere
-
-    def wallet(self, hotkey: str) -> object:
-        from bittensor_wallet import Wallet
-
-        return Wallet(name="fleet", hotkey=hotkey, path=str(self.path))
-
-
-def make_wallets(path: Path) -> Wallets:
-    return Wallets(
-        path=path,
-        miner_hotkey=make_hotkey(path, "fleet", "miner"),
-        probe_hotkey=make_hotkey(path, "fleet", "probe"),
-        stranger_hotkey=make_hotkey(path, "fleet", "stranger"),
-    )
-
-
-class MinerProcess:
-    """``python -m services.miner`` with the given MINER_* settings, as a real child process."""
-
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
-        self.env = dict(env)
-        self.port = int(self.env["MINER_AXON_PORT"])
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, wait: float = 60.0) -> MinerProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MINER_")}
-        env.update(self.env)
-        env["PYTHONPATH"] = str(ROOT)
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.miner"],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        if wait:
-            wait_for_port(self.port, wait, self.proc)
-        return self
-
-    def wait(self, timeout: float) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
-
-
-def miner_env(wallets: Wallets, port: int, **settings: str) -> dict[str, str]:
-    env = {
-        "MINER_NAME": "test-miner",
-        "MINER_NETWORK": "local",
-        "MINER_WALLET_PATH": str(wallets.path),
-        "MINER_WALLET_NAME": "fleet",
-        "MINER_WALLET_HOTKEY": "miner",
-        "MINER_AXON_IP": "127.0.0.1",
-        "MINER_AXON_PORT": str(port),
-        "MINER_ALLOWED_HOTKEYS": f'["{wallets.probe_hotkey}"]',
-        "MINER_LOG_LEVEL": "info",
-    }
-    env.update({f"MINER_{k.upper()}": v for k, v in settings.items()})
-    return env
-
-
-@contextmanager
-def running_miner(
-    tmp_path: Path, wallets: Wallets, wait: float = 60.0, **settings: str
-) -> Iterator[MinerProcess]:
-    port = free_port()
-    miner = MinerProcess(miner_env(wallets, port, **settings), tmp_path / f"miner-{port}.log")
-    try:
-        yield miner.start(wait=wait)
-    finally:
-        miner.stop()
-
-
-def run(coro: object) -> object:
-    return asyncio.run(coro)  # type: ignore[arg-type]
-
-
-@contextmanager
-def supervisord(conf: Path, port: int, timeout: float = 60.0) -> Iterator[object]:
-    """A real supervisord on ``conf`` (its XML-RPC on 127.0.0.1:``port``); shut down afterwards."""
-    import xmlrpc.client
-
-    bin_dir = Path(sys.executable).parent
-    subprocess.run([str(bin_dir / "supervisord"), "-c", str(conf)], check=True)
-    server = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/RPC2")
-    try:
-        wait_for_port(port, timeout)
-        yield server
-    finally:
-        try:
-            server.supervisor.shutdown()
-        except (OSError, xmlrpc.client.Fault):
-            pass
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) != 0:
-                    break
-            time.sleep(0.1)
+__all__ = [
+    "GGUF",
+    "HF_DIR",
+    "ROOT",
+    "MinerProcess",
+    "Wallets",
+    "ask_until_not_busy",
+    "free_port",
+    "make_hotkey",
+    "make_wallets",
+    "miner_env",
+    "run",
+    "running_miner",
+    "stream_then_drop",
+    "supervisord",
+    "wait_for_port",
+]
 
 
 async def stream_then_drop(
