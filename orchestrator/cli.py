@@ -16,33 +16,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from orchestrator.errors import EXIT_FAILED, EXIT_INVALID, OrchestratorError
 from orchestrator.fleetfile import DEFAULT_FLEET_FILE, FleetInvalid, LoadedFleet, load_fleet
 
 EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INVALID = 2
 
 Runner = Callable[[argparse.Namespace, TextIO, TextIO], int]
 
 
-def _load(args: argparse.Namespace, err: TextIO, *, check_files: bool = True) -> LoadedFleet | None:
-    """Load the fleet file named by ``--config``; print every error and return None when invalid."""
-    try:
-        return load_fleet(args.config, args.project_dir, check_files=check_files)
-    except FleetInvalid as exc:
-        for message in exc.messages():
-            print(f"error: {message}", file=err)
-        if len(exc.errors) > 1:  # one error is its own summary: one `error:` line
-            print(f"error: {exc.file}: {len(exc.errors)} errors, nothing done", file=err)
-        return None
+def _load(args: argparse.Namespace, err: TextIO, *, check_files: bool = True) -> LoadedFleet:
+    """Load the fleet file named by ``--config`` (``FleetInvalid`` is reported by :func:`main`)."""
+    return load_fleet(args.config, args.project_dir, check_files=check_files)
 
 
 def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from orchestrator.render import compose_staleness
 
     loaded = _load(args, err)
-    if loaded is None:
-        return EXIT_INVALID
     miners = ", ".join(f"{m.name}:{m.axon_port} ({m.backend.value})" for m in loaded.miners)
     print(
         f"ok: {args.config}: network {loaded.fleet.network.value}, {len(loaded.miners)} miners: {miners}",
@@ -59,18 +49,12 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from orchestrator.render import RenderError, describe, render, write
+    from orchestrator.render import describe, render, write
 
     # The rendered files name keys and models by path only (the miners read them at start-up), so
     # rendering needs neither: a fresh clone renders, and `init` or `make up` provides them.
     loaded = _load(args, err, check_files=False)
-    if loaded is None:
-        return EXIT_INVALID
-    try:
-        files = render(loaded, python=args.python, llama_server=args.llama_server)
-    except RenderError as exc:
-        print(f"error: {exc}", file=err)
-        return EXIT_INVALID
+    files = render(loaded, python=args.python, llama_server=args.llama_server)
     if args.check:
         stale = [
             path for path, text in files.items()
@@ -90,8 +74,6 @@ def cmd_wallets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     # The files that do not exist yet are what this command creates: don't require them.
     loaded = _load(args, err, check_files=False)
-    if loaded is None:
-        return EXIT_INVALID
     report = ensure_wallets(loaded)
     for line in report.lines:
         print(line, file=out)
@@ -108,13 +90,11 @@ def cmd_init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """What the stack needs before it starts, idempotently: the local hotkeys (chain networks: only checked)
     and the bundled model. The compose stack's one-shot `init` service runs this, so a plain
     `docker compose up` works right after a clone."""
-    from orchestrator.model import ModelError, bundled_models_needed, ensure_gguf
+    from orchestrator.model import bundled_models_needed, ensure_gguf
     from orchestrator.supervise import in_container_view
     from orchestrator.wallets import container_user, ensure_wallets
 
     loaded = _load(args, err, check_files=False)
-    if loaded is None:
-        return EXIT_INVALID
     loaded = in_container_view(loaded)
     state = os.environ.get("MINERFLEET_STATE")
     if state and os.geteuid() == 0:  # compose: the folder docker made (root's) becomes the orchestrator's
@@ -132,24 +112,18 @@ def cmd_init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_FAILED
     for place in bundled_models_needed(loaded):
         shown = place.relative_to(loaded.project_dir) if place.is_relative_to(loaded.project_dir) else place
-        try:
-            written = ensure_gguf(place, install=True)
-        except ModelError as exc:
-            print(f"error: {exc}", file=err)
-            return EXIT_FAILED
+        written = ensure_gguf(place, install=True)
         print(f"{'created' if written else 'ok     '} {shown} (sha256 ok)", file=out)
     return EXIT_OK
 
 
 def cmd_health(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from orchestrator.health import HealthError, print_reports, run_health
+    from orchestrator.health import print_reports, run_health
     from orchestrator.render import compose_staleness
 
     # Files are checked by the probe itself (it needs hotkeys, not models): a fleet whose model file
     # moved must still be probed.
     loaded = _load(args, err, check_files=False)
-    if loaded is None:
-        return EXIT_INVALID
     unknown = [name for name in args.miner if name not in {m.name for m in loaded.miners}]
     if unknown:
         print(f"error: no miner named {', '.join(unknown)} in {args.config}", file=err)
@@ -157,11 +131,7 @@ def cmd_health(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     stale = compose_staleness(loaded)
     if stale and "STALE" in stale:
         print(f"WARNING: {stale}", file=err)
-    try:
-        reports = run_health(loaded, args.host, args.miner, args.timeout)
-    except HealthError as exc:
-        print(f"error: {exc}", file=err)
-        return EXIT_FAILED
+    reports = run_health(loaded, args.host, args.miner, args.timeout)
     print_reports(reports, out, as_json=args.json, stale=stale if stale and "STALE" in stale else None)
     return EXIT_OK if all(r.healthy for r in reports) else EXIT_FAILED
 
@@ -169,22 +139,15 @@ def cmd_health(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_capacity(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """A measurement: exit 0 whatever it finds; 2 for an invalid fleet file, 1 when nothing could be sent."""
     from orchestrator.capacity import print_reports, run_capacity
-    from orchestrator.health import HealthError
 
     loaded = _load(args, err, check_files=False)
-    if loaded is None:
-        return EXIT_INVALID
     unknown = [name for name in args.miner if name not in {m.name for m in loaded.miners}]
     if unknown:
         print(f"error: no miner named {', '.join(unknown)} in {args.config}", file=err)
         return EXIT_INVALID
     probe = loaded.fleet.probe
     timeout, prompt = args.timeout or probe.timeout, args.prompt or probe.prompt
-    try:
-        reports = run_capacity(loaded, args.host, args.miner, args.concurrency, args.rounds, timeout, prompt)
-    except HealthError as exc:
-        print(f"error: {exc}", file=err)
-        return EXIT_FAILED
+    reports = run_capacity(loaded, args.host, args.miner, args.concurrency, args.rounds, timeout, prompt)
     print_reports(
         reports, out, as_json=args.json, concurrency=args.concurrency, rounds=args.rounds, timeout=timeout,
         prompt=prompt,
@@ -193,37 +156,24 @@ def cmd_capacity(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from orchestrator.health import HealthError
     from orchestrator.statefile import state_path
-    from orchestrator.supervise import WatchError, run_watch
+    from orchestrator.supervise import run_watch
 
     loaded = _load(args, err, check_files=False)
-    if loaded is None:
-        return EXIT_INVALID
-    try:
-        return run_watch(
-            loaded,
-            runtime=args.runtime,
-            status_host=args.status_host,
-            probe_host=args.probe_host,
-            state_file=state_path(args.state, loaded.project_dir),
-        )
-    except (WatchError, HealthError) as exc:
-        print(f"error: {exc}", file=err)
-        return EXIT_FAILED
+    return run_watch(
+        loaded,
+        runtime=args.runtime,
+        status_host=args.status_host,
+        probe_host=args.probe_host,
+        state_file=state_path(args.state, loaded.project_dir),
+    )
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from orchestrator.supervise import WatchError, fetch_status, format_status
+    from orchestrator.supervise import fetch_status, format_status
 
     loaded = _load(args, err, check_files=False)
-    if loaded is None:
-        return EXIT_INVALID
-    try:
-        snapshot = fetch_status(args.url or f"http://127.0.0.1:{loaded.fleet.status_api.port}")
-    except WatchError as exc:
-        print(f"error: {exc}", file=err)
-        return EXIT_FAILED
+    snapshot = fetch_status(args.url or f"http://127.0.0.1:{loaded.fleet.status_api.port}")
     if args.json:
         out.write(json.dumps(snapshot, indent=2) + "\n")
     else:
@@ -385,6 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run one command; every error the orchestrator raises on purpose becomes ``error:`` lines on
+    stderr and its exit code here, in one place (2: fix the input; 1: something failed)."""
     args = build_parser().parse_args(argv)
     run: Runner = args.run
-    return run(args, out or sys.stdout, err or sys.stderr)
+    err = err or sys.stderr
+    try:
+        return run(args, out or sys.stdout, err)
+    except FleetInvalid as exc:
+        for message in exc.messages():
+            print(f"error: {message}", file=err)
+        if len(exc.errors) > 1:  # one error is its own summary: one `error:` line
+            print(f"error: {exc.file}: {len(exc.errors)} errors, nothing done", file=err)
+        return exc.exit_code
+    except OrchestratorError as exc:
+        print(f"error: {exc}", file=err)
+        return exc.exit_code

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
 from orchestrator import yamlsource
+from orchestrator.errors import EXIT_INVALID, PermanentError
 from orchestrator.fleet import Fleet
 from services.miner.settings import MAX_STREAMING_BATCH_SIZE
 
@@ -33,8 +34,10 @@ class FleetError:
         return f"{where}: {subject}{self.problem}; fix: {self.fix}"
 
 
-class FleetInvalid(Exception):
+class FleetInvalid(PermanentError):
     """The fleet file has errors; ``messages()`` gives one line per error, sorted by line."""
+
+    exit_code = EXIT_INVALID
 
     def __init__(self, file: str, errors: Iterable[FleetError]) -> None:
         self.file = file

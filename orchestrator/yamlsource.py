@@ -22,6 +22,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from orchestrator.errors import EXIT_INVALID, PermanentError
+
 PathPart = str | int
 Path = tuple[PathPart, ...]
 
@@ -42,8 +44,10 @@ class YamlProblem:
     fix: str
 
 
-class YamlSyntaxError(Exception):
+class YamlSyntaxError(PermanentError):
     """The text is not YAML. ``line`` is 1-based (0 when unknown)."""
+
+    exit_code = EXIT_INVALID
 
     def __init__(self, line: int, problem: str) -> None:
         super().__init__(f"line {line}: {problem}")

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from orchestrator.errors import EXIT_INVALID, PermanentError
 from orchestrator.fleetfile import LoadedFleet, Miner, ModelServer
 
 CONTAINER_APP = "/app"  # WORKDIR of the images
@@ -26,8 +27,10 @@ DEFAULT_PYTHON = ".venv/bin/python"
 DEFAULT_LLAMA_SERVER = "llama-server"  # on PATH; `bash scripts/llama-server.sh` prints a built one
 
 
-class RenderError(Exception):
+class RenderError(PermanentError):
     """Something render needs is missing or unreadable (the fleet file itself was valid)."""
+
+    exit_code = EXIT_INVALID
 
 
 # --- paths as written in the fleet file ------------------------------------------------------------

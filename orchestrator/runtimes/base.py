@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from orchestrator.errors import TemporaryError
 
-class RuntimeFailure(Exception):
+
+class RuntimeFailure(TemporaryError):
     """A runtime call failed (the service is unreachable, the miner's process/container is unknown)."""
 
 
