@@ -39,12 +39,11 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         file=out,
     )
     stale = compose_staleness(loaded)
-    if stale is None:
-        return EXIT_OK
-    if "STALE" in stale:
-        print(f"error: {stale}", file=err)
+    if stale.stale:
+        print(f"error: {stale.message}", file=err)
         return EXIT_FAILED
-    print(f"note: {stale}", file=err)
+    if stale.message:
+        print(f"note: {stale.message}", file=err)
     return EXIT_OK
 
 
@@ -129,10 +128,10 @@ def cmd_health(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"error: no miner named {', '.join(unknown)} in {args.config}", file=err)
         return EXIT_INVALID
     stale = compose_staleness(loaded)
-    if stale and "STALE" in stale:
-        print(f"WARNING: {stale}", file=err)
+    if stale.stale:
+        print(f"WARNING: {stale.message}", file=err)
     reports = run_health(loaded, args.host, args.miner, args.timeout)
-    print_reports(reports, out, as_json=args.json, stale=stale if stale and "STALE" in stale else None)
+    print_reports(reports, out, as_json=args.json, stale=stale.message if stale.stale else None)
     return EXIT_OK if all(r.healthy for r in reports) else EXIT_FAILED
 
 

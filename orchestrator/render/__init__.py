@@ -17,6 +17,8 @@ mounted.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from orchestrator.fleetfile import LoadedFleet, display
@@ -38,6 +40,8 @@ __all__ = [
     "DEFAULT_PYTHON",
     "GENERATED_DIR",
     "SUPERVISOR_FILE",
+    "ComposeStaleness",
+    "Freshness",
     "Places",
     "RenderError",
     "compose_hash",
@@ -111,17 +115,38 @@ def compose_hash(compose_file: Path) -> str | None:
     return match.group(1) if match else None
 
 
-def compose_staleness(loaded: LoadedFleet) -> str | None:
-    """A message when docker-compose.yml is missing or was rendered from another version of the fleet
-    file; None when it is up to date."""
+class Freshness(StrEnum):
+    """How the rendered docker-compose.yml stands against the fleet file."""
+
+    current = "current"
+    not_rendered = "not-rendered"  # nothing rendered yet: a note (supervisord hosts never render it)
+    stale = "stale"  # rendered from another version of the fleet file: an error before `compose up`
+
+
+@dataclass(frozen=True)
+class ComposeStaleness:
+    freshness: Freshness
+    message: str = ""
+
+    @property
+    def stale(self) -> bool:
+        return self.freshness is Freshness.stale
+
+
+def compose_staleness(loaded: LoadedFleet) -> ComposeStaleness:
+    """Whether docker-compose.yml is missing or was rendered from another version of the fleet file."""
     compose = loaded.project_dir / COMPOSE_FILE
     if not compose.exists():
-        return f"{COMPOSE_FILE} is not rendered yet: run `python -m orchestrator render` (or `make render`)"
+        return ComposeStaleness(
+            Freshness.not_rendered,
+            f"{COMPOSE_FILE} is not rendered yet: run `python -m orchestrator render` (or `make render`)",
+        )
     recorded = compose_hash(compose)
     if recorded != loaded.sha256:
-        return (
+        return ComposeStaleness(
+            Freshness.stale,
             f"{COMPOSE_FILE} is STALE: {loaded.display_path} changed since it was rendered "
             f"(recorded sha256 {recorded or 'none'}, now {loaded.sha256}); run "
-            "`python -m orchestrator render` (or `make render`) before `docker compose up`"
+            "`python -m orchestrator render` (or `make render`) before `docker compose up`",
         )
-    return None
+    return ComposeStaleness(Freshness.current)

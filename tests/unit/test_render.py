@@ -295,7 +295,7 @@ def test_stale_compose_file_is_reported_loudly(tmp_path: Path, monkeypatch: pyte
     err = io.StringIO()
     assert cli.main(["validate"], out=io.StringIO(), err=err) == cli.EXIT_FAILED
     assert err.getvalue().startswith("error: docker-compose.yml is STALE: config/miners.yaml changed")
-    assert compose_staleness(_load(tmp_path)) is not None
+    assert compose_staleness(_load(tmp_path)).stale
     assert cli.main(["render", "--check"], out=io.StringIO(), err=io.StringIO()) == cli.EXIT_FAILED
 
 
