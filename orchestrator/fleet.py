@@ -17,9 +17,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from orchestrator.policy import RestartPolicy
-from services.miner.settings import MAX_STREAMING_BATCH_SIZE, BackendName, Network, ProtocolName
+from services.miner.backends import SPECS
+from services.miner.backends.spec import BackendSpec
+from services.miner.settings import BackendName, MinerSettings, Network, ProtocolName
 
 # Names end up as compose service names, supervisord program names and file names.
 MINER_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -166,92 +169,24 @@ class LegacyModelServerSpec(ModelServerSpec):
     )
 
 
-# --- per-miner backend options --------------------------------------------------------------------
-
-
-class EchoOptions(_Strict):
-    """echo: deterministic, no model; streams the prompt back. For tests and demos."""
-
-    delay_per_token: float | None = Field(None, ge=0, description="Seconds before each piece.")
-    fail_after_tokens: int | None = Field(
-        None, ge=0, description="Fail (a forward exception) after N pieces."
-    )
-    hang_after_tokens: int | None = Field(None, ge=0, description="Stop producing after N pieces.")
-
-
-class LlamaCppOptions(_Strict):
-    """llamacpp: llama-cpp-python on a GGUF model, on CPU or (``n_gpu_layers``) GPU."""
-
-    model: str | None = Field(None, pattern=KEY_NAME_PATTERN, description="Name of a model under `models:`.")
-    n_ctx: int | None = Field(None, ge=128, description="Context window in tokens.")
-    n_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores).")
-    n_gpu_layers: int | None = Field(
-        None, ge=-1, description="Layers offloaded to the GPU (-1: all; 0: CPU). Needs gpus and a cuda image."
-    )
-    n_batch: int | None = Field(None, ge=1, description="Prompt-processing batch size.")
-    seed: int | None = Field(None, description="Sampling seed (-1: random).")
-    chat_format: str | None = Field(None, description="Force a llama.cpp chat format.")
-
-
-class HFOptions(_Strict):
-    """hf: transformers; the model is a transformers directory or a GGUF file."""
-
-    model: str | None = Field(None, pattern=KEY_NAME_PATTERN, description="Name of a model under `models:`.")
-    device: str | None = Field(None, description="torch device: cpu (cuda needs a GPU build of the image).")
-    torch_dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = Field(None, description="dtype.")
-    n_threads: int | None = Field(None, ge=1, description="torch intra-op threads.")
-
-
-class OpenAIOptions(_Strict):
-    """openai: any OpenAI-compatible server: one of the fleet's model servers, or a ``base_url``."""
-
-    model_server: bool | str | None = Field(
-        None,
-        description="Use the fleet's model server of this name (instead of base_url); true: the only one.",
-    )
-    base_url: str | None = Field(None, description="Server base URL, e.g. http://10.0.0.5:8000/v1.")
-    model: str | None = Field(
-        None, description="Model name sent to the server (default with model_server: its model's name)."
-    )
-    api_key_env: str | None = Field(
-        None,
-        description="NAME of the environment variable holding the API key (e.g. OPENAI_API_KEY, set in "
-        ".env). Never the key itself: rendered files only name it.",
-    )
-    request_timeout: float | None = Field(None, gt=0, description="Seconds before a request is abandoned.")
-    use_chat: bool | None = Field(None, description="Use /chat/completions (else /completions).")
-    health_url: str | None = Field(
-        None, description="Where the miner checks the server is up (default: base_url without /v1 + /health)."
-    )
-
-
-class LimitsOptions(_Strict):
-    """Bounds on what a request may carry, checked before it reaches the model."""
-
-    max_request_bytes: int | None = Field(
-        None, ge=1024, description="HTTP body size; a bigger one is refused (413) before parsing."
-    )
-    max_messages: int | None = Field(None, ge=1, description="Most messages in a request.")
-    max_prompt_chars: int | None = Field(None, ge=1, description="Most characters over all messages.")
-    max_prompt_tokens: int | None = Field(
-        None, ge=1, description="Most prompt tokens (default: the model's context minus max_tokens)."
-    )
-    on_too_long: Literal["refuse", "trim"] | None = Field(
-        None,
-        description="refuse a prompt over the limits, or trim it (keeps the system prompt and the last "
-        "messages).",
-    )
-
-
 # --- restart overrides -----------------------------------------------------------------------------
 
 
 def _partial(model: type[BaseModel], name: str, doc: str) -> type[BaseModel]:
     """The same fields as ``model``, each optional (unset = inherit), still strictly validated."""
-    fields: dict[str, Any] = {}
-    for field_name, info in model.model_fields.items():
-        annotated: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
-        fields[field_name] = (annotated | None, Field(None, description=info.description))
+    fields = {field_name: _optional(info) for field_name, info in model.model_fields.items()}
+    return _strict_model(name, doc, fields)
+
+
+def _optional(info: FieldInfo, description: str | None = None) -> tuple[Any, Any]:
+    """A field of the miner's settings as a fleet option: same type and bounds, unset (None) = inherit."""
+    field: Any = Field(None, description=description or info.description)
+    field.metadata = list(info.metadata)  # ge/le/pattern...: the same bounds as the miner's own
+    annotation: Any = info.annotation
+    return annotation | None, field
+
+
+def _strict_model(name: str, doc: str, fields: dict[str, Any]) -> type[BaseModel]:
     return create_model(name, __config__=ConfigDict(extra="forbid", frozen=True), __doc__=doc, **fields)
 
 
@@ -265,104 +200,143 @@ else:
     )
 
 
-# --- miners ----------------------------------------------------------------------------------------
+# --- miners: every option derived from the miner's own settings -----------------------------------
 
 
-class MinerOptions(_Strict):
-    """Everything a miner entry and ``defaults`` may set. Unset (None) means: inherit."""
-
-    wallet: str | None = Field(None, pattern=KEY_NAME_PATTERN, description="Wallet (coldkey) name.")
-    backend: BackendName | None = Field(None, description="echo, llamacpp, hf or openai.")
-    protocols: list[ProtocolName] | None = Field(
-        None, min_length=1, description="Synapses served: prompting, einstein, text-prompting."
-    )
-    echo: EchoOptions | None = Field(None, description="echo backend options.")
-    llamacpp: LlamaCppOptions | None = Field(None, description="llamacpp backend options.")
-    hf: HFOptions | None = Field(None, description="hf backend options.")
-    openai: OpenAIOptions | None = Field(None, description="openai backend options.")
-    gpus: list[int] | None = Field(None, description="GPU ids this miner uses (needs the cuda image).")
-    image: ImageName | None = Field(
-        None, description="cpu, cuda or hf (default: hf for the hf backend, cuda with gpus, else cpu)."
-    )
-    restart: RestartOverrides | None = Field(None, description="Overrides of the fleet's restart policy.")
-    allowed_hotkeys: list[str] | None = Field(
-        None, description="ss58 hotkeys always allowed (the probe hotkey is added by render)."
-    )
-    axon_ip: str | None = Field(None, description="Address the axon binds to (default 0.0.0.0).")
-    axon_external_ip: str | None = Field(None, description="Address announced to the network.")
-    require_validator_permit: bool | None = Field(None, description="Chain: refuse hotkeys without a permit.")
-    min_stake: float | None = Field(None, ge=0, description="Chain: refuse hotkeys with less stake (TAO).")
-    metagraph_sync_interval: float | None = Field(None, gt=0, description="Seconds between metagraph syncs.")
-    streaming_batch_size: int | None = Field(
-        None, ge=1, le=MAX_STREAMING_BATCH_SIZE, description="Tokens per streamed chunk (validators: <= 200)."
-    )
-    max_chunk_delay: float | None = Field(None, gt=0, description="Longest a token waits in the buffer (s).")
-    first_chunk_delay: float | None = Field(
-        None, ge=0, description="The first chunk goes out once its first token waited this long (s)."
-    )
-    deadline_margin: float | None = Field(None, ge=0, description="Flush this long before the deadline (s).")
-    max_tokens: int | None = Field(None, ge=1, description="Most tokens generated per request.")
-    temperature: float | None = Field(None, ge=0, description="Sampling temperature.")
-    max_concurrency: int | None = Field(
-        None,
-        ge=1,
-        description="Generations run at once (default: the backend's own; llamacpp and hf: 1; with a "
-        "model server: its slots shared among the miners using it).",
-    )
-    max_queue: int | None = Field(None, ge=0, description="Requests waiting for the model before 'busy'.")
-    stop_on_forward_exception: bool | None = Field(
-        None, description="Exit 75 after a backend error, so the orchestrator restarts the miner."
-    )
-    system_prompt: str | None = Field(None, description="System prompt put before the chat (one line).")
-    log_level: Literal["debug", "info", "warning", "error"] | None = Field(None, description="Log level.")
-    warmup: bool | None = Field(None, description="One short generation before the axon opens.")
-    max_connections: int | None = Field(None, ge=1, description="Most open HTTP connections.")
-    header_timeout: float | None = Field(
-        None, gt=0, description="Seconds a client has to send its request headers."
-    )
-    limits: LimitsOptions | None = Field(None, description="Bounds on requests (size, messages, prompt).")
-    tasks: list[str] | None = Field(
-        None, description="SN1 tasks this miner says it serves when asked (AvailabilitySynapse); default all."
-    )
-    model_names: list[str] | None = Field(
-        None, description="More names the model answers to (availability and target_model)."
-    )
-    on_other_model: Literal["serve", "refuse"] | None = Field(
-        None, description="A request for a target_model not served here: answer anyway, or refuse (400)."
-    )
-    resources: Resources | None = Field(
-        None, description="Container limits (default: from the backend and the model's size)."
-    )
+def _backend_options(spec: BackendSpec) -> type[BaseModel]:
+    """A backend's section of a miner entry, from its settings group: every setting, except those the
+    fleet fills in itself. A model is named (``model:``, one of ``models:``), a secret by the variable
+    holding it (``api_key_env``), and a backend that can use a model server may name one."""
+    fields: dict[str, Any] = {}
+    if spec.model_server:
+        fields["model_server"] = (
+            bool | str | None,
+            Field(None, description="Use the fleet's model server of this name (instead of base_url); "
+                  "true: the only one."),
+        )  # fmt: skip
+    if spec.needs_model:
+        fields["model"] = (
+            str | None,
+            Field(None, pattern=KEY_NAME_PATTERN, description="Name of a model under `models:`."),
+        )
+    for name, info in spec.settings.model_fields.items():
+        if name in spec.model_settings:
+            continue
+        if name in spec.secrets:
+            fields[f"{name}_env"] = (
+                str | None,
+                Field(None, description=f"NAME of the environment variable holding {name} (e.g. in "
+                      ".env). Never the value itself: rendered files only name it."),
+            )  # fmt: skip
+            continue
+        fields[name] = _optional(info)
+    name = spec.settings.__name__.removesuffix("Settings") + "Options"  # EchoOptions, LlamaCppOptions...
+    return _strict_model(name, f"{spec.name.value}: {spec.summary}.", fields)
 
 
-# The MinerOptions fields copied as they are into the miner's MINER_* settings (same names there).
-PASS_THROUGH: tuple[str, ...] = (
-    "axon_external_ip",
-    "require_validator_permit",
-    "min_stake",
-    "metagraph_sync_interval",
-    "streaming_batch_size",
-    "max_chunk_delay",
-    "first_chunk_delay",
-    "deadline_margin",
-    "max_tokens",
-    "temperature",
-    "max_concurrency",
-    "max_queue",
-    "stop_on_forward_exception",
-    "system_prompt",
-    "log_level",
-    "warmup",
-    "max_connections",
-    "header_timeout",
-    "tasks",
-    "model_names",
-    "on_other_model",
+# MinerSettings fields the fleet decides itself: identity, keys and ports (from each entry and the
+# fleet), the backend and its section (derived per backend above), the probe's key file.
+FLEET_DECIDES = frozenset(
+    {
+        "name", "network", "netuid", "chain_endpoint", "wallet_path", "wallet_name", "wallet_hotkey",
+        "axon_port", "axon_external_port", "protocols", "backend", "allowed_hotkey_files",
+        *(name.value for name in SPECS),
+    }
+)  # fmt: skip
+# Rendered by the fleet itself rather than copied: the probe's key is added to allowed_hotkeys, and the
+# axon binds to 0.0.0.0 in a container unless the miner says otherwise.
+RENDERED_APART = frozenset({"allowed_hotkeys", "axon_ip"})
+# Options that exist for the fleet only (not miner settings).
+_FLEET_ONLY_BEFORE: dict[str, Any] = {
+    "wallet": (str | None, Field(None, pattern=KEY_NAME_PATTERN, description="Wallet (coldkey) name.")),
+    "backend": (BackendName | None, Field(None, description="echo, llamacpp, hf or openai.")),
+    "protocols": (
+        list[ProtocolName] | None,
+        Field(None, min_length=1, description="Synapses served: prompting, einstein, text-prompting."),
+    ),
+}
+_FLEET_ONLY_AFTER_BACKENDS: dict[str, Any] = {
+    "gpus": (list[int] | None, Field(None, description="GPU ids this miner uses (needs the cuda image).")),
+    "image": (
+        ImageName | None,
+        Field(
+            None, description="cpu, cuda or hf (default: hf for the hf backend, cuda with gpus, else cpu)."
+        ),
+    ),
+    "restart": (RestartOverrides | None, Field(None, description="Overrides of the fleet's restart policy.")),
+}
+_FLEET_ONLY_LAST: dict[str, Any] = {
+    "resources": (
+        Resources | None,
+        Field(None, description="Container limits (default: from the backend and the model's size)."),
+    ),
+}
+
+# The miner's settings the fleet copies as they are into MINER_* variables, in declaration order.
+PASS_THROUGH: tuple[str, ...] = tuple(
+    name
+    for name, info in MinerSettings.model_fields.items()
+    if name not in FLEET_DECIDES | RENDERED_APART
+    and not (isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel))
 )
 # Groups of settings copied key by key into MINER_<GROUP>__<KEY> (backend groups are rendered per backend).
-PASS_THROUGH_GROUPS: tuple[str, ...] = ("limits",)
+PASS_THROUGH_GROUPS: tuple[str, ...] = tuple(
+    name
+    for name, info in MinerSettings.model_fields.items()
+    if name not in FLEET_DECIDES
+    and isinstance(info.annotation, type)
+    and issubclass(info.annotation, BaseModel)
+)
+BACKEND_GROUPS: tuple[str, ...] = tuple(name.value for name in SPECS)
 
-BACKEND_GROUPS: tuple[str, ...] = ("echo", "llamacpp", "hf", "openai")
+
+def _miner_option_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = dict(_FLEET_ONLY_BEFORE)
+    for backend, spec in SPECS.items():
+        fields[backend.value] = (
+            _backend_options(spec) | None,
+            Field(None, description=f"{backend.value} backend options."),
+        )
+    fields.update(_FLEET_ONLY_AFTER_BACKENDS)
+    for name, info in MinerSettings.model_fields.items():
+        if name in FLEET_DECIDES:
+            continue
+        group = info.annotation
+        if isinstance(group, type) and issubclass(group, BaseModel):
+            partial = _partial(
+                group, f"{group.__name__.removesuffix('Settings')}Options", group.__doc__ or ""
+            )
+            fields[name] = (partial | None, Field(None, description=info.description))
+        else:
+            fields[name] = _optional(info)
+    fields.update(_FLEET_ONLY_LAST)
+    return fields
+
+
+if TYPE_CHECKING:
+
+    class MinerOptions(_Strict):
+        """(What mypy sees: the options are built from the miner's settings at import time.)"""
+
+        wallet: str | None = None
+        backend: BackendName | None = None
+        protocols: list[ProtocolName] | None = None
+        gpus: list[int] | None = None
+        image: ImageName | None = None
+        restart: RestartOverrides | None = None
+        resources: Resources | None = None
+
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    MinerOptions = create_model(
+        "MinerOptions",
+        __config__=ConfigDict(extra="forbid", frozen=True),
+        __doc__="Everything a miner entry and ``defaults`` may set: every setting of the miner "
+        "(``services.miner.settings``) not decided by the fleet, plus the fleet's own (wallet, image, GPUs, "
+        "restart overrides, resources). Unset (None) means: inherit.",
+        **_miner_option_fields(),
+    )
 
 
 class Defaults(MinerOptions):
@@ -423,7 +397,7 @@ class Fleet(_Strict):
         None,
         description="Older form of one model server (named model-server); prefer `model_servers:`.",
     )
-    defaults: Defaults = Field(default_factory=Defaults, description="Applied to every miner.")
+    defaults: Defaults = Field(default_factory=lambda: Defaults(), description="Applied to every miner.")
     miners: list[MinerSpec] = Field(..., min_length=1, description="The miners, one per hotkey.")
 
 

@@ -30,6 +30,8 @@ from orchestrator.fleet import (
 )
 from orchestrator.fleeterrors import FleetError, format_path
 from orchestrator.policy import RestartPolicy
+from services.miner.backends import SPECS
+from services.miner.backends.spec import BackendSpec
 from services.miner.settings import BackendName, Network
 
 LEGACY_MODEL_SERVER = "model-server"  # the name of the older single `model_server:`
@@ -297,15 +299,16 @@ class Checker:
 
         model: str | None = None
         server: str | None = None
-        if backend in (BackendName.llamacpp, BackendName.hf):
-            if options.max_concurrency is not None and options.max_concurrency > 1:
-                self.error(
-                    self.miner_at(i, "max_concurrency"),
-                    f"the in-process {backend.value} backend runs one generation at a time",
-                    "remove max_concurrency; for concurrent streams use backend: openai with a model server",
-                )
-            group_opts = options.llamacpp if backend == BackendName.llamacpp else options.hf
-            model = group_opts.model if group_opts is not None else None
+        described = SPECS[backend]
+        group = getattr(options, backend.value)
+        if described.in_process and options.max_concurrency is not None and options.max_concurrency > 1:
+            self.error(
+                self.miner_at(i, "max_concurrency"),
+                f"the in-process {backend.value} backend runs one generation at a time",
+                "remove max_concurrency; for concurrent streams use backend: openai with a model server",
+            )
+        if described.needs_model:
+            model = group.model if group is not None else None
             if model is None:
                 self.error(
                     self.own_at(i, backend.value),
@@ -314,8 +317,9 @@ class Checker:
                 )
             else:
                 self._model_ref(model, self.miner_at(i, backend.value, "model"), backend.value, used_models)
-        elif backend == BackendName.openai:
-            server = self._check_openai(options, i)
+        if described.model_server:
+            server = self._check_server(described, group, i)
+        self._check_secrets(described, group, i)
 
         image, gpus = self._check_image(spec, options, backend, i)
 
@@ -346,34 +350,40 @@ class Checker:
             restart=restart,
         )
 
-    def _check_openai(self, options: MinerOptions, i: int) -> str | None:
-        """Check an openai miner's server and key settings; returns the model server it uses, if any."""
-        openai = options.openai
-        wanted = openai.model_server if openai else None
-        base_url = openai.base_url if openai else None
-        server: str | None = None
+    def _check_server(self, described: BackendSpec, group: Any, i: int) -> str | None:
+        """A backend that talks to a server names one of the fleet's model servers or gives its own
+        address, not both; returns the model server it uses, if any."""
+        name, address = described.name.value, described.address
+        wanted = group.model_server if group is not None else None
+        own = getattr(group, address, None) if group is not None and address else None
         if wanted is None or wanted is False:
-            if base_url is None:
+            if own is None:
                 self.error(
-                    self.own_at(i, "openai"),
-                    "an openai miner needs a server",
-                    "set `openai: {model_server: NAME}` (one of the fleet's `model_servers:`) "
-                    "or `openai: {base_url: http://HOST:PORT/v1}`",
+                    self.own_at(i, name),
+                    f"an {name} miner needs a server",
+                    f"set `{name}: {{model_server: NAME}}` (one of the fleet's `model_servers:`) "
+                    f"or `{name}: {{{address}: http://HOST:PORT/v1}}`",
                 )
-        elif base_url is not None:
+            return None
+        if own is not None:
             self.error(
-                self.miner_at(i, "openai", "base_url"),
-                "both base_url and model_server are set",
+                self.miner_at(i, name, str(address)),
+                f"both {address} and model_server are set",
                 "keep one: model_server uses one of the fleet's model servers",
             )
-        else:
-            server = self._server_ref(wanted, self.miner_at(i, "openai", "model_server"))
-        name = openai.api_key_env if openai else None
-        if name is not None:
-            where = self.miner_at(i, "openai", "api_key_env")
+            return None
+        return self._server_ref(wanted, self.miner_at(i, name, "model_server"))
+
+    def _check_secrets(self, described: BackendSpec, group: Any, i: int) -> None:
+        """A secret is named by its environment variable, never written: check it is a name."""
+        for secret in described.secrets:
+            name = getattr(group, f"{secret}_env", None) if group is not None else None
+            if name is None:
+                continue
+            where = self.miner_at(i, described.name.value, f"{secret}_env")
             fix = (
                 "put the key in .env (git-ignored) as OPENAI_API_KEY=<key> and write "
-                "`api_key_env: OPENAI_API_KEY`; revoke the key if this file was shared"
+                f"`{secret}_env: OPENAI_API_KEY`; revoke the key if this file was shared"
             )
             if looks_like_secret(name):
                 self.error(where, "this looks like an API key, not the NAME of an environment variable", fix)
@@ -383,7 +393,6 @@ class Checker:
                     "not a valid environment variable name",
                     "use letters, digits and '_', e.g. OPENAI_API_KEY",
                 )
-        return server
 
     def _server_ref(self, wanted: bool | str, where: tuple[int, str]) -> str | None:
         """The model server an `openai: {model_server: ...}` names (true: the only one), or an error."""
@@ -423,50 +432,47 @@ class Checker:
     ) -> tuple[ImageName, list[int]]:
         gpus = list(options.gpus or [])
         self._check_gpus(gpus, ("miners", i, "gpus") if spec.gpus is not None else ("defaults", "gpus"))
-        n_gpu_layers = 0
-        if backend == BackendName.llamacpp and options.llamacpp and options.llamacpp.n_gpu_layers:
-            n_gpu_layers = options.llamacpp.n_gpu_layers
-        hf_gpu = backend == BackendName.hf and bool(
-            options.hf and (options.hf.device or "").startswith("cuda")
-        )
-        wants_gpu = bool(gpus) or n_gpu_layers != 0 or hf_gpu
-        if backend == BackendName.hf:
-            derived = ImageName.hf
-        else:
-            derived = ImageName.cuda if wants_gpu else ImageName.cpu
+        described = SPECS[backend]
+        group = getattr(options, backend.value)
+        wants_gpu = bool(gpus) or described.wants_gpu(group)
+        gpu_image = ImageName(described.gpu_image) if described.gpu_image else None
+        derived = gpu_image if wants_gpu and gpu_image else ImageName(described.image)
         image = options.image or derived
         ok = True
-        if backend == BackendName.hf and image != ImageName.hf:
+        if gpu_image is None and image != derived:
             self.error(
                 self.miner_at(i, "image"),
-                f"the hf backend needs the hf image, not {image.value}",
-                "set image: hf (or remove image:)",
+                f"the {backend.value} backend needs the {derived.value} image, not {image.value}",
+                f"set image: {derived.value} (or remove image:)",
             )
             ok = False
-        elif backend == BackendName.hf and wants_gpu:
+        elif gpu_image is None and wants_gpu:
             self.error(
-                self.miner_at(i, "gpus" if gpus else "hf"),
-                "a GPU hf miner: the hf image is built with CPU torch",
-                "run hf on the CPU (remove gpus, hf.device: cpu), or use llamacpp with image: cuda",
+                self.miner_at(i, "gpus" if gpus else backend.value),
+                f"a GPU {backend.value} miner: the {derived.value} image has no GPU build",
+                f"run {backend.value} on the CPU (remove gpus and its GPU settings), "
+                "or use llamacpp with image: cuda",
             )
             ok = False
         elif wants_gpu and image != ImageName.cuda:
+            setting = described.gpu_settings[0] if described.gpu_settings else "gpus"
             if options.image is not None:
                 where = self.miner_at(i, "image")
             elif gpus:
                 where = self.miner_at(i, "gpus")
             else:
-                where = self.miner_at(i, "llamacpp", "n_gpu_layers")
+                where = self.miner_at(i, backend.value, setting)
             self.error(
                 where,
-                f"a GPU miner (gpus or n_gpu_layers set) on the {image.value} image, which has no CUDA",
-                "set image: cuda, or remove gpus and set llamacpp.n_gpu_layers: 0",
+                f"a GPU miner (gpus or {setting} set) on the {image.value} image, which has no CUDA",
+                f"set image: cuda, or remove gpus and set {backend.value}.{setting}: 0",
             )
             ok = False
-        if ok and n_gpu_layers != 0 and not gpus:
+        if ok and described.wants_gpu(group) and not gpus:
+            setting = described.gpu_settings[0]
             self.error(
-                self.miner_at(i, "llamacpp", "n_gpu_layers"),
-                "n_gpu_layers offloads to a GPU but no gpus are listed",
+                self.miner_at(i, backend.value, setting),
+                f"{setting} offloads to a GPU but no gpus are listed",
                 "add gpus: [0] (the GPU ids this miner may use)",
             )
             ok = False

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from orchestrator.fleet import PASS_THROUGH, PASS_THROUGH_GROUPS
 from orchestrator.fleetfile import LoadedFleet, Miner
 from orchestrator.render.places import Places, probe_pub
-from services.miner.settings import BackendName
+from services.miner.backends import SPECS
 
 
 def env_value(value: Any) -> str:
@@ -91,35 +91,38 @@ def env_entries(places: Places, miner: Miner) -> list[tuple[str, str]]:
 
 
 def _backend_entries(places: Places, miner: Miner) -> list[tuple[str, str]]:
-    options = miner.options
+    """The backend's own group, from its description: the model it loads (named under ``models:``),
+    the server it talks to (a fleet model server or its own address), then every other option."""
+    described = SPECS[miner.backend]
+    group = getattr(miner.options, miner.backend.value)
+    prefix = f"MINER_{miner.backend.value.upper()}__"
     entries: list[tuple[str, str]] = []
-    if miner.backend == BackendName.echo:
-        entries += _group("ECHO", options.echo)
-    elif miner.backend == BackendName.llamacpp:
+    skip = {f"{secret}_env" for secret in described.secrets}
+    if described.needs_model:
         assert miner.model is not None
-        entries.append(("MINER_LLAMACPP__MODEL_PATH", places.model(miner.model)))
-        entries += _group("LLAMACPP", options.llamacpp, skip={"model"})
-    elif miner.backend == BackendName.hf:
-        assert miner.model is not None
+        path, *inside = described.model_settings
         place = PurePosixPath(places.model(miner.model))
-        if place.suffix == ".gguf":
-            entries += [("MINER_HF__MODEL", str(place.parent)), ("MINER_HF__GGUF_FILE", place.name)]
+        if inside and place.suffix == ".gguf":  # a GGUF file given as its folder and its name
+            entries += [(prefix + path.upper(), str(place.parent)), (prefix + inside[0].upper(), place.name)]
         else:
-            entries.append(("MINER_HF__MODEL", str(place)))
-        entries += _group("HF", options.hf, skip={"model"})
-    elif miner.backend == BackendName.openai:
-        openai = options.openai
-        assert openai is not None
+            entries.append((prefix + path.upper(), str(place)))
+        skip.add("model")
+    if described.model_server:
+        assert group is not None and described.address is not None
+        skip |= {"model_server", described.address}
         if miner.model_server is not None:
             server = places.model_server(miner.model_server)
-            entries.append(("MINER_OPENAI__BASE_URL", places.server_url(server)))
-            entries.append(("MINER_OPENAI__MODEL", openai.model or server.spec.model))
+            entries.append((prefix + described.address.upper(), places.server_url(server)))
         else:
-            entries.append(("MINER_OPENAI__BASE_URL", str(openai.base_url)))
-            if openai.model is not None:
-                entries.append(("MINER_OPENAI__MODEL", openai.model))
-        entries += _group("OPENAI", openai, skip={"model_server", "base_url", "model", "api_key_env"})
-    return entries
+            entries.append((prefix + described.address.upper(), str(getattr(group, described.address))))
+        if described.served_model:
+            skip.add(described.served_model)
+            chosen = getattr(group, described.served_model)
+            if chosen is None and miner.model_server is not None:
+                chosen = places.model_server(miner.model_server).spec.model
+            if chosen is not None:
+                entries.append((prefix + described.served_model.upper(), chosen))
+    return entries + _group(miner.backend.value.upper(), group, skip=skip)
 
 
 def host_overrides(loaded: LoadedFleet, miner: Miner, host: Places) -> list[tuple[str, str]]:
@@ -133,10 +136,14 @@ def host_overrides(loaded: LoadedFleet, miner: Miner, host: Places) -> list[tupl
 
 def secret_env(miner: Miner) -> list[tuple[str, str]]:
     """(miner variable, name of the host variable holding the secret) pairs."""
-    openai = miner.options.openai
-    if miner.backend == BackendName.openai and openai is not None and openai.api_key_env:
-        return [("MINER_OPENAI__API_KEY", openai.api_key_env)]
-    return []
+    described = SPECS[miner.backend]
+    group = getattr(miner.options, miner.backend.value)
+    pairs = []
+    for secret in described.secrets:
+        name = getattr(group, f"{secret}_env", None) if group is not None else None
+        if name:
+            pairs.append((f"MINER_{miner.backend.value.upper()}__{secret.upper()}", name))
+    return pairs
 
 
 def render_env_file(loaded: LoadedFleet, miner: Miner, header: str) -> str:

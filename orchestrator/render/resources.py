@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from orchestrator.fleet import BUNDLED_GGUF_BYTES, Resources
 from orchestrator.fleetfile import LoadedFleet, Miner, ModelServer
 from orchestrator.render.places import RenderError
-from services.miner.settings import BackendName, LlamaCppSettings
+from services.miner.backends import SPECS
+from services.miner.backends.spec import Memory
 
 MIB = 1 << 20
 PYTHON_MIB = 384  # a miner without a model (Python, bittensor, the axon: ~110 MiB after imports)
@@ -103,20 +104,22 @@ def _apply(default: Limits, written: Resources | None) -> Limits:
 
 def miner_limits(loaded: LoadedFleet, miner: Miner) -> Limits:
     options = miner.options
-    if miner.backend == BackendName.llamacpp and miner.model is not None:
-        llama = options.llamacpp
-        n_ctx = (llama.n_ctx if llama else None) or LlamaCppSettings.model_fields["n_ctx"].default
+    described = SPECS[miner.backend]
+    group = getattr(options, miner.backend.value)
+    threads = _threads(getattr(group, "n_threads", None))
+    if described.memory is Memory.gguf and miner.model is not None:
+        # llama.cpp holds the file and a KV cache the size of its context.
+        n_ctx = getattr(group, "n_ctx", None) or described.settings.model_fields["n_ctx"].default
         mib = (
             PYTHON_MIB
             + _mib(model_bytes(loaded, miner.model))
             + _kv_mib(loaded, miner.model, n_ctx)
             + LLAMACPP_EXTRA_MIB
         )
-        default = Limits(_memory(mib), _threads(llama.n_threads if llama else None), PIDS_MINER)
-    elif miner.backend == BackendName.hf and miner.model is not None:
-        hf = options.hf
+        default = Limits(_memory(mib), threads, PIDS_MINER)
+    elif described.memory is Memory.torch and miner.model is not None:
         mib = HF_BASE_MIB + HF_MODEL_FACTOR * _mib(model_bytes(loaded, miner.model))
-        default = Limits(_memory(mib), _threads(hf.n_threads if hf else None), PIDS_HF)
+        default = Limits(_memory(mib), threads, PIDS_HF)
     else:
         default = Limits(_memory(PYTHON_MIB), 1.0, PIDS_MINER)
     # Only what was written counts: the default of a field left unset is the backend's, not None's.

@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, MutableMapping
 from inspect import Parameter, Signature
-from pathlib import Path
 from typing import Any, Tuple  # noqa: UP035 - bittensor compares signatures against typing.Tuple
 
 from bittensor.core.stream import BTStreamingResponseModel
@@ -27,7 +26,7 @@ from services.miner.chat import ChatError, ChatMessage, build_chat, check_text, 
 from services.miner.errors import BusyError, ConfigError, ExitCode, RefusedError, RequestError
 from services.miner.protocols import PROTOCOLS, ROUTES, Route
 from services.miner.responses import DisconnectAwareResponse, Refusal, refuse
-from services.miner.settings import BackendName, MinerSettings
+from services.miner.settings import MinerSettings
 from services.miner.streamer import Ending, Send, StreamOutcome, TokenStreamer
 
 log = logging.getLogger(__name__)
@@ -59,12 +58,10 @@ class ExitRequest:
 
 def served_models(settings: MinerSettings) -> list[str]:
     """The model names this miner answers to: its model's own name, then the configured aliases."""
-    own = {
-        BackendName.llamacpp: settings.llamacpp.model_path.stem if settings.llamacpp.model_path else "",
-        BackendName.hf: Path(settings.hf.model).name if settings.hf.model else "",
-        BackendName.openai: settings.openai.model,
-        BackendName.echo: "echo",
-    }[settings.backend]
+    from services.miner.backends import SPECS
+
+    spec = SPECS[settings.backend]
+    own = spec.model_name(getattr(settings, spec.name.value))
     return [name for name in dict.fromkeys([own, *settings.model_names]) if name]
 
 

@@ -142,11 +142,7 @@ class MinerSettings(BaseSettings):
     wallet_path: Path = Field(Path("~/.bittensor/wallets"), description="Folder holding the wallets.")
     wallet_name: str = Field("default", description="Wallet (coldkey) name.")
     wallet_hotkey: str = Field("default", description="Hotkey name inside the wallet.")
-    axon_ip: str = Field("0.0.0.0", description="Address the axon binds to.")
     axon_port: int = Field(8091, ge=1, le=65535, description="Port the axon binds to.")
-    axon_external_ip: str | None = Field(
-        None, description="Address announced to the network (default: axon_ip on local, looked up otherwise)."
-    )
     axon_external_port: int | None = Field(
         None, ge=1, le=65535, description="Port announced to the network (default: axon_port)."
     )
@@ -156,22 +152,14 @@ class MinerSettings(BaseSettings):
         description="Synapses served, one route each.",
     )
     backend: BackendName = Field(BackendName.echo, description="echo, llamacpp, hf or openai.")
-    tasks: list[str] | None = Field(
-        None,
-        description="SN1 tasks this miner says it serves when asked (AvailabilitySynapse); default: all.",
-    )
-    model_names: list[str] = Field(
-        default_factory=list,
-        description="More names the model answers to (availability and target_model), beside its own.",
-    )
-    on_other_model: Literal["serve", "refuse"] = Field(
-        "serve",
-        description="A request whose target_model this miner does not serve: answer anyway, or refuse (400).",
-    )
-    allowed_hotkeys: list[str] = Field(default_factory=list, description="ss58 hotkeys always allowed.")
     allowed_hotkey_files: list[Path] = Field(
         default_factory=list,
         description="Public hotkey files (<hotkey>pub.txt) whose addresses are always allowed (the probe's).",
+    )
+    allowed_hotkeys: list[str] = Field(default_factory=list, description="ss58 hotkeys always allowed.")
+    axon_ip: str = Field("0.0.0.0", description="Address the axon binds to.")
+    axon_external_ip: str | None = Field(
+        None, description="Address announced to the network (default: axon_ip on local, looked up otherwise)."
     )
     require_validator_permit: bool = Field(
         False, description="On a chain network, refuse hotkeys without a validator permit."
@@ -203,9 +191,13 @@ class MinerSettings(BaseSettings):
     max_queue: int = Field(
         4, ge=0, description="Requests waiting beyond max_concurrency; past it they get 503 'busy' at once."
     )
-    limits: LimitsSettings = Field(
-        default_factory=LimitsSettings, description="Bounds on requests, checked before the model."
+    stop_on_forward_exception: bool = Field(
+        False, description="Exit with code 75 after a backend error so a supervisor restarts the miner."
     )
+    system_prompt: str = Field(
+        "You are a helpful, concise assistant.", description="System prompt put before the chat."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     warmup: bool = Field(
         True, description="Run one short generation before the axon opens (first answers at full speed)."
     )
@@ -215,13 +207,21 @@ class MinerSettings(BaseSettings):
     header_timeout: float = Field(
         10.0, gt=0, description="Seconds a new connection has to send a complete request before it is closed."
     )
-    stop_on_forward_exception: bool = Field(
-        False, description="Exit with code 75 after a backend error so a supervisor restarts the miner."
+    limits: LimitsSettings = Field(
+        default_factory=LimitsSettings, description="Bounds on requests, checked before the model."
     )
-    system_prompt: str = Field(
-        "You are a helpful, concise assistant.", description="System prompt put before the chat."
+    tasks: list[str] | None = Field(
+        None,
+        description="SN1 tasks this miner says it serves when asked (AvailabilitySynapse); default: all.",
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    model_names: list[str] = Field(
+        default_factory=list,
+        description="More names the model answers to (availability and target_model), beside its own.",
+    )
+    on_other_model: Literal["serve", "refuse"] = Field(
+        "serve",
+        description="A request whose target_model this miner does not serve: answer anyway, or refuse (400).",
+    )
     echo: EchoSettings = Field(default_factory=EchoSettings, description="echo backend options.")
     llamacpp: LlamaCppSettings = Field(
         default_factory=LlamaCppSettings, description="llamacpp backend options."

@@ -710,3 +710,23 @@ def test_unreadable_and_non_mapping_files(tmp_path: Path) -> None:
         f"{tmp_path / 'list.yaml'}:1: the fleet file must be a mapping of settings (network:, miners:, ...); "
         "fix: start from the shipped config/miners.yaml"
     ]
+
+
+def test_every_backend_is_described_exactly_once() -> None:
+    """One description per backend, in the backend's own module; the fleet's sections come from it."""
+    import importlib
+
+    from services.miner.backends import SPECS
+    from services.miner.settings import BackendName, MinerSettings
+
+    assert set(SPECS) == set(BackendName)
+    for name, spec in SPECS.items():
+        module = importlib.import_module(f"services.miner.backends.{name.value}")
+        assert module.SPEC is spec, name
+        assert spec.settings is MinerSettings.model_fields[name.value].annotation, name
+        section = MinerOptions.model_fields[name.value].annotation.__args__[0]  # type: ignore[union-attr]
+        for setting in spec.settings.model_fields:
+            fleet_name = f"{setting}_env" if setting in spec.secrets else setting
+            if setting in spec.model_settings:
+                fleet_name = "model"  # the fleet names a model under `models:` instead of a path
+            assert fleet_name in section.model_fields, (name, setting)

@@ -12,9 +12,10 @@ import re
 from collections.abc import AsyncIterator
 
 from services.miner.backends.base import GenerationRequest
+from services.miner.backends.spec import BackendSpec
 from services.miner.chat import ChatMessage, last_user_message
 from services.miner.errors import BackendError
-from services.miner.settings import EchoSettings
+from services.miner.settings import BackendName, EchoSettings
 
 _PIECE = re.compile(r"\S+\s*|\s+")
 
@@ -62,3 +63,12 @@ class EchoBackend:
 
     async def aclose(self) -> None:
         return None
+
+
+SPEC = BackendSpec(
+    name=BackendName.echo,
+    settings=EchoSettings,
+    create=EchoBackend,
+    summary="no model: streams the prompt back (plumbing checks, demos, fault injection)",
+    model_name=lambda group: "echo",
+)

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from services.miner.backends.base import GenerationRequest, iterate_in_thread
+from services.miner.backends.spec import BackendSpec, Memory
 from services.miner.chat import TRANSCRIPT_STOP, ChatMessage, transcript
 from services.miner.errors import BackendError, ConfigError
-from services.miner.settings import HFSettings
+from services.miner.settings import BackendName, HFSettings
 
 
 class HFBackend:
@@ -156,3 +157,17 @@ class HFBackend:
     async def aclose(self) -> None:
         self._model = None
         self._tokenizer = None
+
+
+SPEC = BackendSpec(
+    name=BackendName.hf,
+    settings=HFSettings,
+    create=HFBackend,
+    summary="transformers in the miner (CPU torch): one generation at a time",
+    image="hf",
+    gpu_image=None,  # the hf image carries CPU torch
+    model_settings=("model", "gguf_file"),
+    gpu_settings=("device",),
+    memory=Memory.torch,
+    model_name=lambda group: Path(group.model).name if group.model else "",
+)

@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from services.miner.backends.base import GenerationRequest, iterate_in_thread
+from services.miner.backends.spec import BackendSpec, Memory
 from services.miner.chat import TRANSCRIPT_STOP, ChatMessage, transcript
 from services.miner.errors import ConfigError, RequestError
-from services.miner.settings import LlamaCppSettings
+from services.miner.settings import BackendName, LlamaCppSettings
 
 BUNDLED_MODEL = "gemma-3-270m-q4_k_m.gguf"
 
@@ -136,3 +137,15 @@ class LlamaCppBackend:
         if self._llm is not None:
             self._llm.close()
             self._llm = None
+
+
+SPEC = BackendSpec(
+    name=BackendName.llamacpp,
+    settings=LlamaCppSettings,
+    create=LlamaCppBackend,
+    summary="llama-cpp-python in the miner, on CPU or GPU (n_gpu_layers): one generation at a time",
+    model_settings=("model_path",),
+    gpu_settings=("n_gpu_layers",),
+    memory=Memory.gguf,
+    model_name=lambda group: group.model_path.stem if group.model_path else "",
+)

@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from services.miner.backends.base import GenerationRequest
+from services.miner.backends.spec import BackendSpec
 from services.miner.chat import TRANSCRIPT_STOP, ChatMessage, transcript
 from services.miner.errors import BackendError, BusyError, ConfigError, DependencyError, RequestError
-from services.miner.settings import OpenAISettings
+from services.miner.settings import BackendName, OpenAISettings
 
 log = logging.getLogger(__name__)
 
@@ -140,3 +141,16 @@ class OpenAIBackend:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+SPEC = BackendSpec(
+    name=BackendName.openai,
+    settings=OpenAISettings,
+    create=OpenAIBackend,
+    summary="any OpenAI-compatible server: one of the fleet's model servers, or a base_url",
+    secrets=("api_key",),
+    model_server=True,
+    address="base_url",
+    served_model="model",
+    model_name=lambda group: group.model,
+)
