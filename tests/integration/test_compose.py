@@ -233,6 +233,14 @@ def test_the_shipped_fleet_comes_up_and_streams_real_tokens(docker_images: None,
         assert "READ-ONLY" in listing
         assert "coldkeypub.txt" in listing and "coldkey" not in listing
         assert s.container("orchestrator").attrs["Config"]["User"].split(":")[0] != "0"
+        # Hardened: an init, a read-only root, no capabilities, no privilege gain, limits.
+        for service in ("gemma-1", "solo-1", "echo-1", "model-server", "orchestrator"):
+            host = s.container(service).attrs["HostConfig"]
+            assert host["Init"] is True, service
+            assert host["ReadonlyRootfs"] is True, service
+            assert host["CapDrop"] == ["ALL"], service
+            assert "no-new-privileges:true" in host["SecurityOpt"], service
+            assert host["Memory"] > 0 and host["PidsLimit"] > 0, service
 
         # The orchestrator container adopted them all (nothing restarted) and probes them itself.
         status = _wait("the orchestrator's own probes", lambda: _status_when(status_port, _probed_healthy))
