@@ -89,7 +89,7 @@ def worker(config: Path, project: Path, names: list[str]) -> int:
         answers.write(json.dumps(data) + "\n")
         answers.flush()
 
-    from orchestrator.fleetfile import load_fleet
+    from orchestrator.fleet.load import load_fleet
     from orchestrator.health import probe_wallet, targets
     from orchestrator.probe import Prober
 

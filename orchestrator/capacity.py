@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
-from orchestrator.fleetfile import LoadedFleet
+from orchestrator.fleet.load import LoadedFleet
 from orchestrator.health import probe_wallet, targets
 from orchestrator.probe import CHARS_PER_TOKEN, Prober, ProbeReport, ProbeTarget, Verdict, judge
 from services.miner.client import StreamResult

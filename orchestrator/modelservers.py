@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from orchestrator.fleetfile import LoadedFleet
+from orchestrator.fleet.load import LoadedFleet
 
 CHECK_TIMEOUT = 5.0
 

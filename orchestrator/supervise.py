@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import TemporaryError
-from orchestrator.fleetfile import LoadedFleet
+from orchestrator.fleet.load import LoadedFleet
 from orchestrator.health import probe_wallet, targets
 from orchestrator.modelservers import ServerChecker, server_targets
 from orchestrator.probe import Prober

@@ -13,7 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.fleetfile import LoadedFleet, display
+from orchestrator.fleet.load import LoadedFleet, display
+from services.miner import keys
 from services.miner.settings import Network
 
 
@@ -59,7 +60,7 @@ def hand_over(loaded: LoadedFleet, user: tuple[int, int], *, local: bool) -> tup
     files: list[Path] = []
     for wallet, hotkey in needed_keys(loaded):
         hotkey_path = loaded.hotkey_file(wallet, hotkey)
-        files += [hotkey_path, hotkey_path.with_name(hotkey + "pub.txt"), loaded.coldkeypub_file(wallet)]
+        files += [hotkey_path, keys.pub_of(hotkey_path), loaded.coldkeypub_file(wallet)]
     for path in dict.fromkeys(files):
         if not path.is_file() or readable_by(path, uid, gid):
             continue
@@ -99,9 +100,9 @@ def ensure_wallets(loaded: LoadedFleet, user: tuple[int, int] | None = None) -> 
     wallets_done: set[str] = set()
     for wallet_name, hotkey in needed_keys(loaded):
         wallet = Wallet(name=wallet_name, hotkey=hotkey, path=str(root))
-        hotkey_path = root / wallet_name / "hotkeys" / hotkey
-        coldkeypub = root / wallet_name / "coldkeypub.txt"
-        for path in (hotkey_path, hotkey_path.with_name(hotkey + "pub.txt"), coldkeypub):
+        hotkey_path = root / keys.hotkey_file(wallet_name, hotkey)
+        coldkeypub = root / keys.coldkeypub_file(wallet_name)
+        for path in (hotkey_path, keys.pub_of(hotkey_path), coldkeypub):
             cleared = _clear_mount_stub(path)
             if cleared:
                 lines.append(cleared)

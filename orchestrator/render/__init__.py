@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from orchestrator.fleetfile import LoadedFleet, display
+from orchestrator.fleet.load import LoadedFleet, display
 from orchestrator.render.compose import COMPOSE_FILE, GENERATED_DIR, render_compose
 from orchestrator.render.envfiles import env_entries, host_overrides, render_env_file
 from orchestrator.render.places import (

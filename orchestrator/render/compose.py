@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.fleetfile import LoadedFleet, Miner, ModelServer
+from orchestrator.fleet.load import LoadedFleet, Miner, ModelServer
 from orchestrator.render.envfiles import secret_env
 from orchestrator.render.places import (
     CONTAINER_APP,
@@ -31,6 +31,7 @@ from orchestrator.render.places import (
     probe_pub,
 )
 from orchestrator.render.resources import ORCHESTRATOR_LIMITS, Limits, miner_limits, server_limits
+from services.miner import keys
 
 GENERATED_DIR = Path("config/generated")
 COMPOSE_FILE = Path("docker-compose.yml")
@@ -92,8 +93,8 @@ def _hardened(limits: Limits) -> dict[str, Any]:
 
 def _miner_service(loaded: LoadedFleet, miner: Miner) -> dict[str, Any]:
     wallet = loaded.fleet.wallet_path
-    hotkey = f"{miner.wallet}/hotkeys/{miner.hotkey}"
-    coldkeypub = f"{miner.wallet}/coldkeypub.txt"
+    hotkey = str(keys.hotkey_file(miner.wallet, miner.hotkey))
+    coldkeypub = str(keys.coldkeypub_file(miner.wallet))
     probe = probe_pub(loaded)
     volumes = [
         f"{compose_host_path(f'{wallet}/{hotkey}')}:{CONTAINER_WALLETS}/{hotkey}:ro",
@@ -163,9 +164,9 @@ def _orchestrator_service(loaded: LoadedFleet) -> dict[str, Any]:
     fleet = loaded.fleet
     config = loaded.display_path
     port = fleet.status_api.port
-    probe_hotkey = f"{fleet.probe.wallet}/hotkeys/{fleet.probe.hotkey}"
+    probe_hotkey = str(keys.hotkey_file(fleet.probe.wallet, fleet.probe.hotkey))
     # The probe signs with its hotkey; the miners' addresses come from their public files (no secrets).
-    keys = list(dict.fromkeys([probe_hotkey, *(miner_pub(miner) for miner in loaded.miners)]))
+    key_files = list(dict.fromkeys([probe_hotkey, *(miner_pub(miner) for miner in loaded.miners)]))
     return {
         "build": _build("orchestrator"),
         "image": "minerfleet/orchestrator",
@@ -188,7 +189,10 @@ def _orchestrator_service(loaded: LoadedFleet) -> dict[str, Any]:
             f"{compose_host_path(config)}:{CONTAINER_APP}/{config}:ro",
             f"./{GENERATED_DIR.as_posix()}:{CONTAINER_APP}/{GENERATED_DIR.as_posix()}:ro",
             f"./{COMPOSE_FILE.as_posix()}:{CONTAINER_APP}/{COMPOSE_FILE.as_posix()}:ro",
-            *(f"{compose_host_path(f'{fleet.wallet_path}/{k}')}:{CONTAINER_WALLETS}/{k}:ro" for k in keys),
+            *(
+                f"{compose_host_path(f'{fleet.wallet_path}/{k}')}:{CONTAINER_WALLETS}/{k}:ro"
+                for k in key_files
+            ),
         ],
         "labels": _labels(loaded, ORCHESTRATOR),
         "restart": "unless-stopped",

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from orchestrator.fleet import PASS_THROUGH, PASS_THROUGH_GROUPS
-from orchestrator.fleetfile import LoadedFleet, Miner
+from orchestrator.fleet.load import LoadedFleet, Miner
 from orchestrator.render.places import Places, probe_pub
 from services.miner.backends import SPECS
 

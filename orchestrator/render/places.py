@@ -9,13 +9,13 @@ are one :class:`Places`; everything rendered asks it instead of branching on "ho
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from orchestrator.errors import EXIT_INVALID, PermanentError
-from orchestrator.fleetfile import LoadedFleet, Miner, ModelServer
+from orchestrator.fleet.load import LoadedFleet, Miner, ModelServer
+from services.miner import keys
 
 CONTAINER_APP = "/app"  # WORKDIR of the images
 CONTAINER_WALLETS = "/wallets"
@@ -101,21 +101,14 @@ def model_place(loaded: LoadedFleet, name: str) -> ModelPlace:
 
 
 def read_ss58(hotkey_file: Path) -> str:
-    """The public ss58 address of a hotkey, read from its keyfile (or its ``<hotkey>pub.txt``).
-
-    Reads only the public part; an encrypted hotkey still has its ``pub.txt`` next to it.
-    """
-    for path in (hotkey_file, hotkey_file.with_name(hotkey_file.name + "pub.txt")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and isinstance(data.get("ss58Address"), str):
-            return str(data["ss58Address"])
-    raise RenderError(
-        f"cannot read the ss58 address of the hotkey {hotkey_file} (nor of its pub.txt): "
-        "create it with `python -m orchestrator wallets` (network local) or btcli"
-    )
+    """The public ss58 address of a hotkey, read from its keyfile (or its ``<hotkey>pub.txt``)."""
+    try:
+        return keys.read_hotkey_ss58(hotkey_file)
+    except keys.KeyUnreadable as exc:
+        raise RenderError(
+            f"cannot read the ss58 address of the hotkey {hotkey_file} (nor of its pub.txt): {exc}; "
+            "create it with `python -m orchestrator wallets` (network local) or btcli"
+        ) from exc
 
 
 def probe_ss58(loaded: LoadedFleet) -> str:
@@ -130,12 +123,12 @@ def probe_pub(loaded: LoadedFleet) -> str:
     files do not depend on the keys of one machine and can be committed; the miner reads it at start-up.
     """
     probe = loaded.fleet.probe
-    return f"{probe.wallet}/hotkeys/{probe.hotkey}pub.txt"
+    return str(keys.hotkey_pub_file(probe.wallet, probe.hotkey))
 
 
 def miner_pub(miner: Miner) -> str:
     """A miner's public key file, relative to the wallet folder (mounted into the orchestrator)."""
-    return f"{miner.wallet}/hotkeys/{miner.hotkey}pub.txt"
+    return str(keys.hotkey_pub_file(miner.wallet, miner.hotkey))
 
 
 # --- one side ------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.fleet import BUNDLED_GGUF_BYTES, Resources
-from orchestrator.fleetfile import LoadedFleet, Miner, ModelServer
+from orchestrator.fleet.load import LoadedFleet, Miner, ModelServer
 from orchestrator.render.places import RenderError
 from services.miner.backends import SPECS
 from services.miner.backends.spec import Memory

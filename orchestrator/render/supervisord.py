@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.fleetfile import LoadedFleet
+from orchestrator.fleet.load import LoadedFleet
 from orchestrator.render.envfiles import host_overrides, secret_env
 from orchestrator.render.places import HERE_ROOT, Places, llama_server_args
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import signal
 import socket
@@ -102,20 +101,17 @@ def read_allowed_hotkey_files(settings: MinerSettings) -> list[str]:
     """The ss58 addresses in ``allowed_hotkey_files`` (bittensor ``<hotkey>pub.txt``: JSON with
     ``ss58Address``). Read once at start-up: the fleet's rendered files name the probe's key by path, so
     they do not depend on which keys a machine has."""
+    from services.miner.keys import KeyUnreadable, read_ss58
+
     addresses = []
     for path in settings.allowed_hotkey_files:
         try:
-            data = json.loads(path.expanduser().read_text(encoding="utf-8"))
-            address = data["ss58Address"] if isinstance(data, dict) else None
-        except (OSError, ValueError, KeyError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a hotkey pub.txt"
+            addresses.append(read_ss58(path))
+        except KeyUnreadable as exc:
             raise ConfigError(
-                f"MINER_ALLOWED_HOTKEY_FILES: cannot read {path} ({reason}); create the key with "
-                "`python -m orchestrator wallets` (network local) or btcli, or drop the file from the list"
+                f"MINER_ALLOWED_HOTKEY_FILES: {exc}; create the key with `python -m orchestrator wallets` "
+                "(network local) or btcli, or drop the file from the list"
             ) from exc
-        if not isinstance(address, str):
-            raise ConfigError(f"MINER_ALLOWED_HOTKEY_FILES: {path} has no ss58Address string")
-        addresses.append(address)
     return addresses
 
 

@@ -251,7 +251,9 @@ class MinerSettings(BaseSettings):
 
     @property
     def hotkey_file(self) -> Path:
-        return self.wallet_path.expanduser() / self.wallet_name / "hotkeys" / self.wallet_hotkey
+        from services.miner.keys import hotkey_file
+
+        return self.wallet_path.expanduser() / hotkey_file(self.wallet_name, self.wallet_hotkey)
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from orchestrator import cli
 from orchestrator.fleet import PASS_THROUGH, PASS_THROUGH_GROUPS, MinerOptions, json_schema
-from orchestrator.fleetfile import FleetInvalid, load_fleet
+from orchestrator.fleet.load import FleetInvalid, load_fleet
 from services.miner.settings import MinerSettings
 from tests.fleets import ROOT, make_project, shipped_project
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli, yamlsource
+from orchestrator import cli
+from orchestrator.fleet import located as yamlsource
 from tests.fleets import make_key, make_project
 
 F = "config/miners.yaml"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cli, model
-from orchestrator.fleetfile import load_fleet
+from orchestrator.fleet.load import load_fleet
 from tests.fleets import BUNDLED_MODEL, make_project, shipped_project
 
 ECHO_ONLY = """

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from orchestrator import cli
-from orchestrator.fleetfile import LoadedFleet, load_fleet
+from orchestrator.fleet.load import LoadedFleet, load_fleet
 from orchestrator.render import (
     COMPOSE_FILE,
     GENERATED_DIR,

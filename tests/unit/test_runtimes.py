@@ -331,7 +331,7 @@ async def test_the_server_checker_reads_a_real_health_endpoint() -> None:
 
 
 def test_the_watch_finds_the_fleets_model_servers(tmp_path: Path) -> None:
-    from orchestrator.fleetfile import load_fleet
+    from orchestrator.fleet.load import load_fleet
     from orchestrator.modelservers import ServerTarget, server_targets
     from tests.fleets import shipped_project
 

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
-from orchestrator import yamlsource
 from orchestrator.errors import EXIT_INVALID, PermanentError
-from orchestrator.fleet import Fleet
+from orchestrator.fleet import located as yamlsource
+from orchestrator.fleet.schema import Fleet
 from services.miner.settings import MAX_STREAMING_BATCH_SIZE
 
 

@@ -3,9 +3,9 @@
 Each error names ``file:line``, the field (``miners[2].streaming_batch_size``), what is wrong and the fix,
 and all of them are reported at once, sorted by line. Three passes:
 
-1. YAML (syntax errors, duplicate keys), keeping the line of every key (:mod:`orchestrator.yamlsource`);
+1. YAML (syntax errors, duplicate keys), keeping the line of every key (:mod:`orchestrator.fleet.located`);
 2. the pydantic schema (:mod:`orchestrator.fleet`): unknown keys (with "did you mean"), types, ranges;
-3. checks across fields, on what passed 2 (:mod:`orchestrator.fleetchecks`): ``defaults`` merged into
+3. checks across fields, on what passed 2 (:mod:`orchestrator.fleet.checks`): ``defaults`` merged into
    each miner, duplicate names, ports and hotkeys, backends and their models, GPUs and images, and
    (``check_files``) the model and wallet files on disk, with the command that creates a missing hotkey.
 
@@ -23,10 +23,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator import yamlsource
-from orchestrator.fleet import Fleet, MinerSpec
-from orchestrator.fleetchecks import Checker, Miner, ModelServer, display, looks_like_secret, resolve_path
-from orchestrator.fleeterrors import FleetError, FleetInvalid, format_path, translate
+from orchestrator.fleet import located as yamlsource
+from orchestrator.fleet.checks import Checker, Miner, ModelServer, display, looks_like_secret, resolve_path
+from orchestrator.fleet.errors import FleetError, FleetInvalid, format_path, translate
+from orchestrator.fleet.schema import Fleet, MinerSpec
+from services.miner import keys
 
 __all__ = [
     "DEFAULT_FLEET_FILE",
@@ -63,10 +64,10 @@ class LoadedFleet:
         return resolve_path(self.project_dir, self.fleet.wallet_path)
 
     def hotkey_file(self, wallet: str, hotkey: str) -> Path:
-        return self.wallet_dir / wallet / "hotkeys" / hotkey
+        return self.wallet_dir / keys.hotkey_file(wallet, hotkey)
 
     def coldkeypub_file(self, wallet: str) -> Path:
-        return self.wallet_dir / wallet / "coldkeypub.txt"
+        return self.wallet_dir / keys.coldkeypub_file(wallet)
 
     def model_file(self, name: str) -> Path:
         return resolve_path(self.project_dir, self.fleet.models[name].relative_path)

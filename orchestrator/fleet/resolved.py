@@ -1,0 +1,88 @@
+"""A miner and a model server as the rest of the orchestrator sees them: ``defaults`` merged in and every
+derived value (port, image, GPUs, model, model server, restart policy) decided by the checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.fleet.options import MinerOptions
+from orchestrator.fleet.sections import (
+    ImageName,
+    ModelServerSpec,
+)
+from orchestrator.policy import RestartPolicy
+from services.miner.settings import BackendName
+
+LEGACY_MODEL_SERVER = "model-server"  # the name of the older single `model_server:`
+
+
+@dataclass(frozen=True)
+class ModelServer:
+    """One model server (llama-server) with everything derived from it decided."""
+
+    name: str  # its key under `model_servers:` (the older `model_server:` is "model-server")
+    service: str  # compose service and supervisord program: model-server (legacy/only one), model-server-NAME
+    spec: ModelServerSpec
+    image: ImageName
+    ctx_per_slot: int
+    users: tuple[str, ...] = ()  # the miners that use it, in file order
+    at: tuple[str, ...] = ("model_server",)  # where it is written in the fleet file
+
+    @property
+    def ctx_size(self) -> int:
+        """The server's whole context (``--ctx-size``): every slot's."""
+        return self.spec.slots * self.ctx_per_slot
+
+    def concurrency_per_user(self) -> int:
+        """The slots shared among the miners using it: each miner's default MINER_MAX_CONCURRENCY."""
+        return max(1, self.spec.slots // max(1, len(self.users)))
+
+
+@dataclass(frozen=True)
+class Miner:
+    """One miner with ``defaults`` merged in and every derived value decided."""
+
+    index: int  # position in `miners:` (port_base + index is its default port)
+    name: str
+    wallet: str
+    hotkey: str
+    axon_port: int
+    axon_external_port: int | None
+    backend: BackendName
+    protocols: tuple[str, ...]
+    image: ImageName
+    gpus: tuple[int, ...]
+    model: str | None  # the named model a llamacpp/hf miner loads
+    model_server: str | None  # the model server an openai miner uses (its name)
+    options: MinerOptions  # defaults and the miner's own values, merged (groups merged key by key)
+    restart: RestartPolicy
+
+    @property
+    def uses_model_server(self) -> bool:
+        return self.model_server is not None
+
+
+def resolve_path(project_dir: Path, written: str) -> Path:
+    """A path from the fleet file: ``~`` expanded, relative ones taken from the project directory."""
+    path = Path(written).expanduser()
+    return path if path.is_absolute() else project_dir / path
+
+
+def display(project_dir: Path, path: Path) -> str:
+    """``path`` relative to the project directory when it is inside it, else as it is."""
+    try:
+        return path.resolve().relative_to(project_dir.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+_KEY_PREFIXES = ("sk-", "sk_", "pk-", "rk-", "hf_", "gsk_", "xai-", "AIza", "ghp_", "github_pat_")
+
+
+def looks_like_secret(value: str) -> bool:
+    """Whether a supposed variable *name* looks like a credential itself."""
+    if value.startswith(_KEY_PREFIXES):
+        return True
+    # Variable names are short UPPER_CASE words; long mixed-case strings with digits are keys.
+    return len(value) >= 24 and any(c.isdigit() for c in value) and any(c.islower() for c in value)
