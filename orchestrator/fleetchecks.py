@@ -29,6 +29,7 @@ from orchestrator.fleet import (
     ModelServerSpec,
 )
 from orchestrator.fleeterrors import FleetError, format_path
+from orchestrator.placement import Placement, matching
 from orchestrator.policy import RestartPolicy
 from services.miner.settings import BackendName, Network
 
@@ -46,6 +47,7 @@ class ModelServer:
     ctx_per_slot: int
     users: tuple[str, ...] = ()  # the miners that use it, in file order
     at: tuple[str, ...] = ("model_server",)  # where it is written in the fleet file
+    placement: Placement = field(default_factory=Placement)  # swarm: the nodes it may run on
 
     @property
     def ctx_size(self) -> int:
@@ -75,6 +77,7 @@ class Miner:
     model_server: str | None  # the model server an openai miner uses (its name)
     options: MinerOptions  # defaults and the miner's own values, merged (groups merged key by key)
     restart: RestartPolicy
+    placement: Placement = field(default_factory=Placement)  # swarm: the nodes it may run on
 
     @property
     def uses_model_server(self) -> bool:
@@ -140,6 +143,7 @@ class Checker:
             for server in self.servers.values()
         ]
         self._check_names(servers)
+        self._check_nodes()
         self._check_ports(miners, servers)
         self._check_hotkeys(miners)
         if self.check_files:
@@ -229,7 +233,9 @@ class Checker:
                     )
                 ctx = spec.n_ctx
             service = "model-server" if only_one or name == LEGACY_MODEL_SERVER else f"model-server-{name}"
-            servers[name] = ModelServer(name, service, spec, image, ctx, at=at)
+            placement = self._place(spec.node, spec.node_labels, at, at)
+            self._check_node_gpus(placement, spec.gpus, (*at, "gpus"))
+            servers[name] = ModelServer(name, service, spec, image, ctx, at=at, placement=placement)
         return servers
 
     def _check_server_image(self, spec: ModelServerSpec, at: tuple[str, ...]) -> ImageName:
@@ -318,6 +324,10 @@ class Checker:
             server = self._check_openai(options, i)
 
         image, gpus = self._check_image(spec, options, backend, i)
+        placement = self._place_miner(spec, options, i)
+        self._check_node_gpus(
+            placement, gpus, ("miners", i, "gpus") if spec.gpus is not None else ("defaults", "gpus")
+        )
 
         restart = self.fleet.restart
         overrides = options.restart.model_dump(exclude_none=True) if options.restart is not None else {}
@@ -344,6 +354,7 @@ class Checker:
             model_server=server,
             options=options,
             restart=restart,
+            placement=placement,
         )
 
     def _check_openai(self, options: MinerOptions, i: int) -> str | None:
@@ -500,6 +511,88 @@ class Checker:
                         where, f"{hotkey!r} is not an ss58 address", "write the hotkey's ss58 address (5...)"
                     )
 
+    # -- swarm placement
+
+    def _place_miner(self, spec: MinerSpec, options: MinerOptions, i: int) -> Placement:
+        node, labels = options.node, options.node_labels
+        if spec.node is not None:  # the miner's own node wins over labels from `defaults:`
+            labels = spec.node_labels
+        elif spec.node_labels is not None:
+            node = None
+        node_at = ("miners", i) if spec.node is not None else ("defaults",)
+        labels_at = ("miners", i) if spec.node_labels is not None else ("defaults",)
+        return self._place(node, labels, node_at, labels_at)
+
+    def _place(
+        self,
+        node: str | None,
+        labels: dict[str, str] | None,
+        node_at: tuple[str | int, ...],
+        labels_at: tuple[str | int, ...],
+    ) -> Placement:
+        """Check a ``node:``/``node_labels:`` pair against ``nodes:``; the nodes it allows."""
+        nodes = self.fleet.nodes
+        if node is None and labels is None:
+            return Placement(candidates=tuple(nodes))
+        if not nodes:
+            key = "node" if node is not None else "node_labels"
+            self.error(
+                self.at(*(node_at if node is not None else labels_at), key),
+                f"`{key}:` places it on a swarm node, but the fleet has no `nodes:`",
+                "list the swarm's machines under `nodes:` (name: {address: ...}), or remove it",
+            )
+            return Placement()
+        if node is not None and labels is not None:
+            self.error(
+                self.at(*labels_at, "node_labels"),
+                "both node and node_labels are set",
+                "keep one: `node:` pins it to one node, `node_labels:` lets it run on any node that has them",
+            )
+        if node is not None:
+            if node not in nodes:
+                close = difflib.get_close_matches(node, list(nodes), n=1, cutoff=0.6)
+                fix = f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(nodes)}"
+                self.error(self.at(*node_at, "node"), f"unknown node {node!r}", fix)
+                return Placement(node=node)
+            return Placement(node=node, candidates=(node,))
+        assert labels is not None
+        found = matching(nodes, labels)
+        if not found:
+            wanted = ", ".join(f"{k}={v}" for k, v in labels.items())
+            self.error(
+                self.at(*labels_at, "node_labels"),
+                f"no node under `nodes:` has the labels {wanted}",
+                "add them to a node's `labels:`, or change node_labels",
+            )
+        return Placement(labels=tuple(sorted(labels.items())), candidates=found)
+
+    def _check_node_gpus(
+        self, placement: Placement, gpus: Sequence[int], path: tuple[str | int, ...]
+    ) -> None:
+        """A unit with GPUs runs only where every node it may land on has those GPU ids."""
+        for node in placement.candidates:
+            missing = sorted(set(gpus) - set(self.fleet.nodes[node].gpus))
+            if missing:
+                self.error(
+                    self.at(*path),
+                    f"node {node} has no GPU {', '.join(map(str, missing))} "
+                    f"(its gpus: {list(self.fleet.nodes[node].gpus)})",
+                    f"list the GPU under nodes.{node}.gpus, or place it on a node that has it",
+                )
+                return
+
+    def _check_nodes(self) -> None:
+        seen: dict[str, str] = {}
+        for name, spec in self.fleet.nodes.items():
+            if spec.address in seen:
+                self.error(
+                    self.at("nodes", name, "address"),
+                    f"address {spec.address} is already node {seen[spec.address]}'s",
+                    "give each node its own address (the one it joined the swarm with)",
+                )
+            seen.setdefault(spec.address, name)
+            self._check_gpus(spec.gpus, ("nodes", name, "gpus"))
+
     # -- the whole fleet
 
     def _check_names(self, servers: list[ModelServer]) -> None:
@@ -524,13 +617,19 @@ class Checker:
                 first[spec.name] = where[0]
 
     def _check_ports(self, miners: list[Miner], servers: list[ModelServer]) -> None:
-        owners: dict[int, _Owner] = {}
+        # One machine: ports are unique in the fleet. A swarm: unique on each node a unit may run on.
+        owners: dict[tuple[str | None, int], _Owner] = {}
+        every_node: tuple[str | None, ...] = tuple(self.fleet.nodes) or (None,)
+        claiming: tuple[str | None, ...] = every_node
 
         def claim(port: int, owner: _Owner, where: tuple[int, str], fix: str) -> None:
-            if port in owners:
-                self.error(where, f"port {port} is already used by {owners[port]}", fix)
-            else:
-                owners[port] = owner
+            for node in claiming:
+                if (node, port) in owners:
+                    on = f" on node {node}" if node is not None else ""
+                    self.error(where, f"port {port} is already used{on} by {owners[node, port]}", fix)
+                    return
+            for node in claiming:
+                owners[node, port] = owner
 
         for server in servers:
             line, where = self.at(*server.at, "port")
@@ -538,7 +637,9 @@ class Checker:
             if not self.doc.has((*server.at, "port")):
                 line = self.doc.line_of(server.at)
                 what += " (default port 8000)"
+            claiming = server.placement.candidates or every_node
             claim(server.spec.port, _Owner(what, line), (line, where), f"change {where}")
+        claiming = every_node  # the orchestrator runs on a manager: whichever node that is
         for section, what in (("status_api", "the status API"), ("supervisor", "supervisord")):
             port = getattr(self.fleet, section).port
             written = self.doc.has((section, "port"))
@@ -561,6 +662,7 @@ class Checker:
                     "lower port_base",
                 )
                 continue
+            claiming = miner.placement.candidates or every_node
             claim(miner.axon_port, _Owner(what, where2[0]), where2, fix)
 
     def _check_hotkeys(self, miners: list[Miner]) -> None:
