@@ -13,6 +13,7 @@ What differs from docker-compose.yml, and why:
 - keys travel as Swarm secrets (each miner's own hotkey only) and configs (``coldkeypub.txt``, the
   probe's public key, the fleet file), read-only files owned by the container's user: the file names
   their sources on the deploying machine, never their contents, and no node needs a wallet folder;
+- no health checks on miners and model servers: Swarm would kill an unhealthy task itself;
 - no ``build``, ``depends_on`` or ``restart`` (``stack deploy`` ignores or rejects them): images must be
   on every node (``swarm up`` loads them), and there is no one-shot ``init`` (``swarm up`` makes the
   keys first). Swarm has no ``no-new-privileges``; the rest of the hardening is as in compose.
@@ -58,6 +59,9 @@ ORCHESTRATOR_REPLICAS = "${MINERFLEET_ORCHESTRATOR_REPLICAS:-1}"
 SECRET_MODE = 0o400  # written as 256: YAML has no octal in this dumper
 CONFIG_MODE = 0o444
 HOST_NETWORK = "host"
+# Swarm acts on a container's health check (a task is "starting" until healthy, and an unhealthy one is
+# killed): the orchestrator's own probes decide instead, so the images' checks are off here.
+NO_HEALTHCHECK = {"disable": True}
 
 
 def _file(name: str, target: str, mode: int) -> dict[str, Any]:
@@ -134,6 +138,7 @@ def _miner_service(loaded: LoadedFleet, miner: Miner) -> dict[str, Any]:
         "labels": labels,
         "stop_signal": "SIGTERM",
         "stop_grace_period": "20s",
+        "healthcheck": dict(NO_HEALTHCHECK),
         **_hardened(),
         "deploy": _deploy(miner.placement, labels, miner_limits(loaded, miner)),
     }
@@ -147,7 +152,6 @@ def _bind(volume: str) -> dict[str, Any]:
 
 def _model_server_service(loaded: LoadedFleet, server: ModelServer) -> dict[str, Any]:
     spec = server.spec
-    check = f"import urllib.request as u; u.urlopen('http://127.0.0.1:{spec.port}/health', timeout=3)"
     labels = _labels(loaded, "model-server", model_server=server.name)
     service: dict[str, Any] = {
         "image": f"minerfleet/miner:{server.image.value}",
@@ -160,13 +164,7 @@ def _model_server_service(loaded: LoadedFleet, server: ModelServer) -> dict[str,
         "labels": labels,
         "stop_signal": "SIGTERM",
         "stop_grace_period": "10s",
-        "healthcheck": {
-            "test": ["CMD", "python", "-S", "-c", check],
-            "interval": "30s",
-            "timeout": "5s",
-            "start_period": "120s",
-            "retries": 3,
-        },
+        "healthcheck": dict(NO_HEALTHCHECK),
         **_hardened(),
         "deploy": _deploy(server.placement, labels, server_limits(loaded, server)),
     }
