@@ -57,7 +57,7 @@ ns_pids() {
 }
 
 down() {
-  local i ns pids dir
+  local i ns pids dir pid ids
   for ns in $(ls /var/run/netns 2>/dev/null | grep -E "^$prefix-[0-9]+$" || true); do
     i=${ns#"$prefix"-}
     dir=$(node_dir "$i")
@@ -68,9 +68,10 @@ down() {
       # shellcheck disable=SC2086
       [ -n "$ids" ] && timeout 60 docker -H "$(node_sock "$i")" rm -f $ids >/dev/null 2>&1 || true
     fi
-    if [ -f "$dir/docker.pid" ] && kill -0 "$(cat "$dir/docker.pid")" 2>/dev/null; then
-      kill -TERM "$(cat "$dir/docker.pid")" 2>/dev/null || true
-      for _ in $(seq 1 30); do kill -0 "$(cat "$dir/docker.pid")" 2>/dev/null || break; sleep 0.5; done
+    pid=$(cat "$dir/docker.pid" 2>/dev/null || true)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     fi
     pids=$(ns_pids "$ns")
     # shellcheck disable=SC2086
