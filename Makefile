@@ -12,7 +12,7 @@ export MINERFLEET_UID ?= $(shell [ "$$(id -u)" = 0 ] && echo 1000 || id -u)
 export MINERFLEET_GID ?= $(shell [ "$$(id -u)" = 0 ] && echo 1000 || id -g)
 export MINERFLEET_DOCKER_GID ?= $(shell stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)
 
-.PHONY: up down health capacity status logs render validate wallets images bench bench-quick \
+.PHONY: swarm-up swarm-down up down health capacity status logs render validate wallets images bench bench-quick \
         venv model model-hf llama-server cuda-configure gpu-check test test-unit check lint types layers clean
 
 # --- the fleet ------------------------------------------------------------------------------------
@@ -24,6 +24,13 @@ down:
 
 health: venv
 	$(ORCH) health --config $(CONFIG)
+
+# Docker Swarm (README "Many machines"): run on a manager; DOCKER_HOST or MANAGER=... names its engine.
+swarm-up: venv model
+	$(ORCH) swarm up --config $(CONFIG) $(if $(MANAGER),--manager $(MANAGER)) $(ARGS)
+
+swarm-down: venv
+	$(ORCH) swarm down --config $(CONFIG) $(if $(MANAGER),--manager $(MANAGER))
 
 # K concurrent requests through every miner (make capacity CONCURRENCY=16 ARGS="--rounds 3 --json")
 CONCURRENCY ?= 8

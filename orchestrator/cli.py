@@ -180,6 +180,19 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_swarm(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``swarm up``: deploy on a Docker Swarm and wait until every miner streams; ``swarm down``: remove."""
+    from orchestrator.swarmdeploy import swarm_down, swarm_up
+
+    loaded = _load(args, err, check_files=False)
+    if args.action == "up":
+        ok = swarm_up(loaded, args.manager, args.orchestrator, args.timeout, out)
+        if not ok:
+            print(f"error: not every miner streams after {args.timeout:g} s (table above)", file=err)
+        return EXIT_OK if ok else EXIT_FAILED
+    return EXIT_FAILED if swarm_down(loaded, args.manager, args.timeout, out) else EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from orchestrator.fleet import json_schema
 
@@ -303,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.add_argument(
         "--runtime",
-        choices=["docker", "supervisor"],
+        choices=["docker", "supervisor", "swarm"],
         default=os.environ.get("MINERFLEET_RUNTIME", "supervisor"),
         help="where the miners run (default: $MINERFLEET_RUNTIME or %(default)s)",
     )
@@ -329,6 +342,25 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--url", default=None, help="the status API (default: http://127.0.0.1:<status_api.port>)"
     )
+    swarm = add_command(
+        sub,
+        "swarm",
+        cmd_swarm,
+        "up: deploy docker-stack.yml on a Docker Swarm (labels, images, deploy) and wait until every miner "
+        "streams; down: docker stack rm and wait until nothing is left",
+    )
+    swarm.add_argument("action", choices=["up", "down"])
+    swarm.add_argument(
+        "--manager", default=None, help="a manager's engine (default: $DOCKER_HOST, else the local engine)"
+    )
+    swarm.add_argument(
+        "--orchestrator",
+        choices=["service", "host"],
+        default="service",
+        help="run the watch as the stack's service on a manager (default), or deploy it with 0 replicas "
+        "and run `python -m orchestrator watch --runtime swarm` yourself",
+    )
+    swarm.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default: %(default)s)")
     add_command(sub, "schema", cmd_schema, "print the JSON schema of the fleet file", fleet=False)
     return parser
 

@@ -42,6 +42,11 @@ def in_container_view(loaded: LoadedFleet) -> LoadedFleet:
 
 
 def make_runtime(loaded: LoadedFleet, kind: str) -> Runtime:
+    if kind == "swarm":
+        from orchestrator.runtimes.swarm import SwarmRuntime
+
+        engines = {name: node.engine for name, node in loaded.fleet.nodes.items() if node.engine}
+        return SwarmRuntime(loaded.fleet.project, engines=engines)
     if kind == "docker":
         from orchestrator.runtimes.docker_sdk import DockerRuntime
 
@@ -67,13 +72,22 @@ def make_watcher(
         (server, loaded.fleet.restart)
         for server in server_targets(loaded, None if by_service else probe_host or "127.0.0.1")
     ]
+    probing: Any = prober
+    checker: Any = ServerChecker()
+    if runtime.name == "swarm" and probe_host is None:
+        from orchestrator.runtimes.swarm import SwarmRuntime
+        from orchestrator.swarmwatch import AtNode
+
+        assert isinstance(runtime, SwarmRuntime)
+        # Each miner and model server at its node's address, wherever its task runs now.
+        probing, checker = AtNode(prober, runtime, loaded), AtNode(checker, runtime, loaded)
     watcher = Watcher(
         watched,
         runtime,
-        prober,
+        probing,
         probe.interval,
         servers=servers,
-        checker=ServerChecker(),
+        checker=checker,
         state=None if state_file is None else StateFile(state_file),
     )
     return watcher, prober
@@ -141,7 +155,14 @@ async def serve_watch(
     _check_port_free(status_host, port)
     import uvicorn
 
-    config = uvicorn.Config(make_app(watcher.snapshot), host=status_host, port=port, log_level="warning")
+    snapshot = watcher.snapshot
+    if runtime.name == "swarm":
+        from orchestrator.runtimes.swarm import SwarmRuntime
+        from orchestrator.swarmwatch import with_nodes
+
+        assert isinstance(runtime, SwarmRuntime)
+        snapshot = with_nodes(watcher.snapshot, runtime, loaded)
+    config = uvicorn.Config(make_app(snapshot), host=status_host, port=port, log_level="warning")
     server = _server_class()(config)
     api = asyncio.create_task(server.serve(), name="status-api")
     log.info(
@@ -186,8 +207,24 @@ def fetch_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
 
 
 def format_status(snapshot: dict[str, Any]) -> str:
-    header = ("MINER", "BACKEND", "PORT", "STATE", "RESTARTS", "LAST PROBE", "TTFC", "REASON")
+    header: tuple[str, ...] = (
+        "MINER",
+        "BACKEND",
+        "PORT",
+        "STATE",
+        "RESTARTS",
+        "LAST PROBE",
+        "TTFC",
+        "REASON",
+    )
+    nodes = any("node" in unit for unit in [*snapshot["miners"], *snapshot.get("model_servers", [])])
+    if nodes:  # the swarm runtime: where each one runs
+        header = ("MINER", "BACKEND", "NODE", "PORT", *header[3:])
     rows = [header]
+
+    def at(unit: dict[str, Any]) -> tuple[str, ...]:
+        return (f"{unit.get('node') or '-'} ({unit.get('address') or '-'})",) if nodes else ()
+
     for m in snapshot["miners"]:
         probe = m.get("last_probe") or {}
         ttft = probe.get("first_chunk_after")
@@ -195,6 +232,7 @@ def format_status(snapshot: dict[str, Any]) -> str:
             (
                 m["name"],
                 m["backend"],
+                *at(m),
                 str(m["port"]),
                 m["state"],
                 str(m["restarts"]),
@@ -209,6 +247,7 @@ def format_status(snapshot: dict[str, Any]) -> str:
             (
                 server["name"],
                 "model-server",
+                *at(server),
                 str(server["port"]),
                 server["state"],
                 str(server["restarts"]),

@@ -34,6 +34,7 @@ from orchestrator.fleet.sections import (
     ImageName,
     ModelServerSpec,
     ModelSpec,
+    NodeSpec,
     Resources,
 )
 
@@ -60,6 +61,7 @@ __all__ = [
     "ModelServer",
     "ModelServerSpec",
     "ModelSpec",
+    "NodeSpec",
     "Resources",
     "display",
     "json_schema",

@@ -10,7 +10,7 @@ from typing import Any
 from bittensor_wallet.utils import is_valid_ss58_address
 from pydantic import ValidationError
 
-from orchestrator.fleet.checkbase import Checks
+from orchestrator.fleet.checknodes import PlacementChecks
 from orchestrator.fleet.options import BACKEND_GROUPS, Defaults, MinerOptions, MinerSpec
 from orchestrator.fleet.resolved import (
     Miner,
@@ -25,7 +25,7 @@ from services.miner.backends.spec import BackendSpec
 from services.miner.settings import BackendName
 
 
-class MinerChecks(Checks):
+class MinerChecks(PlacementChecks):
     """One miner entry at a time, resolved into a :class:`~orchestrator.fleet.resolved.Miner`."""
 
     def _resolve(self, spec: MinerSpec, i: int, used_models: dict[str, tuple[int, str]]) -> Miner | None:
@@ -83,6 +83,10 @@ class MinerChecks(Checks):
         self._check_secrets(described, group, i)
 
         image, gpus = self._check_image(spec, options, backend, i)
+        placement = self._place_miner(spec, options, i)
+        self._check_node_gpus(
+            placement, gpus, ("miners", i, "gpus") if spec.gpus is not None else ("defaults", "gpus")
+        )
 
         restart = self.fleet.restart
         overrides = options.restart.model_dump(exclude_none=True) if options.restart is not None else {}
@@ -109,6 +113,7 @@ class MinerChecks(Checks):
             model_server=server,
             options=options,
             restart=restart,
+            placement=placement,
         )
 
     def _check_server(self, described: BackendSpec, group: Any, i: int) -> str | None:

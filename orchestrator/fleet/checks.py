@@ -71,6 +71,7 @@ class Checker(MinerChecks, ServerChecks, FileChecks):
             for server in self.servers.values()
         ]
         self._check_names(servers)
+        self._check_nodes()
         self._check_ports(miners, servers)
         self._check_hotkeys(miners)
         if self.check_files:
@@ -100,13 +101,19 @@ class Checker(MinerChecks, ServerChecks, FileChecks):
                 first[spec.name] = where[0]
 
     def _check_ports(self, miners: list[Miner], servers: list[ModelServer]) -> None:
-        owners: dict[int, _Owner] = {}
+        # One machine: ports are unique in the fleet. A swarm: unique on each node a unit may run on.
+        owners: dict[tuple[str | None, int], _Owner] = {}
+        every_node: tuple[str | None, ...] = tuple(self.fleet.nodes) or (None,)
+        claiming: tuple[str | None, ...] = every_node
 
         def claim(port: int, owner: _Owner, where: tuple[int, str], fix: str) -> None:
-            if port in owners:
-                self.error(where, f"port {port} is already used by {owners[port]}", fix)
-            else:
-                owners[port] = owner
+            for node in claiming:
+                if (node, port) in owners:
+                    on = f" on node {node}" if node is not None else ""
+                    self.error(where, f"port {port} is already used{on} by {owners[node, port]}", fix)
+                    return
+            for node in claiming:
+                owners[node, port] = owner
 
         for server in servers:
             line, where = self.at(*server.at, "port")
@@ -114,7 +121,9 @@ class Checker(MinerChecks, ServerChecks, FileChecks):
             if not self.doc.has((*server.at, "port")):
                 line = self.doc.line_of(server.at)
                 what += " (default port 8000)"
+            claiming = server.placement.candidates or every_node
             claim(server.spec.port, _Owner(what, line), (line, where), f"change {where}")
+        claiming = every_node  # the orchestrator runs on a manager: whichever node that is
         for section, what in (("status_api", "the status API"), ("supervisor", "supervisord")):
             port = getattr(self.fleet, section).port
             written = self.doc.has((section, "port"))
@@ -137,6 +146,7 @@ class Checker(MinerChecks, ServerChecks, FileChecks):
                     "lower port_base",
                 )
                 continue
+            claiming = miner.placement.candidates or every_node
             claim(miner.axon_port, _Owner(what, where2[0]), where2, fix)
 
     def _check_hotkeys(self, miners: list[Miner]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.fleet.checkbase import Checks
+from orchestrator.fleet.checknodes import PlacementChecks
 from orchestrator.fleet.resolved import (
     LEGACY_MODEL_SERVER,
     ModelServer,
@@ -14,7 +14,7 @@ from orchestrator.fleet.sections import (
 )
 
 
-class ServerChecks(Checks):
+class ServerChecks(PlacementChecks):
     """The model servers (``model_servers:`` and the older ``model_server:``)."""
 
     def _check_model_servers(self, used_models: dict[str, tuple[int, str]]) -> dict[str, ModelServer]:
@@ -45,7 +45,9 @@ class ServerChecks(Checks):
                     )
                 ctx = spec.n_ctx
             service = "model-server" if only_one or name == LEGACY_MODEL_SERVER else f"model-server-{name}"
-            servers[name] = ModelServer(name, service, spec, image, ctx, at=at)
+            placement = self._place(spec.node, spec.node_labels, at, at)
+            self._check_node_gpus(placement, spec.gpus, (*at, "gpus"))
+            servers[name] = ModelServer(name, service, spec, image, ctx, at=at, placement=placement)
         return servers
 
     def _check_server_image(self, spec: ModelServerSpec, at: tuple[str, ...]) -> ImageName:

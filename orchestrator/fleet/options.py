@@ -122,6 +122,11 @@ _FLEET_ONLY_LAST: dict[str, Any] = {
         Resources | None,
         Field(None, description="Container limits (default: from the backend and the model's size)."),
     ),
+    "node": (str | None, Field(None, description="Swarm: the node (a name under `nodes:`) it runs on.")),
+    "node_labels": (
+        dict[str, str] | None,
+        Field(None, description="Swarm: run on any node with these labels (instead of `node:`)."),
+    ),
 }
 
 # The miner's settings the fleet copies as they are into MINER_* variables, in declaration order.
@@ -177,6 +182,8 @@ if TYPE_CHECKING:
         image: ImageName | None = None
         restart: RestartOverrides | None = None
         resources: Resources | None = None
+        node: str | None = None
+        node_labels: dict[str, str] | None = None
 
         def __getattr__(self, name: str) -> Any: ...
 

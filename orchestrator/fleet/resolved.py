@@ -3,7 +3,7 @@ derived value (port, image, GPUs, model, model server, restart policy) decided b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.fleet.options import MinerOptions
@@ -11,6 +11,7 @@ from orchestrator.fleet.sections import (
     ImageName,
     ModelServerSpec,
 )
+from orchestrator.placement import Placement
 from orchestrator.policy import RestartPolicy
 from services.miner.settings import BackendName
 
@@ -28,6 +29,7 @@ class ModelServer:
     ctx_per_slot: int
     users: tuple[str, ...] = ()  # the miners that use it, in file order
     at: tuple[str, ...] = ("model_server",)  # where it is written in the fleet file
+    placement: Placement = field(default_factory=Placement)  # swarm: the nodes it may run on
 
     @property
     def ctx_size(self) -> int:
@@ -57,6 +59,7 @@ class Miner:
     model_server: str | None  # the model server an openai miner uses (its name)
     options: MinerOptions  # defaults and the miner's own values, merged (groups merged key by key)
     restart: RestartPolicy
+    placement: Placement = field(default_factory=Placement)  # swarm: the nodes it may run on
 
     @property
     def uses_model_server(self) -> bool:

@@ -23,6 +23,7 @@ from orchestrator.fleet.sections import (
     LegacyModelServerSpec,
     ModelServerSpec,
     ModelSpec,
+    NodeSpec,
     ProbeSpec,
     StatusApiSpec,
     SupervisorSpec,
@@ -68,6 +69,11 @@ class Fleet(_Strict):
     model_server: LegacyModelServerSpec | None = Field(
         None,
         description="Older form of one model server (named model-server); prefer `model_servers:`.",
+    )
+    nodes: dict[Annotated[str, Field(pattern=MINER_NAME_PATTERN)], NodeSpec] = Field(
+        default_factory=dict,
+        description="Docker Swarm nodes by name (`python -m orchestrator swarm up`); without them the fleet "
+        "is one machine.",
     )
     defaults: Defaults = Field(default_factory=lambda: Defaults(), description="Applied to every miner.")
     miners: list[MinerSpec] = Field(..., min_length=1, description="The miners, one per hotkey.")

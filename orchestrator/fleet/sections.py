@@ -126,6 +126,28 @@ class Resources(_Strict):
         return value
 
 
+class NodeSpec(_Strict):
+    """One machine of a Docker Swarm (``nodes:``): where its miners are reached, its labels, its GPUs."""
+
+    address: str = Field(
+        ...,
+        min_length=1,
+        description="The node's address: the one it joined the swarm with (`docker node inspect` "
+        "Status.Addr), where validators and the probe reach its miners' axon ports.",
+    )
+    engine: str | None = Field(
+        None,
+        description="How this machine reaches the node's Docker engine, for loading images and reading "
+        "OOM kills: ssh://user@host or unix:///path/docker.sock (unset: images must be on it already).",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node labels (`swarm up` sets them); miners and model servers choose nodes by them "
+        "with `node_labels:`.",
+    )
+    gpus: list[int] = Field(default_factory=list, description="GPU ids this node has.")
+
+
 class ModelServerSpec(_Strict):
     """A model server: llama.cpp's ``llama-server`` on one named model, batching the requests of every
     ``openai`` miner that names it (``openai: {model_server: NAME}``) over parallel slots."""
@@ -146,6 +168,10 @@ class ModelServerSpec(_Strict):
     gpus: list[int] = Field(default_factory=list, description="GPU ids the server may use.")
     image: ImageName | None = Field(None, description="cpu or cuda (default: cuda when it uses a GPU).")
     resources: Resources | None = Field(None, description="Container limits (default: from the model).")
+    node: str | None = Field(None, description="Swarm: the node (a name under `nodes:`) it runs on.")
+    node_labels: dict[str, str] | None = Field(
+        None, description="Swarm: run on any node with these labels (instead of `node:`)."
+    )
 
 
 class LegacyModelServerSpec(ModelServerSpec):

@@ -7,7 +7,8 @@ one description of where things are (:mod:`~orchestrator.render.places`: contain
 - :mod:`~orchestrator.render.envfiles`: ``config/generated/<miner>.env`` (``MINER_*`` settings);
 - :mod:`~orchestrator.render.compose`: ``docker-compose.yml``, hardened, with limits from
   :mod:`~orchestrator.render.resources`;
-- :mod:`~orchestrator.render.supervisord`: ``config/generated/supervisord.conf`` (hosts without docker).
+- :mod:`~orchestrator.render.supervisord`: ``config/generated/supervisord.conf`` (hosts without docker);
+- :mod:`~orchestrator.render.stack`: ``docker-stack.yml``, the same fleet on a Docker Swarm.
 
 Secrets are never written (they are referenced by variable name), and miners get only their own hotkey
 file, their wallet's ``coldkeypub.txt`` and the probe's public key file, read-only; no coldkey is ever
@@ -32,6 +33,7 @@ from orchestrator.render.places import (
     probe_ss58,
     read_ss58,
 )
+from orchestrator.render.stack import STACK_FILE, render_stack
 from orchestrator.render.supervisord import RUN_DIR, SUPERVISOR_FILE, render_supervisor
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "DEFAULT_LLAMA_SERVER",
     "DEFAULT_PYTHON",
     "GENERATED_DIR",
+    "STACK_FILE",
     "SUPERVISOR_FILE",
     "ComposeStaleness",
     "Freshness",
@@ -78,6 +81,7 @@ def render(
         files[GENERATED_DIR / f"{miner.name}.env"] = render_env_file(loaded, miner, _header(loaded, "#"))
     host = Places.on_host(loaded, python, llama_server)
     files[SUPERVISOR_FILE] = render_supervisor(loaded, host, _header(loaded, ";"))
+    files[STACK_FILE] = render_stack(loaded, _header(loaded, "#"))
     return files
 
 

@@ -1,0 +1,255 @@
+"""The fleet on a real Docker Swarm of two nodes on this machine (scripts/swarm-lab.sh: a `dockerd` per
+node, each in its own network namespace, linked by veths on 10.213.0.0/24 inside those namespaces).
+
+One test walks the operator's path: `swarm up` (labels, the miner image loaded into both engines, deploy,
+wait until every miner streams at its node's address), the watch with the swarm runtime (run as a host
+process in the manager's network namespace; the stack file's orchestrator service is deployed with 0
+replicas), a miner killed on the worker restarted with its reason, a node drained (the miner placed by
+labels moves; the one pinned there is reported down with Swarm's reason, and comes back when the node
+does), `swarm down` leaving nothing behind. The lab itself is removed afterwards, even on failure.
+Only the miner:cpu image is needed (~380 MB, ~10 s to load into each node).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fleets import make_project
+from tests.helpers import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+LAB_ENV = {
+    "MINERFLEET_SWARM_PREFIX": "mfswt",
+    "MINERFLEET_SWARM_LAB": f"/tmp/minerfleet-swarm-test-{os.getpid()}",
+}
+STATUS_PORT = 9100  # inside the manager's namespace: nothing else listens there
+STACK = "mfswarmtest"
+
+
+def _why_not() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root: the test swarm's nodes are dockerds in network namespaces"
+    missing = [tool for tool in ("dockerd", "docker", "nsenter", "ip") if shutil.which(tool) is None]
+    if missing and shutil.which("apt-get") is None:
+        return f"no {', '.join(missing)} and no apt-get to install the engine"
+    return None
+
+
+def _run(*args: str, timeout: float = 600, check: bool = True, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(
+        list(args), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **LAB_ENV, "PYTHONPATH": str(ROOT), **(env or {})},
+    )  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    return proc.stdout
+
+
+def _lab(*args: str) -> str:
+    return _run("bash", "scripts/swarm-lab.sh", *args, timeout=300).strip()
+
+
+class Lab:
+    def __init__(self) -> None:
+        self.manager, self.worker = _lab("host", "1"), _lab("host", "2")
+        self.netns = _lab("netns", "1")
+
+    def in_manager(self, *args: str, **kwargs: Any) -> str:
+        """A command in the manager's network namespace (where the nodes' addresses are)."""
+        return _run("nsenter", f"--net={self.netns}", "--", *args, **kwargs)
+
+    def docker(self, engine: str, *args: str) -> str:
+        return _run("docker", "-H", engine, *args).strip()
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    reason = _why_not()
+    if reason:
+        pytest.skip(reason)
+    # A running engine and the miner image (built once, cached): what `make images` does.
+    _run("bash", "scripts/images.sh", timeout=3600, env={"MINERFLEET_IMAGES": "cpu"})
+    started = time.monotonic()
+    try:
+        _lab("up", "2")
+        print(f"swarm lab up in {time.monotonic() - started:.1f} s")
+        yield Lab()
+    finally:
+        _lab("down")
+        left = [n for n in os.listdir("/var/run/netns") if n.startswith("mfswt-")] if os.path.isdir(
+            "/var/run/netns"
+        ) else []  # fmt: skip
+        assert not left, f"network namespaces left behind: {left}"
+        assert not Path(LAB_ENV["MINERFLEET_SWARM_LAB"]).exists()
+
+
+def _fleet(lab: Lab) -> str:
+    return f"""
+network: local
+wallet_path: ./wallets
+project: {STACK}
+status_api: {{port: {STATUS_PORT}}}
+probe: {{interval: 2, timeout: 5}}
+restart: {{start_grace: 5, backoff_initial: 1, backoff_max: 4}}
+nodes:
+  alpha: {{address: 10.213.0.1, engine: "{lab.manager}", labels: {{pool: echo}}}}
+  beta: {{address: 10.213.0.2, engine: "{lab.worker}", labels: {{pool: echo}}}}
+defaults: {{wallet: fleet, backend: echo}}
+miners:
+  # the same port on both nodes: ports are unique per node
+  - {{name: echo-a, hotkey: echo-a, node: alpha, axon_port: 8091}}
+  - {{name: echo-b, hotkey: echo-b, node: beta, axon_port: 8091}}
+  # placed by labels: may run on either node, and moves when its node is drained
+  - {{name: echo-c, hotkey: echo-c, node_labels: {{pool: echo}}, axon_port: 8092}}
+"""
+
+
+def _wait(what: str, check: Callable[[], Any], timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except AssertionError as exc:  # the status API not answering yet
+            last = str(exc)[-300:]
+        else:
+            if last:
+                return last
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def test_a_fleet_on_a_two_node_swarm(lab: Lab, tmp_path: Path) -> None:
+    began = time.monotonic()
+    project = tmp_path / "project"
+    config = make_project(project, _fleet(lab), keys=False, model=False)
+    where = ["--config", str(config), "--project-dir", str(project)]
+    orchestrator = [sys.executable, "-m", "orchestrator"]
+    watch: subprocess.Popen[bytes] | None = None
+
+    def status() -> dict[str, dict[str, Any]]:
+        text = lab.in_manager(
+            sys.executable, "-S", "-c",
+            "import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=5).read().decode())",
+            f"http://127.0.0.1:{STATUS_PORT}/status", timeout=30,
+        )  # fmt: skip
+        return {m["name"]: m for m in json.loads(text)["miners"]}
+
+    try:
+        # 1. swarm up: labels, image on both nodes, deploy, every miner streaming at its node's address
+        out = lab.in_manager(*orchestrator, "swarm", "up", *where, "--manager", lab.manager,
+                             "--orchestrator", "host", "--timeout", "120")  # fmt: skip
+        print(out)
+        print(f"swarm up took {time.monotonic() - began:.1f} s")
+        rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("echo-")}
+        assert rows["echo-a"][1:4] == ["alpha", "10.213.0.1", "8091"], out
+        assert rows["echo-b"][1:4] == ["beta", "10.213.0.2", "8091"], out
+        assert all(row[5] == "healthy" for row in rows.values()), out
+        assert "mode: host" in (project / "docker-stack.yml").read_text(encoding="utf-8")
+
+        # the plain health command, through each node's address, like a validator
+        for host, miner in (("10.213.0.1", "echo-a"), ("10.213.0.2", "echo-b")):
+            report = json.loads(lab.in_manager(*orchestrator, "health", "--json", "--host", host,
+                                               "--miner", miner, *where))  # fmt: skip
+            assert report["healthy"], report
+        # on the worker: the miner's own hotkey only, read-only, not root; no coldkey
+        container = lab.docker(lab.worker, "ps", "-q", "--filter", "label=minerfleet.miner=echo-b")
+        listing = lab.docker(
+            lab.worker,
+            "exec",
+            container,
+            "sh",
+            "-c",
+            "id -u; find /wallets -type f | sort; touch /wallets/fleet/hotkeys/echo-b || echo RO",
+        )
+        uid, *files = listing.splitlines()
+        assert uid == "1000"
+        expected = ["fleet/coldkeypub.txt", "fleet/hotkeys/echo-b", "probe/hotkeys/defaultpub.txt"]
+        assert files == [*(f"/wallets/{f}" for f in expected), "RO"], listing
+
+        # 2. the watch, with the swarm runtime, on the manager
+        watch = subprocess.Popen(
+            ["nsenter", f"--net={lab.netns}", "--", *orchestrator, "watch", "--runtime", "swarm", *where,
+             "--state", str(tmp_path / "state.json")],
+            cwd=ROOT, env={**os.environ, "DOCKER_HOST": lab.manager, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        _wait(
+            "the watch adopts every miner and probes it",
+            lambda: all(
+                m["state"] == "RUNNING" and (m["last_probe"] or {}).get("healthy") for m in status().values()
+            ),
+        )
+        seen = status()
+        assert (seen["echo-b"]["node"], seen["echo-b"]["address"]) == ("beta", "10.213.0.2")
+        assert seen["echo-b"]["last_probe"]["healthy"]
+
+        # 3. a miner killed on the worker: restarted by the orchestrator, with the reason
+        lab.docker(lab.worker, "kill", container)
+        restarted = _wait(
+            "echo-b restarted after its kill",
+            lambda: (
+                (m := status()["echo-b"])["state"] == "RUNNING"
+                and m["restarts_by_reason"].get("killed:SIGKILL") == 1
+                and m
+            ),
+        )
+        assert restarted["node"] == "beta"
+        assert any("task: non-zero exit (137)" in h["detail"] for h in restarted["history"]), restarted
+        print(f"kill handled at {time.monotonic() - began:.1f} s")
+
+        # 4. the node echo-c runs on is drained: echo-c moves; the miner pinned there is reported down
+        drained = status()["echo-c"]["node"]
+        pinned = "echo-a" if drained == "alpha" else "echo-b"
+        other = "beta" if drained == "alpha" else "alpha"
+        node_id = lab.docker(
+            lab.manager if drained == "alpha" else lab.worker, "info", "-f", "{{.Swarm.NodeID}}"
+        )
+        lab.docker(lab.manager, "node", "update", "--availability", "drain", node_id)
+        _wait(
+            "echo-c on the other node",
+            lambda: (m := status()["echo-c"])["state"] == "RUNNING" and m["node"] == other
+            and m["last_probe"]["healthy"],
+        )  # fmt: skip
+        down = _wait(
+            f"{pinned} reported down with Swarm's reason",
+            lambda: (m := status()[pinned])["state"] != "RUNNING" and "no suitable node" in m["detail"] and m,
+        )
+        print(f"{pinned} while {drained} is drained: {down['state']} {down['reason']}: {down['detail']}")
+        lab.docker(lab.manager, "node", "update", "--availability", "active", node_id)
+        _wait(
+            f"{pinned} back on {drained}",
+            lambda: (m := status()[pinned])["state"] == "RUNNING" and m["node"] == drained,
+        )
+        print(f"drain handled at {time.monotonic() - began:.1f} s")
+    finally:
+        if watch is not None:
+            watch.send_signal(signal.SIGTERM)
+            try:
+                watch.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                watch.kill()
+                watch.wait()
+
+    # 5. swarm down: nothing of the stack is left on either node
+    out = _run(*orchestrator, "swarm", "down", *where, "--manager", lab.manager, "--timeout", "120")
+    assert out.strip() == f"stack {STACK} removed", out
+    label = f"label=com.docker.stack.namespace={STACK}"
+    for engine in (lab.manager, lab.worker):
+        assert lab.docker(engine, "ps", "-aq", "--filter", label) == ""
+    for kind in ("service", "network", "secret", "config"):
+        assert lab.docker(lab.manager, kind, "ls", "-q", "--filter", label) == "", kind
+    print(f"the swarm test took {time.monotonic() - began:.1f} s (plus the lab's start and removal)")
