@@ -34,7 +34,7 @@ BundledGguf = Literal["gemma-3-270m-q4_k_m"]
 
 # Compose services the fleet renders besides the miners; a miner may not take these names (nor the
 # `model-server-NAME` of a model server).
-RESERVED_NAMES = frozenset({"init", "model-server", "orchestrator"})
+RESERVED_NAMES = frozenset({"init", "model-server", "orchestrator", "prometheus"})
 # docker's memory sizes: a whole number and a unit (k, m, g).
 MEMORY_PATTERN = r"^[1-9][0-9]*[kmg]$"
 
@@ -289,6 +289,13 @@ class MinerOptions(_Strict):
         None, description="ss58 hotkeys always allowed (the probe hotkey is added by render)."
     )
     axon_ip: str | None = Field(None, description="Address the axon binds to (default 0.0.0.0).")
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port of the miner's Prometheus /metrics (default: axon_port + the fleet's "
+        "metrics_port_offset); never published by compose, reached on the compose network.",
+    )
     axon_external_ip: str | None = Field(None, description="Address announced to the network.")
     require_validator_permit: bool | None = Field(None, description="Chain: refuse hotkeys without a permit.")
     min_stake: float | None = Field(None, ge=0, description="Chain: refuse hotkeys with less stake (TAO).")
@@ -338,6 +345,7 @@ class MinerOptions(_Strict):
 # The MinerOptions fields copied as they are into the miner's MINER_* settings (same names there).
 PASS_THROUGH: tuple[str, ...] = (
     "axon_external_ip",
+    "metrics_port",  # resolved per miner (Miner.metrics_port): the offset applies when unset
     "require_validator_permit",
     "min_stake",
     "metagraph_sync_interval",
@@ -401,6 +409,13 @@ class Fleet(_Strict):
     )
     port_base: int = Field(
         8091, ge=1, le=65535, description="A miner without axon_port gets port_base + its index in `miners`."
+    )
+    metrics_port_offset: int | None = Field(
+        1000,
+        ge=1,
+        le=64000,
+        description="A miner without metrics_port serves its Prometheus metrics on axon_port + this; "
+        "null: no metrics server unless the miner sets metrics_port.",
     )
     project: str = Field(
         "minerfleet", pattern=MINER_NAME_PATTERN, description="Label put on every container of the fleet."

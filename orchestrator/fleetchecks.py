@@ -75,6 +75,7 @@ class Miner:
     model_server: str | None  # the model server an openai miner uses (its name)
     options: MinerOptions  # defaults and the miner's own values, merged (groups merged key by key)
     restart: RestartPolicy
+    metrics_port: int | None = None  # its Prometheus /metrics (None: no metrics server)
 
     @property
     def uses_model_server(self) -> bool:
@@ -329,12 +330,17 @@ class Checker:
                 problem, _, fix = message.rpartition(": ")
                 self.error(self.miner_at(i, "restart"), problem or message, fix or "adjust the numbers")
 
+        axon_port = spec.axon_port if spec.axon_port is not None else self.fleet.port_base + i
+        metrics_port = options.metrics_port
+        if metrics_port is None and self.fleet.metrics_port_offset is not None:
+            metrics_port = axon_port + self.fleet.metrics_port_offset
         return Miner(
+            metrics_port=metrics_port,
             index=i,
             name=spec.name,
             wallet=options.wallet,
             hotkey=spec.hotkey,
-            axon_port=spec.axon_port if spec.axon_port is not None else self.fleet.port_base + i,
+            axon_port=axon_port,
             axon_external_port=spec.axon_external_port,
             backend=backend,
             protocols=tuple(options.protocols or ["prompting"]),
@@ -525,6 +531,7 @@ class Checker:
 
     def _check_ports(self, miners: list[Miner], servers: list[ModelServer]) -> None:
         owners: dict[int, _Owner] = {}
+        clashed: set[str] = set()
 
         def claim(port: int, owner: _Owner, where: tuple[int, str], fix: str) -> None:
             if port in owners:
@@ -561,7 +568,34 @@ class Checker:
                     "lower port_base",
                 )
                 continue
+            if miner.axon_port in owners:
+                clashed.add(miner.name)
             claim(miner.axon_port, _Owner(what, where2[0]), where2, fix)
+        for miner in miners:
+            if miner.name not in clashed:  # two miners on one axon port: that error says it already
+                self._claim_metrics_port(miner, claim)
+
+    def _claim_metrics_port(self, miner: Miner, claim: Any) -> None:
+        """A miner's metrics port clashes with no other port of the fleet, and exists."""
+        port = miner.metrics_port
+        if port is None:
+            return
+        if miner.options.metrics_port is not None:
+            where = self.miner_at(miner.index, "metrics_port")
+            what = f"the metrics of miner {miner.name!r}"
+            fix = "choose another metrics_port" + (
+                " (set in defaults: every miner gets the same one; set it per miner)"
+                if where[1].startswith("defaults")
+                else ""
+            )
+        else:
+            where = self.at("miners", miner.index)
+            what = f"the metrics of miner {miner.name!r} (axon_port + metrics_port_offset)"
+            fix = "set a metrics_port on this miner, or change metrics_port_offset"
+        if port > 65535:
+            self.error(where, f"metrics port {port} (axon_port + metrics_port_offset) is over 65535", fix)
+            return
+        claim(port, _Owner(what, where[0]), where, fix)
 
     def _check_hotkeys(self, miners: list[Miner]) -> None:
         probe = self.fleet.probe

@@ -7,7 +7,8 @@ one description of where things are (:mod:`~orchestrator.render.places`: contain
 - :mod:`~orchestrator.render.envfiles`: ``config/generated/<miner>.env`` (``MINER_*`` settings);
 - :mod:`~orchestrator.render.compose`: ``docker-compose.yml``, hardened, with limits from
   :mod:`~orchestrator.render.resources`;
-- :mod:`~orchestrator.render.supervisord`: ``config/generated/supervisord.conf`` (hosts without docker).
+- :mod:`~orchestrator.render.supervisord`: ``config/generated/supervisord.conf`` (hosts without docker);
+- :mod:`~orchestrator.render.prometheus`: ``config/generated/prometheus.yml`` (the monitoring profile).
 
 Secrets are never written (they are referenced by variable name), and miners get only their own hotkey
 file, their wallet's ``coldkeypub.txt`` and the probe's public key file, read-only; no coldkey is ever
@@ -30,6 +31,7 @@ from orchestrator.render.places import (
     probe_ss58,
     read_ss58,
 )
+from orchestrator.render.prometheus import PROMETHEUS_FILE, render_prometheus
 from orchestrator.render.supervisord import RUN_DIR, SUPERVISOR_FILE, render_supervisor
 
 __all__ = [
@@ -74,6 +76,7 @@ def render(
         files[GENERATED_DIR / f"{miner.name}.env"] = render_env_file(loaded, miner, _header(loaded, "#"))
     host = Places.on_host(loaded, python, llama_server)
     files[SUPERVISOR_FILE] = render_supervisor(loaded, host, _header(loaded, ";"))
+    files[PROMETHEUS_FILE] = render_prometheus(loaded, _header(loaded, "#"))
     return files
 
 

@@ -150,6 +150,12 @@ class MinerSettings(BaseSettings):
     axon_external_port: int | None = Field(
         None, ge=1, le=65535, description="Port announced to the network (default: axon_port)."
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port of the miner's Prometheus /metrics, bound to axon_ip (unset: no metrics server).",
+    )
     protocols: list[ProtocolName] = Field(
         default_factory=lambda: list[ProtocolName](["prompting"]),
         min_length=1,
