@@ -374,3 +374,19 @@ def _rows(dom: str) -> dict[str, list[str]]:
     parser = Rows()
     parser.feed(dom)
     return {row[0]: row for row in parser.rows if row}
+
+
+def test_promtool_accepts_the_rules_and_the_rendered_configurations(tmp_path: Path) -> None:
+    promtool = _need("promtool")
+    checked = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
+    assert checked.returncode == 0 and "7 rules found" in checked.stdout, checked.stdout + checked.stderr
+    host = tmp_path / "host.yml"
+    host.write_text(
+        subprocess.run(
+            [sys.executable, "-m", "orchestrator", "prometheus-config"], cwd=ROOT, check=True,
+            capture_output=True, text=True,
+        ).stdout
+    )  # fmt: skip
+    for config in (host, ROOT / "config/generated/prometheus.yml"):
+        checked = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True)
+        assert checked.returncode == 0, (config, checked.stdout, checked.stderr)
