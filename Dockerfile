@@ -7,6 +7,7 @@
 #                                            the fleet's model server: llama.cpp's own llama-server
 #                                            (/usr/local/bin/llama-server; python -m llama_cpp.server too)
 #   miner-hf      minerfleet/miner:hf        the miner image plus transformers and CPU torch
+#   prometheus    minerfleet/prometheus      Debian's Prometheus, for the opt-in `monitoring` compose profile
 #   miner-cuda    minerfleet/miner:cuda      llama.cpp (library and llama-server) built with CUDA 13, the
 #                                            toolkit from PyPI wheels, on the same Debian base. Not built
 #                                            by `make images` on CPU hosts: MINERFLEET_IMAGES="... cuda".
@@ -86,6 +87,19 @@ EXPOSE 9100
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-S", "/app/container/healthcheck.py", "orchestrator"]
 CMD ["python", "-m", "orchestrator", "--help"]
+
+# --- prometheus: Debian's Prometheus for the `monitoring` compose profile ---------------------------
+# From the same base as the other images (offline hosts: the debootstrap base and Debian's mirror).
+# The configuration and rules are mounted by compose (config/generated/prometheus.yml, config/prometheus/).
+FROM base AS prometheus
+RUN apt-get update -q \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus \
+ && rm -rf /var/lib/apt/lists/* \
+ && prometheus --version
+LABEL org.opencontainers.image.title="minerfleet prometheus" minerfleet.image=prometheus
+USER 1000:1000
+EXPOSE 9090
+CMD ["prometheus", "--config.file=/etc/minerfleet/prometheus.yml", "--storage.tsdb.path=/tmp/prometheus"]
 
 # --- llama-wheel: llama-cpp-python compiled once (build tools live only in this stage) -------------
 FROM base AS llama-wheel

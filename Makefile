@@ -13,14 +13,15 @@ export MINERFLEET_GID ?= $(shell [ "$$(id -u)" = 0 ] && echo 1000 || id -g)
 export MINERFLEET_DOCKER_GID ?= $(shell stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)
 
 .PHONY: swarm-up swarm-down up down health capacity status logs render validate wallets images bench bench-quick \
-        venv model model-hf llama-server cuda-configure gpu-check test test-unit check lint types layers clean
+        venv model model-hf llama-server cuda-configure gpu-check test test-deps test-unit check lint types layers clean
 
 # --- the fleet ------------------------------------------------------------------------------------
+# MONITORING=1: also Prometheus with the alert rules (compose profile `monitoring`, 127.0.0.1:9090).
 up: venv model
-	@CONFIG=$(CONFIG) bash scripts/up.sh
+	@CONFIG=$(CONFIG) MONITORING=$(MONITORING) bash scripts/up.sh
 
 down:
-	$(COMPOSE) down --remove-orphans
+	$(COMPOSE) --profile monitoring down --remove-orphans
 
 health: venv
 	$(ORCH) health --config $(CONFIG)
@@ -87,8 +88,12 @@ gpu-check: venv model
 
 # --- checks ----------------------------------------------------------------------------------------
 # The tests start a real llama-server: MINERFLEET_LLAMA_SERVER says where it is.
-test: venv model llama-server
+test: venv model llama-server test-deps
 	MINERFLEET_LLAMA_SERVER=$$(bash scripts/llama-server.sh) $(PY) -m pytest -ra
+
+# Debian's prometheus/promtool and chromium for the monitoring tests (installed when missing and root).
+test-deps:
+	@bash scripts/test-deps.sh
 
 test-unit: venv
 	$(PY) -m pytest -ra tests/unit

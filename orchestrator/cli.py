@@ -193,6 +193,17 @@ def cmd_swarm(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_FAILED if swarm_down(loaded, args.manager, args.timeout, out) else EXIT_OK
 
 
+def cmd_prometheus_config(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """A Prometheus configuration for a Prometheus on this host: the fleet through the status API."""
+    from orchestrator.render.prometheus import RULES_DIR, prometheus_config
+
+    loaded = _load(args, err, check_files=False)
+    address = args.status_address or f"127.0.0.1:{loaded.fleet.status_api.port}"
+    rules = (loaded.project_dir / RULES_DIR / "rules.yml").resolve()
+    out.write(prometheus_config(address, [str(rules)], project=loaded.fleet.project))
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from orchestrator.fleet import json_schema
 
@@ -361,6 +372,17 @@ def build_parser() -> argparse.ArgumentParser:
         "and run `python -m orchestrator watch --runtime swarm` yourself",
     )
     swarm.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default: %(default)s)")
+    prom = add_command(
+        sub,
+        "prometheus-config",
+        cmd_prometheus_config,
+        "print a prometheus.yml scraping the whole fleet through the status API (for a host Prometheus)",
+    )
+    prom.add_argument(
+        "--status-address",
+        default=None,
+        help="host:port of the status API (default 127.0.0.1:<status_api.port>)",
+    )
     add_command(sub, "schema", cmd_schema, "print the JSON schema of the fleet file", fleet=False)
     return parser
 

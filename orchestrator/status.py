@@ -1,14 +1,23 @@
-"""The status API: ``/status`` (JSON), ``/metrics`` (Prometheus text) and ``/`` (a page for people).
+"""The status API: ``/status`` (JSON), ``/metrics`` (Prometheus), ``/targets`` and ``/scrape/<unit>`` (the
+units' own metrics for a Prometheus), and ``/`` (a page for people).
 
-It serves the watch loop's own records from the same event loop, so a request costs no I/O.
-Bound to 127.0.0.1 by default (inside the compose stack: published on the host's 127.0.0.1 only).
+It serves the watch loop's own records from the same event loop, so ``/status`` and ``/metrics`` cost
+no I/O; ``/scrape/<unit>`` reads one unit's ``/metrics`` in a thread. Bound to 127.0.0.1 by default
+(inside the compose stack: published on the host's 127.0.0.1 only).
+
+The page is plain HTML and a little JavaScript, no build step: the first view is rendered here (it reads
+without JavaScript), then the script fetches ``/status`` every few seconds and redraws the tables in
+place, keeping a short history per miner for its sparkline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -16,84 +25,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from orchestrator.policy import State
+from orchestrator.metrics import FleetMetrics, UnitScraper, fetch, sd_targets
+from orchestrator.metrics import metrics_text as metrics_text
 
 Snapshot = Callable[[], dict[str, Any]]
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def metrics_text(snapshot: dict[str, Any]) -> str:
-    """Prometheus exposition format, version 0.0.4."""
-    out: list[str] = []
-
-    def family(name: str, kind: str, help_text: str) -> None:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} {kind}")
-
-    miners = snapshot["miners"]
-    family("minerfleet_miner_state", "gauge", "1 for the state each miner is in, 0 for the others.")
-    for m in miners:
-        for state in State:
-            value = 1 if m["state"] == state.value else 0
-            out.append(f'minerfleet_miner_state{{miner="{_label(m["name"])}",state="{state.value}"}} {value}')
-    family("minerfleet_restarts_total", "counter", "Automatic restarts since the watch started, by reason.")
-    for m in miners:
-        for reason, count in sorted(m["restarts_by_reason"].items()):
-            out.append(
-                f'minerfleet_restarts_total{{miner="{_label(m["name"])}",reason="{_label(reason)}"}} {count}'
-            )
-    probes = [(m["name"], m["last_probe"]) for m in miners if m["last_probe"]]
-    family("minerfleet_probe_healthy", "gauge", "1 when the last stream probe was healthy.")
-    for name, p in probes:
-        out.append(f'minerfleet_probe_healthy{{miner="{_label(name)}"}} {1 if p["healthy"] else 0}')
-    family("minerfleet_probe_ttft_seconds", "gauge", "Time to the first streamed chunk in the last probe.")
-    for name, p in probes:
-        if p["first_chunk_after"] is not None:
-            out.append(
-                f'minerfleet_probe_ttft_seconds{{miner="{_label(name)}"}} {p["first_chunk_after"]:.6f}'
-            )
-    family("minerfleet_probe_tokens_per_second", "gauge", "Estimated tokens/s (chars/4) in the last probe.")
-    for name, p in probes:
-        if p["tokens_per_s"] is not None:
-            out.append(
-                f'minerfleet_probe_tokens_per_second{{miner="{_label(name)}"}} {p["tokens_per_s"]:.3f}'
-            )
-    family("minerfleet_probe_chunks", "gauge", "Chunks streamed in the last probe.")
-    for name, p in probes:
-        out.append(f'minerfleet_probe_chunks{{miner="{_label(name)}"}} {p["chunks"]}')
-    servers = snapshot.get("model_servers", [])
-    family(
-        "minerfleet_model_server_state", "gauge", "1 for the state each model server is in, 0 for the others."
-    )
-    for m in servers:
-        for state in State:
-            value = 1 if m["state"] == state.value else 0
-            out.append(
-                f'minerfleet_model_server_state{{server="{_label(m["name"])}",state="{state.value}"}} {value}'
-            )
-    family(
-        "minerfleet_model_server_restarts_total",
-        "counter",
-        "Automatic restarts of each model server, by reason.",
-    )
-    for m in servers:
-        for reason, count in sorted(m["restarts_by_reason"].items()):
-            out.append(
-                f'minerfleet_model_server_restarts_total{{server="{_label(m["name"])}",'
-                f'reason="{_label(reason)}"}} {count}'
-            )
-    family("minerfleet_model_server_healthy", "gauge", "1 when the last GET /health answered 200.")
-    for m in servers:
-        if m["last_check"]:
-            out.append(
-                f'minerfleet_model_server_healthy{{server="{_label(m["name"])}"}} '
-                f"{1 if m['last_check']['healthy'] else 0}"
-            )
-    return "\n".join(out) + "\n"
-
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _COLORS = {
     "RUNNING": "#1a7f37",
@@ -105,55 +41,149 @@ _COLORS = {
 }
 
 
-def page(snapshot: dict[str, Any]) -> str:
-    rows = []
-    for m in snapshot.get("model_servers", []):
-        check = m["last_check"] or {}
-        rows.append(
-            "<tr>"
-            f"<td>{html.escape(m['name'])}</td><td>model-server</td><td>{m['port']}</td>"
-            f"<td style='color:{_COLORS.get(m['state'], '#000')};font-weight:600'>{m['state']}</td>"
-            f"<td>{m['restarts']}</td><td>{html.escape(check.get('verdict', '-'))}</td>"
-            f"<td>-</td><td>-</td><td>{html.escape(m['detail'] or m['reason'])}</td>"
-            "</tr>"
-        )
-    for m in snapshot["miners"]:
-        p = m["last_probe"] or {}
-        ttft = "-" if p.get("first_chunk_after") is None else f"{p['first_chunk_after']:.2f}s"
-        rate = "-" if p.get("tokens_per_s") is None else f"{p['tokens_per_s']:.1f}"
-        why = m["detail"] or m["reason"]
-        rows.append(
-            "<tr>"
-            f"<td>{html.escape(m['name'])}</td><td>{html.escape(m['backend'])}</td><td>{m['port']}</td>"
-            f"<td style='color:{_COLORS.get(m['state'], '#000')};font-weight:600'>{m['state']}</td>"
-            f"<td>{m['restarts']}</td><td>{html.escape(p.get('verdict', '-'))}</td>"
-            f"<td>{ttft}</td><td>{rate}</td>"
-            f"<td>{html.escape(why)}</td>"
-            "</tr>"
-        )
+def with_traffic(snapshot: dict[str, Any], scraper: UnitScraper | None) -> dict[str, Any]:
+    """The watch's snapshot, each unit with what its own metrics say (``traffic``; None: not read)."""
+    for unit in [*snapshot["miners"], *snapshot.get("model_servers", [])]:
+        unit["traffic"] = None if scraper is None else scraper.summary(unit["name"])
+    return snapshot
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _restarts(unit: dict[str, Any]) -> str:
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(unit["restarts_by_reason"].items()))
+    return f"{unit['restarts']}" + (f" ({reasons})" if reasons else "")
+
+
+def _miner_row(m: dict[str, Any]) -> str:
+    p = m["last_probe"] or {}
+    t = m.get("traffic") or {}
+    fraction = t.get("answered_fraction")
+    cells = [
+        html.escape(m["name"]),
+        html.escape(m["backend"]),
+        str(m["port"]),
+        f"<span class=state style='color:{_COLORS.get(m['state'], '#000')}'>{m['state']}</span>",
+        html.escape(_restarts(m)),
+        html.escape(p.get("verdict", "-")),
+        _fmt(p.get("first_chunk_after"), ".2f", "s"),
+        _fmt(t.get("requests"), ".0f"),
+        _fmt(None if fraction is None else 100 * fraction, ".0f", "%"),
+        _fmt(t.get("first_chunk_p90"), ".2f", "s"),
+        "",
+        html.escape(m["detail"] or m["reason"]),
+    ]
+    return f"<tr data-unit='{html.escape(m['name'])}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def _server_row(s: dict[str, Any]) -> str:
+    check = s["last_check"] or {}
+    t = s.get("traffic") or {}
+    cells = [
+        html.escape(s["name"]),
+        str(s["port"]),
+        f"<span class=state style='color:{_COLORS.get(s['state'], '#000')}'>{s['state']}</span>",
+        html.escape(_restarts(s)),
+        html.escape(check.get("verdict", "-")),
+        _fmt(t.get("requests_processing"), ".0f"),
+        _fmt(t.get("tokens_predicted_total"), ".0f"),
+        html.escape(s["detail"] or s["reason"]),
+    ]
+    return f"<tr data-unit='{html.escape(s['name'])}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+MINER_HEADER = (
+    "miner",
+    "backend",
+    "port",
+    "state",
+    "restarts",
+    "last probe",
+    "probe TTFC",
+    "requests 5m",
+    "answered",
+    "first chunk p90",
+    "history",
+    "reason",
+)
+SERVER_HEADER = ("model server", "port", "state", "restarts", "last check", "processing", "tokens", "reason")
+
+# The page's script (plain JavaScript, shipped beside this module).
+_SCRIPT = (Path(__file__).with_name("status.js")).read_text(encoding="utf-8")
+
+
+def page(snapshot: dict[str, Any], refresh: float = 5.0) -> str:
+    """The status page: the first view rendered here, refreshed in place from ``/status``."""
+    miners = "".join(_miner_row(m) for m in snapshot["miners"])
+    servers = "".join(_server_row(s) for s in snapshot.get("model_servers", []))
     updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+    script = _SCRIPT.replace("__COLORS__", json.dumps(_COLORS)).replace(
+        "__REFRESH_MS__", str(int(refresh * 1000))
+    )
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5"><title>minerfleet</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}}th{{background:#f6f8fa}}</style>
+<html><head><meta charset="utf-8"><title>minerfleet</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#1f2328}}
+table{{border-collapse:collapse;margin-bottom:2em}}
+td,th{{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left;white-space:nowrap}}
+th{{background:#f6f8fa}}.state{{font-weight:600}}p.note{{color:#57606a;font-size:.9em}}</style>
 </head><body><h1>minerfleet</h1>
-<p>runtime: {html.escape(snapshot["runtime"])} &middot; updated {updated} &middot;
-<a href="/status">/status</a> &middot; <a href="/metrics">/metrics</a></p>
-<table><tr><th>miner</th><th>backend</th><th>port</th><th>state</th><th>restarts</th><th>last probe</th>
-<th>TTFC</th><th>tok/s~</th><th>reason</th></tr>
-{"".join(rows)}
-</table></body></html>
+<p><span id="updated">runtime: {html.escape(snapshot["runtime"])}, updated {updated}</span> &middot;
+<a href="/status">/status</a> &middot; <a href="/metrics">/metrics</a> &middot;
+<a href="/targets">/targets</a></p>
+<table><thead><tr>{"".join(f"<th>{h}</th>" for h in MINER_HEADER)}</tr></thead>
+<tbody id="miners">{miners}</tbody></table>
+<table><thead><tr>{"".join(f"<th>{h}</th>" for h in SERVER_HEADER)}</tr></thead>
+<tbody id="servers">{servers}</tbody></table>
+<p class="note">Requests, answered (done or cut at the deadline with what was made, over every request
+but blacklisted callers) and first-chunk p90 come from each miner's own metrics over the last 5 minutes;
+the history shows requests and answers per scrape.</p>
+<script>{script}</script>
+</body></html>
 """
 
 
-def make_app(snapshot: Snapshot) -> Starlette:
-    async def status(request: Request) -> Response:
-        return JSONResponse(snapshot())
+def make_app(
+    snapshot: Snapshot, metrics: FleetMetrics | None = None, scraper: UnitScraper | None = None
+) -> Starlette:
+    fleet_metrics = metrics or FleetMetrics(snapshot)
 
-    async def metrics(request: Request) -> Response:
-        return PlainTextResponse(metrics_text(snapshot()), media_type="text/plain; version=0.0.4")
+    def current() -> dict[str, Any]:
+        return with_traffic(snapshot(), scraper)
+
+    async def status(request: Request) -> Response:
+        return JSONResponse(current())
+
+    async def metrics_route(request: Request) -> Response:
+        return Response(fleet_metrics.text(), media_type=CONTENT_TYPE)
+
+    async def targets(request: Request) -> Response:
+        endpoints = [] if scraper is None else list(scraper.endpoints)
+        direct = request.query_params.get("direct") not in (None, "", "0", "false")
+        return JSONResponse(sd_targets(endpoints, None if direct else request.url.netloc))
+
+    async def scrape(request: Request) -> Response:
+        name = request.path_params["unit"]
+        endpoint = None if scraper is None else next((e for e in scraper.endpoints if e.name == name), None)
+        if endpoint is None:
+            return PlainTextResponse(f"no unit named {name!r}\n", status_code=404)
+        try:
+            text, content_type = await asyncio.to_thread(fetch, endpoint.url)
+        except OSError as exc:
+            reason = getattr(exc, "reason", exc)
+            return PlainTextResponse(f"{name} at {endpoint.url}: {reason}\n", status_code=503)
+        return Response(text, media_type=content_type)
 
     async def index(request: Request) -> Response:
-        return HTMLResponse(page(snapshot()))
+        return HTMLResponse(page(current()))
 
-    return Starlette(routes=[Route("/status", status), Route("/metrics", metrics), Route("/", index)])
+    return Starlette(
+        routes=[
+            Route("/status", status),
+            Route("/metrics", metrics_route),
+            Route("/targets", targets),
+            Route("/scrape/{unit}", scrape),
+            Route("/", index),
+        ]
+    )

@@ -20,6 +20,7 @@ from typing import Any
 from orchestrator.errors import TemporaryError
 from orchestrator.fleet.load import LoadedFleet
 from orchestrator.health import probe_wallet, targets
+from orchestrator.metrics import FleetMetrics, UnitEndpoint, UnitScraper
 from orchestrator.modelservers import ServerChecker, server_targets
 from orchestrator.probe import Prober
 from orchestrator.runtimes.base import Runtime
@@ -27,6 +28,7 @@ from orchestrator.statefile import StateFile
 from orchestrator.watch import Watcher
 
 log = logging.getLogger("orchestrator")
+SCRAPE_INTERVAL = 10.0  # seconds between reads of the units' own /metrics (the status page's figures)
 
 
 class WatchError(TemporaryError):
@@ -90,7 +92,23 @@ def make_watcher(
         checker=checker,
         state=None if state_file is None else StateFile(state_file),
     )
+    watcher.metrics = FleetMetrics(watcher.snapshot)
     return watcher, prober
+
+
+def make_scraper(loaded: LoadedFleet, watcher: Watcher) -> UnitScraper:
+    """Every unit's own /metrics, reached where the watch reaches the unit (its service name on the
+    compose network, else the probe's host)."""
+    endpoints = []
+    for watched in watcher.miners.values():
+        metrics_port = loaded.miner(watched.target.name).metrics_port
+        if metrics_port is not None:
+            endpoints.append(UnitEndpoint(watched.target.name, "miner", watched.target.host, metrics_port))
+    for watched in watcher.servers.values():
+        target = watched.target
+        endpoints.append(UnitEndpoint(target.name, "model-server", target.host, target.port))
+    interval = min(SCRAPE_INTERVAL, loaded.fleet.probe.interval)
+    return UnitScraper(endpoints, interval, watcher.metrics)
 
 
 def configure_logging() -> None:
@@ -162,9 +180,12 @@ async def serve_watch(
 
         assert isinstance(runtime, SwarmRuntime)
         snapshot = with_nodes(watcher.snapshot, runtime, loaded)
-    config = uvicorn.Config(make_app(snapshot), host=status_host, port=port, log_level="warning")
+    scraper = make_scraper(loaded, watcher)
+    app = make_app(snapshot, watcher.metrics, scraper)
+    config = uvicorn.Config(app, host=status_host, port=port, log_level="warning")
     server = _server_class()(config)
     api = asyncio.create_task(server.serve(), name="status-api")
+    scraping = asyncio.create_task(scraper.run(stop), name="scrape")
     log.info(
         "watching %d miners and %d model servers with the %s runtime; status API on http://%s:%d; "
         "state in %s",
@@ -180,7 +201,8 @@ async def serve_watch(
         await watch
     finally:
         server.should_exit = True
-        await asyncio.gather(api, return_exceptions=True)
+        stop.set()
+        await asyncio.gather(api, scraping, return_exceptions=True)
         await prober.aclose()
         await runtime.aclose()
     log.info("watch stopped; miners left as they are")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from orchestrator.metrics import FleetMetrics
 from orchestrator.modelservers import ServerReport, ServerTarget, ServerVerdict
 from orchestrator.policy import (
     Action,
@@ -117,8 +118,10 @@ class Watcher:
         servers: Sequence[tuple[ServerTarget, RestartPolicy]] = (),
         checker: ServerHealth | None = None,
         state: StateFile | None = None,
+        metrics: FleetMetrics | None = None,
     ) -> None:
         self.runtime = runtime
+        self.metrics = metrics  # probe results over time (counters, histograms), beside the last values
         self.prober = prober
         self.checker = checker
         self.probe_interval = probe_interval
@@ -253,10 +256,14 @@ class Watcher:
             report = await self.checker.check(watched.target)
             if report.verdict is ServerVerdict.loading:
                 blame = Blame.LOADING
+            if self.metrics is not None:
+                self.metrics.checked(watched.target.name, report)
         else:
             report = await self.prober.probe(watched.target)
             if report.verdict is Verdict.dependency_down:
                 blame = Blame.DEPENDENCY  # restarting the miner cannot bring its server back
+            if self.metrics is not None:
+                self.metrics.probed(watched.target.name, report)
         watched.last_probe = report
         watched.last_probe_at = self.clock()
         reason = "" if report.healthy else f"{report.verdict.value}: {report.reason}".rstrip(": ")

@@ -14,7 +14,8 @@
 #      Dockerfile's llama-server stage compiles it, and the result is kept in $MINERFLEET_CACHE too,
 #   6. the CPU torch wheel (hf image) from $MINERFLEET_TORCH_WHEELS (default /opt/wheels) -> container/wheels/,
 #   7. docker build of each image in $MINERFLEET_IMAGES (default "cpu hf orchestrator"; add "cuda" on a
-#      GPU host), printing the time each took.
+#      GPU host, "prometheus" for the monitoring profile: `make up MONITORING=1` adds it), printing the
+#      time each took.
 #
 #   scripts/images.sh            build what MINERFLEET_IMAGES names
 #   scripts/images.sh --base     only make sure the base image exists and print its name (what
@@ -29,6 +30,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fail() { echo "images: $*" >&2; exit 1; }
+# shellcheck source=scripts/progress.sh
+. scripts/progress.sh
 say() { echo "images: $*" >&2; }
 
 images=${MINERFLEET_IMAGES:-cpu hf orchestrator}
@@ -45,7 +48,7 @@ torch_dir=${MINERFLEET_TORCH_WHEELS:-/opt/wheels}
 logs=build/images
 
 for image in $images; do
-  case $image in cpu | hf | orchestrator | cuda) ;; *) fail "unknown image '$image' in MINERFLEET_IMAGES (cpu hf orchestrator cuda)" ;; esac
+  case $image in cpu | hf | orchestrator | cuda | prometheus) ;; *) fail "unknown image '$image' in MINERFLEET_IMAGES (cpu hf orchestrator cuda prometheus)" ;; esac
 done
 
 # --- 1. engine -------------------------------------------------------------------------------------
@@ -97,12 +100,16 @@ mkdir -p "$logs"
 build() {
   local target=$1 tag=$2 log=$logs/$1.log start=$SECONDS old
   old=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
-  say "building $tag (target $target) ..."
+  say "building $tag (target $target${3:+, $3}) ..."
   if [ "${MINERFLEET_VERBOSE:-0}" = 1 ]; then
     docker build --target "$target" -t "$tag" "${build_args[@]}" . 2>&1 | tee "$log"
   else
-    docker build --target "$target" -t "$tag" "${build_args[@]}" . >"$log" 2>&1
-  fi || { tail -n 30 "$log" >&2; fail "building $tag failed (whole log: $log)"; }
+    with_progress "$tag" "$log" docker build --target "$target" -t "$tag" "${build_args[@]}" .
+  fi || fail "building $tag failed (whole log: $log)"
+  if [ -n "$old" ] && [ "$old" = "$(docker image inspect -f '{{.Id}}' "$tag")" ]; then
+    say "reused $tag: nothing changed ($((SECONDS - start)) s)"
+    return
+  fi
   say "built $tag in $((SECONDS - start)) s ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
   # The previous build of this tag, now untagged, only takes disk space (kept if a container uses it).
   if [ -n "$old" ] && [ "$old" != "$(docker image inspect -f '{{.Id}}' "$tag")" ]; then
@@ -117,7 +124,7 @@ if [[ " $images " == *" cpu "* || " $images " == *" hf "* ]]; then
   if ! compgen -G "$wheels/llama_cpp_python-$llama_version-*.whl" >/dev/null; then
     say "compiling llama-cpp-python $llama_version once ($cmake_args); cached in $wheels"
     rm -f container/wheels/llama_cpp_python-*
-    build llama-wheel "minerfleet/llama-wheel:$key"
+    build llama-wheel "minerfleet/llama-wheel:$key" "~5 min on 2 cores"
     tmp=$(mktemp -d "$cache/wheels.XXXXXX")
     cid=$(docker create "minerfleet/llama-wheel:$key" true)
     docker cp "$cid:/wheels/." "$tmp/" && docker rm "$cid" >/dev/null
@@ -125,6 +132,8 @@ if [[ " $images " == *" cpu "* || " $images " == *" hf "* ]]; then
     rm -rf "$wheels" && mkdir -p "$(dirname "$wheels")" && mv "$tmp" "$wheels"
     # The builder image (compilers) is not needed any more; the wheel is cached.
     docker rmi "minerfleet/llama-wheel:$key" >/dev/null
+  else
+    say "reused the compiled llama-cpp-python $llama_version wheel ($wheels)"
   fi
   for whl in container/wheels/llama_cpp_python-*; do
     [ -e "$whl" ] && ! [ -e "$wheels/$(basename "$whl")" ] && rm -f "$whl"
@@ -164,7 +173,7 @@ if [[ " $images " == *" cpu "* ]]; then
     if ! [ -x "$cached" ]; then
       say "llama-server: compiling it in the image once (3-6 min on 2 cores); cached in $(dirname "$cached")"
       rm -f "$prepared"
-      build llama-server "minerfleet/llama-server-build:$key"
+      build llama-server "minerfleet/llama-server-build:$key" "3-6 min on 2 cores"
       mkdir -p "$(dirname "$cached")"
       cid=$(docker create "minerfleet/llama-server-build:$key" true)
       docker cp "$cid:/out/llama-server" "$cached.tmp" && docker rm "$cid" >/dev/null
@@ -193,8 +202,9 @@ fi
 
 # --- 7. the images ---------------------------------------------------------------------------------
 total=$SECONDS
-[[ " $images " == *" orchestrator "* ]] && build orchestrator minerfleet/orchestrator
-[[ " $images " == *" cpu "* ]] && build miner minerfleet/miner:cpu
-[[ " $images " == *" hf "* ]] && build miner-hf minerfleet/miner:hf
-[[ " $images " == *" cuda "* ]] && build miner-cuda minerfleet/miner:cuda
+[[ " $images " == *" orchestrator "* ]] && build orchestrator minerfleet/orchestrator "first time ~2 min"
+[[ " $images " == *" cpu "* ]] && build miner minerfleet/miner:cpu "first time ~2 min"
+[[ " $images " == *" hf "* ]] && build miner-hf minerfleet/miner:hf "first time ~3 min: transformers, torch"
+[[ " $images " == *" cuda "* ]] && build miner-cuda minerfleet/miner:cuda "first time 1-2 h on 2 cores"
+[[ " $images " == *" prometheus "* ]] && build prometheus minerfleet/prometheus "first time ~1 min"
 say "done in $((SECONDS - total)) s: $images"

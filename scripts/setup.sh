@@ -17,12 +17,29 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# shellcheck source=scripts/progress.sh
+. scripts/progress.sh
+log=build/setup.log
+started=$SECONDS
+if [ -x .venv/bin/python ]; then
+  echo "setup: updating .venv (pyproject.toml or setup.sh changed; what is installed is reused)" >&2
+else
+  echo "setup: creating .venv (first time ~8 min on 2 cores, ~5 of them compiling llama.cpp; log: $log)" >&2
+  "$PYTHON" -m venv .venv
+fi
 pip=(.venv/bin/python -m pip --disable-pip-version-check)
-"${pip[@]}" install -q --upgrade pip wheel setuptools
+with_progress "pip, setuptools" "$log" "${pip[@]}" install --upgrade pip wheel setuptools
 # torch first, pinned to the CPU build (DESIGN.md: /opt/wheels has it; anything else pulls GBs of CUDA).
-"${pip[@]}" install -q torch==2.13.0
+echo "setup: torch (CPU build, ~1 min the first time)" >&2
+with_progress "torch" "$log" "${pip[@]}" install torch==2.13.0
 # llama-cpp-python compiles from source (~5 min on 2 cores) the first time; pip caches the wheel after.
-"${pip[@]}" install -q -e '.[dev,hf,model,server]'
+if .venv/bin/python -c 'import llama_cpp' 2>/dev/null; then
+  echo "setup: the project and its dependencies (llama-cpp-python already installed: reused)" >&2
+elif "${pip[@]}" cache list 'llama_cpp_python*' 2>/dev/null | grep -q whl; then
+  echo "setup: the project and its dependencies (llama-cpp-python from pip's cache: no compile)" >&2
+else
+  echo "setup: the project and its dependencies; compiling llama-cpp-python (~5 min on 2 cores, once)" >&2
+fi
+with_progress "dependencies" "$log" "${pip[@]}" install -e '.[dev,hf,model,server]'
 echo "$want" > "$stamp"
-echo "setup: .venv ready"
+echo "setup: .venv ready in $((SECONDS - started)) s"

@@ -7,10 +7,16 @@ PY=.venv/bin/python
 CONFIG=${CONFIG:-config/miners.yaml}
 WAIT=${MINERFLEET_UP_WAIT:-300}
 
-step() { printf '\n== %s\n' "$*"; }
+MONITORING=${MONITORING:-}
+started=$SECONDS
+step() { printf '\n== %s   [%d s so far]\n' "$*" $((SECONDS - started)); }
 
-step "docker engine"
-bash scripts/docker-engine.sh
+step "docker engine (installed and started when missing: ~1 min the first time)"
+if docker info >/dev/null 2>&1; then
+  echo "reused: the running Docker engine"
+else
+  bash scripts/docker-engine.sh
+fi
 # Containers run as this uid (the hotkeys are handed to it on network local); the orchestrator joins
 # the docker socket's group. `make` exports these; a direct call gets the same defaults.
 if [ "$(id -u)" = 0 ]; then def_uid=1000 def_gid=1000; else def_uid=$(id -u) def_gid=$(id -g); fi
@@ -18,28 +24,49 @@ export MINERFLEET_UID=${MINERFLEET_UID:-$def_uid} MINERFLEET_GID=${MINERFLEET_GI
 MINERFLEET_DOCKER_GID=$(stat -c %g /var/run/docker.sock)
 export MINERFLEET_DOCKER_GID
 
-step "fleet file"
+step "fleet file: hotkeys (network local), settings, docker-compose.yml (seconds)"
 $PY -m orchestrator validate --config "$CONFIG" >/dev/null 2>&1 || true  # wallets below may be what is missing
 $PY -m orchestrator wallets --config "$CONFIG"
 $PY -m orchestrator render --config "$CONFIG"
 $PY -m orchestrator validate --config "$CONFIG"
 
-step "images"
+profile=()
+if [ -n "$MONITORING" ] && [ "$MONITORING" != 0 ]; then
+  profile=(--profile monitoring)
+  export MINERFLEET_IMAGES=${MINERFLEET_IMAGES:-cpu hf orchestrator prometheus}
+fi
+step "images (first time ~15 min on 2 cores: base image ~1 min, llama.cpp compiled ~5 min, torch layer; later runs reuse them)"
 bash scripts/images.sh
 
-step "compose up"
-bash scripts/compose.sh up -d --no-build --remove-orphans
+step "compose up${profile:+ (with the monitoring profile: Prometheus on 127.0.0.1:9090)}"
+bash scripts/compose.sh "${profile[@]}" up -d --no-build --remove-orphans
 
-step "waiting until every miner streams (up to ${WAIT}s)"
+step "waiting until every miner streams (models load in ~10-60 s; up to ${WAIT}s)"
 deadline=$((SECONDS + WAIT))
-until $PY -m orchestrator health --config "$CONFIG" --json >/dev/null 2>&1; do
+next_report=$((SECONDS + 15))
+until report=$($PY -m orchestrator health --config "$CONFIG" --json 2>/dev/null); do
   if [ $SECONDS -ge $deadline ]; then
     $PY -m orchestrator health --config "$CONFIG" || true
     echo "error: not every miner streams after ${WAIT}s: see the table above, \`make status\` and \`make logs\`" >&2
     exit 1
   fi
+  if [ $SECONDS -ge $next_report ]; then
+    waiting=$(printf '%s' "$report" | $PY -c 'import json, sys
+try:
+    rows = json.load(sys.stdin)
+    rows = rows.get("miners", rows) if isinstance(rows, dict) else rows
+    print(", ".join(f"{r[\"name\"]} ({r[\"verdict\"]})" for r in rows if not r.get("healthy")))
+except Exception:
+    print("")' 2>/dev/null || true)
+    echo "  $((SECONDS - deadline + WAIT)) s: still waiting for ${waiting:-the miners}"
+    next_report=$((SECONDS + 15))
+  fi
   sleep 3
 done
 $PY -m orchestrator health --config "$CONFIG"
 echo
-echo "The fleet is up. make health | make status | make logs | make down"
+echo "The fleet is up in $((SECONDS - started)) s. make health | make status | make logs | make down"
+echo "Status page: http://127.0.0.1:$($PY -c 'import sys, yaml; print((yaml.safe_load(open(sys.argv[1])).get("status_api") or {}).get("port", 9100))' "$CONFIG" 2>/dev/null || echo 9100)/"
+if [ ${#profile[@]} -gt 0 ]; then
+  echo "Prometheus: http://127.0.0.1:${MINERFLEET_PROMETHEUS_PORT:-9090}/ (alerts: /alerts)"
+fi

@@ -98,12 +98,16 @@ class MinerChecks(PlacementChecks):
                 problem, _, fix = message.rpartition(": ")
                 self.error(self.miner_at(i, "restart"), problem or message, fix or "adjust the numbers")
 
+        axon_port = spec.axon_port if spec.axon_port is not None else self.fleet.port_base + i
+        metrics_port = options.metrics_port
+        if metrics_port is None and self.fleet.metrics_port_offset is not None:
+            metrics_port = axon_port + self.fleet.metrics_port_offset
         return Miner(
             index=i,
             name=spec.name,
             wallet=options.wallet,
             hotkey=spec.hotkey,
-            axon_port=spec.axon_port if spec.axon_port is not None else self.fleet.port_base + i,
+            axon_port=axon_port,
             axon_external_port=spec.axon_external_port,
             backend=backend,
             protocols=tuple(options.protocols or ["prompting"]),
@@ -114,6 +118,7 @@ class MinerChecks(PlacementChecks):
             options=options,
             restart=restart,
             placement=placement,
+            metrics_port=metrics_port,
         )
 
     def _check_server(self, described: BackendSpec, group: Any, i: int) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from orchestrator.fleet import located as yamlsource
 from orchestrator.fleet.checkfiles import FileChecks
@@ -105,6 +106,7 @@ class Checker(MinerChecks, ServerChecks, FileChecks):
         owners: dict[tuple[str | None, int], _Owner] = {}
         every_node: tuple[str | None, ...] = tuple(self.fleet.nodes) or (None,)
         claiming: tuple[str | None, ...] = every_node
+        clashed: set[str] = set()  # miners whose axon port clashed: their metrics port is not checked
 
         def claim(port: int, owner: _Owner, where: tuple[int, str], fix: str) -> None:
             for node in claiming:
@@ -147,7 +149,35 @@ class Checker(MinerChecks, ServerChecks, FileChecks):
                 )
                 continue
             claiming = miner.placement.candidates or every_node
+            if any((node, miner.axon_port) in owners for node in claiming):
+                clashed.add(miner.name)
             claim(miner.axon_port, _Owner(what, where2[0]), where2, fix)
+        for miner in miners:
+            if miner.name not in clashed:  # two miners on one axon port: that error says it already
+                claiming = miner.placement.candidates or every_node
+                self._claim_metrics_port(miner, claim)
+
+    def _claim_metrics_port(self, miner: Miner, claim: Any) -> None:
+        """A miner's metrics port clashes with no other port of the fleet, and exists."""
+        port = miner.metrics_port
+        if port is None:
+            return
+        if miner.options.metrics_port is not None:
+            where = self.miner_at(miner.index, "metrics_port")
+            what = f"the metrics of miner {miner.name!r}"
+            fix = "choose another metrics_port" + (
+                " (set in defaults: every miner gets the same one; set it per miner)"
+                if where[1].startswith("defaults")
+                else ""
+            )
+        else:
+            where = self.at("miners", miner.index)
+            what = f"the metrics of miner {miner.name!r} (axon_port + metrics_port_offset)"
+            fix = "set a metrics_port on this miner, or change metrics_port_offset"
+        if port > 65535:
+            self.error(where, f"metrics port {port} (axon_port + metrics_port_offset) is over 65535", fix)
+            return
+        claim(port, _Owner(what, where[0]), where, fix)
 
     def _check_hotkeys(self, miners: list[Miner]) -> None:
         probe = self.fleet.probe

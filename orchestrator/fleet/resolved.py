@@ -60,6 +60,7 @@ class Miner:
     options: MinerOptions  # defaults and the miner's own values, merged (groups merged key by key)
     restart: RestartPolicy
     placement: Placement = field(default_factory=Placement)  # swarm: the nodes it may run on
+    metrics_port: int | None = None  # its Prometheus /metrics (None: no metrics server)
 
     @property
     def uses_model_server(self) -> bool:

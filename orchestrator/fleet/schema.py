@@ -49,6 +49,13 @@ class Fleet(_Strict):
     port_base: int = Field(
         8091, ge=1, le=65535, description="A miner without axon_port gets port_base + its index in `miners`."
     )
+    metrics_port_offset: int | None = Field(
+        1000,
+        ge=1,
+        le=64000,
+        description="A miner without metrics_port serves its Prometheus metrics on axon_port + this; "
+        "null: no metrics server unless the miner sets metrics_port.",
+    )
     project: str = Field(
         "minerfleet", pattern=MINER_NAME_PATTERN, description="Label put on every container of the fleet."
     )

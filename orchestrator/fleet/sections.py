@@ -24,7 +24,7 @@ BundledGguf = Literal["gemma-3-270m-q4_k_m"]
 
 # Compose services the fleet renders besides the miners; a miner may not take these names (nor the
 # `model-server-NAME` of a model server).
-RESERVED_NAMES = frozenset({"init", "model-server", "orchestrator"})
+RESERVED_NAMES = frozenset({"init", "model-server", "orchestrator", "prometheus"})
 # docker's memory sizes: a whole number and a unit (k, m, g).
 MEMORY_PATTERN = r"^[1-9][0-9]*[kmg]$"
 

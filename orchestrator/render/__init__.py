@@ -9,6 +9,7 @@ one description of where things are (:mod:`~orchestrator.render.places`: contain
   :mod:`~orchestrator.render.resources`;
 - :mod:`~orchestrator.render.supervisord`: ``config/generated/supervisord.conf`` (hosts without docker);
 - :mod:`~orchestrator.render.stack`: ``docker-stack.yml``, the same fleet on a Docker Swarm.
+- :mod:`~orchestrator.render.prometheus`: ``config/generated/prometheus.yml`` (the monitoring profile).
 
 Secrets are never written (they are referenced by variable name), and miners get only their own hotkey
 file, their wallet's ``coldkeypub.txt`` and the probe's public key file, read-only; no coldkey is ever
@@ -33,6 +34,7 @@ from orchestrator.render.places import (
     probe_ss58,
     read_ss58,
 )
+from orchestrator.render.prometheus import PROMETHEUS_FILE, render_prometheus
 from orchestrator.render.stack import STACK_FILE, render_stack
 from orchestrator.render.supervisord import RUN_DIR, SUPERVISOR_FILE, render_supervisor
 
@@ -82,6 +84,7 @@ def render(
     host = Places.on_host(loaded, python, llama_server)
     files[SUPERVISOR_FILE] = render_supervisor(loaded, host, _header(loaded, ";"))
     files[STACK_FILE] = render_stack(loaded, _header(loaded, "#"))
+    files[PROMETHEUS_FILE] = render_prometheus(loaded, _header(loaded, "#"))
     return files
 
 

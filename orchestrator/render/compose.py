@@ -113,6 +113,9 @@ def _miner_service(loaded: LoadedFleet, miner: Miner) -> dict[str, Any]:
         "env_file": [(GENERATED_DIR / f"{miner.name}.env").as_posix()],
         "environment": environment,
         "ports": [f"{miner.axon_port}:{miner.axon_port}"],
+        # Metrics on the compose network only (the orchestrator and the monitoring profile read them),
+        # never published: the axon port stays the only one open to the world.
+        **({"expose": [str(miner.metrics_port)]} if miner.metrics_port is not None else {}),
         "volumes": volumes,
         "labels": _labels(loaded, "miner", miner=miner.name),
         "restart": "no",  # the orchestrator decides (exit codes, backoff, crash loops)
@@ -207,6 +210,40 @@ def _orchestrator_service(loaded: LoadedFleet) -> dict[str, Any]:
     }
 
 
+PROMETHEUS = "prometheus"
+MONITORING = "monitoring"  # the opt-in compose profile: `docker compose --profile monitoring up -d`
+
+
+def _prometheus_service(loaded: LoadedFleet) -> dict[str, Any]:
+    """Prometheus (Debian's package), only in the `monitoring` profile. It discovers every unit from the
+    orchestrator (/targets) and keeps its data under ./state/prometheus."""
+    port = "${MINERFLEET_PROMETHEUS_PORT:-9090}"
+    return {
+        "build": _build("prometheus"),
+        "image": "minerfleet/prometheus",
+        "profiles": [MONITORING],
+        "command": [
+            "prometheus",
+            "--config.file=/etc/minerfleet/prometheus.yml",
+            f"--storage.tsdb.path={CONTAINER_STATE}/prometheus",
+            "--storage.tsdb.retention.time=15d",
+            "--web.listen-address=0.0.0.0:9090",
+        ],
+        "user": CONTAINER_USER,
+        "environment": {"HOME": TMP},
+        "ports": [f"127.0.0.1:{port}:9090"],
+        "volumes": [
+            f"./{GENERATED_DIR.as_posix()}/prometheus.yml:/etc/minerfleet/prometheus.yml:ro",
+            "./config/prometheus:/etc/minerfleet/rules:ro",
+            f"./{STATE_DIR}:{CONTAINER_STATE}",
+        ],
+        "labels": _labels(loaded, PROMETHEUS),
+        "restart": "unless-stopped",
+        **_hardened(ORCHESTRATOR_LIMITS),
+        "depends_on": {**AFTER_INIT, ORCHESTRATOR: {"condition": "service_started"}},
+    }
+
+
 def _init_service(loaded: LoadedFleet) -> dict[str, Any]:
     """A one-shot: the local hotkeys, the bundled model and the orchestrator's state folder, so `docker
     compose up` works right after a clone.
@@ -289,4 +326,9 @@ def render_compose(loaded: LoadedFleet, header: str) -> str:
         parts.append("\n")
     parts.append("  # the watch loop and the status API; it reads the docker socket to start/stop miners\n")
     parts.append(_dump({ORCHESTRATOR: _orchestrator_service(loaded)}, 2))
+    parts.append(
+        "\n  # opt-in (make up MONITORING=1, or docker compose --profile monitoring up -d): Prometheus on\n"
+        "  # 127.0.0.1:9090 with the alert rules of config/prometheus/\n"
+    )
+    parts.append(_dump({PROMETHEUS: _prometheus_service(loaded)}, 2))
     return "".join(parts)

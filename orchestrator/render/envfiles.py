@@ -79,6 +79,8 @@ def env_entries(places: Places, miner: Miner) -> list[tuple[str, str]]:
         value = getattr(options, key)
         if key == "max_concurrency":
             value = concurrency
+        if key == "metrics_port":
+            value = miner.metrics_port
         if key == "max_queue" and value is None and miner.model_server is not None:
             # A batching server finishes a wave of requests in a few seconds: a second wave of the same
             # size still starts well before a validator's deadline (the miner refuses any that would not).

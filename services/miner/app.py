@@ -115,14 +115,14 @@ def read_allowed_hotkey_files(settings: MinerSettings) -> list[str]:
     return addresses
 
 
-def check_port_free(ip: str, port: int) -> None:
+def check_port_free(ip: str, port: int, variable: str = "MINER_AXON_PORT") -> None:
     """Fail early, with a clear message, if the axon could not bind (uvicorn would only log it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((ip, port))
         except OSError as exc:
-            raise ConfigError(f"MINER_AXON_PORT: cannot bind {ip}:{port}: {exc.strerror}") from exc
+            raise ConfigError(f"{variable}: cannot bind {ip}:{port}: {exc.strerror}") from exc
 
 
 def build_gatekeeper(
@@ -155,7 +155,7 @@ def build_gatekeeper(
     return gatekeeper, subtensor, SyncLoop(gatekeeper, settings.metagraph_sync_interval)
 
 
-def build_axon(settings: MinerSettings, wallet: Any) -> Any:
+def build_axon(settings: MinerSettings, wallet: Any, metrics: Any = None) -> Any:
     import bittensor as bt
 
     from services.miner.protocols import PROTOCOLS
@@ -184,7 +184,16 @@ def build_axon(settings: MinerSettings, wallet: Any) -> Any:
         _uvicorn_http_protocol(), header_timeout=settings.header_timeout, keep_alive=KEEP_ALIVE
     )
     routes = {f"/{PROTOCOLS[name].__name__}": PROTOCOLS[name] for name in settings.protocols}
-    axon.app.add_middleware(RequestGuard, routes=routes, max_body=settings.limits.max_request_bytes)
+    on_refused = None
+    if metrics is not None:
+        protocol_of = {f"/{PROTOCOLS[name].__name__}": name for name in settings.protocols}
+
+        def on_refused(path: str, status: int) -> None:
+            metrics.refused(protocol_of.get(path, "other"), None, 0.0, status)
+
+    axon.app.add_middleware(
+        RequestGuard, routes=routes, max_body=settings.limits.max_request_bytes, on_refused=on_refused
+    )
     return axon
 
 
@@ -227,12 +236,15 @@ def stop_while_starting(signum: int, _frame: Any) -> None:
 def serve(settings: MinerSettings) -> int:
     """Everything after the settings: checks (exit 78 on failure), then the axon until told to stop."""
     from services.miner.backends import make_backend
+    from services.miner.metrics import MetricsServer, MinerMetrics
     from services.miner.service import ExitRequest, MinerService, admitted_concurrency
 
     exit_request = ExitRequest()
     wallet = open_wallet(settings)
     extra_allowed = read_allowed_hotkey_files(settings)
     check_port_free(settings.axon_ip, settings.axon_port)
+    if settings.metrics_port is not None:
+        check_port_free(settings.axon_ip, settings.metrics_port, "MINER_METRICS_PORT")
     backend = make_backend(settings)
     admitted_concurrency(settings, backend)  # a setting the backend cannot honour fails before loading
     started = time.monotonic()
@@ -247,9 +259,15 @@ def serve(settings: MinerSettings) -> int:
             return ExitCode.FORWARD_EXCEPTION
         log.info("backend %s warmed up in %.1fs", backend.name, time.monotonic() - started)
     gatekeeper, subtensor, sync_loop = build_gatekeeper(settings, wallet, extra_allowed)
-    service = MinerService(settings, backend, gatekeeper, exit_request)
-    axon = build_axon(settings, wallet)
+    metrics = MinerMetrics(settings.name, backend.name)
+    service = MinerService(settings, backend, gatekeeper, exit_request, metrics=metrics)
+    axon = build_axon(settings, wallet, metrics)
     service.attach(axon)
+    metrics_server = None
+    if settings.metrics_port is not None:
+        metrics_server = MetricsServer(metrics, settings.axon_ip, settings.metrics_port)
+        metrics_server.start()
+        log.info("metrics on http://%s:%d/metrics", settings.axon_ip, settings.metrics_port)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(
@@ -287,6 +305,8 @@ def serve(settings: MinerSettings) -> int:
         sync_loop.stop()
     server.should_exit = True
     thread.join(GRACEFUL_SHUTDOWN + 2.0)
+    if metrics_server is not None:
+        metrics_server.stop()
     return exit_request.code
 
 

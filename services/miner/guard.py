@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,10 +33,18 @@ SIGNED_HEADERS = (
 class RequestGuard:
     """Pure ASGI middleware: method, size, signature headers and body hash, before the axon."""
 
-    def __init__(self, app: ASGIApp, *, routes: Mapping[str, type[Any]], max_body: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        routes: Mapping[str, type[Any]],
+        max_body: int,
+        on_refused: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.app = app
         self.routes = dict(routes)  # "/StreamPromptingSynapse" -> its synapse class
         self.max_body = max_body
+        self.on_refused = on_refused  # (path, status) of each refusal here: the miner's metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,28 +56,35 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         if scope["method"] != "POST":
-            await _answer(
-                send, 405, f"{scope['method']} is not allowed here: send a signed POST", allow="POST"
+            await self._refuse(
+                scope, send, 405, f"{scope['method']} is not allowed here: send a signed POST", allow="POST"
             )
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:
-            await _answer(send, 413, f"request body of {declared} bytes is over this miner's {self.max_body}")
+            await self._refuse(
+                scope, send, 413, f"request body of {declared} bytes is over this miner's {self.max_body}"
+            )
             return
         missing = [name for name in SIGNED_HEADERS if not headers.get(name)]
         if missing:
-            await _answer(send, 401, f"unsigned request: missing {', '.join(missing)}")
+            await self._refuse(scope, send, 401, f"unsigned request: missing {', '.join(missing)}")
             return
         body = await _read_body(receive, self.max_body)
         if body is None:
-            await _answer(send, 413, f"request body is over this miner's {self.max_body} bytes")
+            await self._refuse(scope, send, 413, f"request body is over this miner's {self.max_body} bytes")
             return
         problem = _body_problem(body, synapse_class, headers["computed_body_hash"])
         if problem:
-            await _answer(send, 400, problem)
+            await self._refuse(scope, send, 400, problem)
             return
         await self.app(scope, _replay(body, receive), send)
+
+    async def _refuse(self, scope: Scope, send: Send, status: int, message: str, **kw: str) -> None:
+        if self.on_refused is not None:
+            self.on_refused(scope["path"], status)
+        await _answer(send, status, message, **kw)
 
 
 def _body_problem(body: bytes, synapse_class: type[Any], signed_hash: str) -> str | None:

@@ -24,6 +24,7 @@ from services.miner.backends.base import Backend, GenerationRequest, ModelGate
 from services.miner.blacklist import Gatekeeper
 from services.miner.chat import ChatError, ChatMessage, build_chat, check_text, trim_chat
 from services.miner.errors import BusyError, ConfigError, ExitCode, RefusedError, RequestError
+from services.miner.metrics import MinerMetrics
 from services.miner.protocols import PROTOCOLS, ROUTES, Route
 from services.miner.responses import DisconnectAwareResponse, Refusal, refuse
 from services.miner.settings import MinerSettings
@@ -91,6 +92,7 @@ class MinerService:
         gatekeeper: Gatekeeper,
         exit_request: ExitRequest,
         clock: Callable[[], float] = time.monotonic,
+        metrics: MinerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
@@ -104,6 +106,9 @@ class MinerService:
             first_chunk_delay=settings.first_chunk_delay,
             clock=clock,
         )
+        self.metrics = metrics or MinerMetrics(settings.name, backend.name, process=False)
+        self.metrics.watch_gate(self.gate)
+        self.metrics.zero(list(settings.protocols))
         self.forward_exceptions = 0
         self.tasks_seen: Counter[str] = Counter()  # SN1 task names asked for, for logs and metrics
 
@@ -131,7 +136,10 @@ class MinerService:
             return answer(synapse, protocol)
 
         def blacklist(synapse: Any) -> tuple[bool, str]:
-            return self.gatekeeper.blacklist(_caller(synapse))
+            verdict = self.gatekeeper.blacklist(_caller(synapse))
+            if verdict[0]:
+                self.metrics.count(protocol, "blacklisted")
+            return verdict
 
         def priority(synapse: Any) -> float:
             return self.gatekeeper.priority(_caller(synapse))
@@ -160,22 +168,31 @@ class MinerService:
             reservation = self.gate.reserve(deadline)
         except RefusedError as exc:
             log.warning("%s from %s: %d %s", protocol, caller, exc.status, exc)
+            self.metrics.refused(protocol, exc, self.clock() - arrived)
             return refuse(synapse, exc.status, str(exc))
         refusal = Refusal()
 
         async def token_streamer(send: Send) -> None:
             outcome: StreamOutcome | None = None
+            started: float | None = None
+            counted = False
             try:
-                async with reservation.hold(timeout=deadline - self.clock()):
-                    outcome = await self.streamer.stream(
-                        self.backend.stream(request), send, deadline=deadline
-                    )
+                with self.metrics.tracking():
+                    async with reservation.hold(timeout=deadline - self.clock()):
+                        started = self._entered(arrived)
+                        outcome = await self.streamer.stream(
+                            self.backend.stream(request), send, deadline=deadline
+                        )
             except TimeoutError:
-                refusal.set(BusyError("busy: waited for the model until the request's deadline"))
+                busy = BusyError("busy: waited for the model until the request's deadline")
+                refusal.set(busy)
                 log.warning("%s from %s: waited for the model until the deadline", protocol, caller)
+                self.metrics.refused(protocol, busy, self.clock() - arrived)
+                counted = True
                 return
             finally:
-                self._log(protocol, caller, outcome, self.clock() - arrived)
+                if not counted:
+                    self._finished(protocol, caller, outcome, arrived, started)
             if outcome.ending is Ending.refused and isinstance(outcome.error, RefusedError):
                 # Nothing sent yet: the caller gets the status and reason instead of an empty 200.
                 refusal.set(outcome.error)
@@ -198,19 +215,31 @@ class MinerService:
             parts.append(message.get("body", b"").decode("utf-8"))
 
         outcome: StreamOutcome | None = None
+        started: float | None = None
+        counted = False  # a refusal before the stream is counted where it is answered
         try:
             request = await self._request(synapse, protocol)
-            async with self.gate.reserve(deadline).hold(timeout=deadline - self.clock()):
-                outcome = await self.streamer.stream(self.backend.stream(request), collect, deadline=deadline)
+            with self.metrics.tracking():
+                async with self.gate.reserve(deadline).hold(timeout=deadline - self.clock()):
+                    started = self._entered(arrived)
+                    outcome = await self.streamer.stream(
+                        self.backend.stream(request), collect, deadline=deadline
+                    )
             if outcome.ending is Ending.refused and isinstance(outcome.error, RefusedError) and not parts:
                 raise outcome.error
         except TimeoutError:
+            self.metrics.count(protocol, "busy", self.clock() - arrived)
+            counted = True
             return refuse(synapse, 503, "busy: waited for the model until the request's deadline")
         except RefusedError as exc:
             log.warning("%s (plain) from %s: %d %s", protocol, caller, exc.status, exc)
+            if outcome is None:  # a refusal the streamer reported is counted with the stream below
+                self.metrics.refused(protocol, exc, self.clock() - arrived)
+                counted = True
             return refuse(synapse, exc.status, str(exc))
         finally:
-            self._log(protocol, caller, outcome, self.clock() - arrived)
+            if not counted:
+                self._finished(protocol, caller, outcome, arrived, started)
         if outcome.ending is Ending.error:
             self._forward_exception(outcome.error)
             return refuse(synapse, 500, f"the backend failed: {outcome.error}")
@@ -298,6 +327,23 @@ class MinerService:
             # The response is closed once this token streamer returns; main() then stops the axon
             # (letting in-flight responses finish) and exits 75 so the orchestrator restarts us.
             self.exit_request.request(ExitCode.FORWARD_EXCEPTION, f"stop_on_forward_exception: {error}")
+
+    def _entered(self, arrived: float) -> float:
+        """The request got its place at the model: record how long it waited; the time it started."""
+        now = self.clock()
+        self.metrics.gate_wait.observe(now - arrived)
+        return now
+
+    def _finished(
+        self, protocol: str, caller: str, outcome: StreamOutcome | None, arrived: float, started: float | None
+    ) -> None:
+        """One stream ended: its metrics (first chunk counted from the arrival) and its log line."""
+        took = self.clock() - arrived
+        first = None
+        if outcome is not None and outcome.first_chunk_after is not None and started is not None:
+            first = started - arrived + outcome.first_chunk_after
+        self.metrics.streamed(protocol, outcome, took, first)
+        self._log(protocol, caller, outcome, took)
 
     def _log(self, protocol: str, caller: str, outcome: StreamOutcome | None, took: float) -> None:
         if outcome is None:

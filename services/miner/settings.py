@@ -158,6 +158,12 @@ class MinerSettings(BaseSettings):
     )
     allowed_hotkeys: list[str] = Field(default_factory=list, description="ss58 hotkeys always allowed.")
     axon_ip: str = Field("0.0.0.0", description="Address the axon binds to.")
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port of the miner's Prometheus /metrics, bound to axon_ip (unset: no metrics server).",
+    )
     axon_external_ip: str | None = Field(
         None, description="Address announced to the network (default: axon_ip on local, looked up otherwise)."
     )

@@ -73,7 +73,7 @@ CASES: list[tuple[str, str, list[str]]] = [
             "'delay_per_token'?",
             f"{F}:10: miners[0].colour: unknown key 'colour'; fix: remove it; the keys allowed here "
             "are: wallet, backend, protocols, echo, llamacpp, hf, openai, gpus, image, restart, "
-            "allowed_hotkeys, axon_ip, axon_external_ip, require_validator_permit, min_stake, "
+            "allowed_hotkeys, axon_ip, metrics_port, axon_external_ip, require_validator_permit, min_stake, "
             "metagraph_sync_interval, streaming_batch_size, max_chunk_delay, first_chunk_delay, "
             "deadline_margin, max_tokens, temperature, max_concurrency, max_queue, "
             "stop_on_forward_exception, system_prompt, log_level, warmup, max_connections, "

@@ -162,6 +162,7 @@ def test_miners_mount_only_their_hotkey_and_coldkeypub_read_only(tmp_path: Path)
             if (name, volume) not in {
                 ("orchestrator", "/var/run/docker.sock:/var/run/docker.sock"),
                 ("orchestrator", "./state:/app/state"),  # its decisions survive its restarts
+                ("prometheus", "./state:/app/state"),  # the monitoring profile's data (state/prometheus)
             }:
                 assert volume.endswith(":ro"), (name, volume)
     for miner in loaded.miners:
@@ -519,6 +520,7 @@ def test_compose_services_are_hardened_with_limits_by_backend_and_model_size(tmp
         "e": ("200m", 1.0, 128),
         "f": ("960m", 1.0, 128),  # + the model, its KV for n_ctx 2048 and compute buffers
         "orchestrator": ("512m", 1.0, 256),
+        "prometheus": ("512m", 1.0, 256),  # the monitoring profile
     }
 
 

@@ -230,7 +230,7 @@ def test_snapshot_metrics_and_page_show_every_miner() -> None:
     text = metrics_text(snap)
     assert 'minerfleet_miner_state{miner="a",state="RUNNING"} 1' in text
     assert 'minerfleet_miner_state{miner="b",state="STARTING"} 1' in text
-    assert 'minerfleet_probe_ttft_seconds{miner="a"} 0.010000' in text
+    assert 'minerfleet_probe_ttft_seconds{miner="a"} 0.01' in text
     assert "# TYPE minerfleet_restarts_total counter" in text
     html = page(snap)
     assert "<td>a</td>" in html and "RUNNING" in html
