@@ -24,7 +24,7 @@ started=$SECONDS
 if [ -x .venv/bin/python ]; then
   echo "setup: updating .venv (pyproject.toml or setup.sh changed; what is installed is reused)" >&2
 else
-  echo "setup: creating .venv (first time ~8 min on 2 cores, ~5 of them compiling llama.cpp; log: $log)" >&2
+  echo "setup: creating .venv (first time ~8 min on 2 cores, ~5 of them compiling llama.cpp once; log: $log)" >&2
   "$PYTHON" -m venv .venv
 fi
 pip=(.venv/bin/python -m pip --disable-pip-version-check)
@@ -32,14 +32,17 @@ with_progress "pip, setuptools" "$log" "${pip[@]}" install --upgrade pip wheel s
 # torch first, pinned to the CPU build (DESIGN.md: /opt/wheels has it; anything else pulls GBs of CUDA).
 echo "setup: torch (CPU build, ~1 min the first time)" >&2
 with_progress "torch" "$log" "${pip[@]}" install torch==2.13.0
-# llama-cpp-python compiles from source (~5 min on 2 cores) the first time; pip caches the wheel after.
+# llama-cpp-python: the wheel the images use too (scripts/llama-wheel.sh: compiled once, 4-6 min on 2
+# cores, with the images' portable CPU flags, cached in ~/.cache/minerfleet), so llama.cpp is compiled
+# once for the venv and the images, not twice. --only-binary: pip never compiles it a second time.
+llama=()
 if .venv/bin/python -c 'import llama_cpp' 2>/dev/null; then
   echo "setup: the project and its dependencies (llama-cpp-python already installed: reused)" >&2
-elif "${pip[@]}" cache list 'llama_cpp_python*' 2>/dev/null | grep -q whl; then
-  echo "setup: the project and its dependencies (llama-cpp-python from pip's cache: no compile)" >&2
 else
-  echo "setup: the project and its dependencies; compiling llama-cpp-python (~5 min on 2 cores, once)" >&2
+  whl=$(PYTHON=.venv/bin/python bash scripts/llama-wheel.sh | tail -1)
+  echo "setup: the project and its dependencies (llama-cpp-python: $whl)" >&2
+  llama=(--find-links "$(dirname "$whl")" --only-binary llama-cpp-python)
 fi
-with_progress "dependencies" "$log" "${pip[@]}" install -e '.[dev,hf,model,server]'
+with_progress "dependencies" "$log" "${pip[@]}" install "${llama[@]}" -e '.[dev,hf,model,server]'
 echo "$want" > "$stamp"
 echo "setup: .venv ready in $((SECONDS - started)) s"
