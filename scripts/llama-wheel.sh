@@ -4,7 +4,12 @@
 # .venv (scripts/setup.sh) installs it, and scripts/images.sh puts the same file into the miner
 # images when its libraries resolve on the base image: one compile of llama.cpp's library, not two.
 #
-#   scripts/llama-wheel.sh      build once, print the wheel's path (last stdout line)
+#   scripts/llama-wheel.sh                      build once, print the wheel's path (last stdout line)
+#   scripts/llama-wheel.sh --missing WHL [IMG]  print what the wheel's libraries need and do not find
+#                                               here, or in docker image IMG (nothing: the wheel fits)
+#
+# A wheel that scripts/images.sh compiled in the image for the same version and flags (its flags.txt
+# says so) is used instead of compiling, when its libraries resolve on this host.
 #
 # Cached in ${MINERFLEET_CACHE:-~/.cache/minerfleet}/wheels/llama-cpp-python-<version>-host-<hash>/,
 # <hash> covering the version, the CMake flags, the compiler and the Python (the wheel is cp311);
@@ -21,6 +26,29 @@ cd "$(dirname "$0")/.."
 
 say() { echo "llama-wheel: $*" >&2; }
 fail() { say "error: $*"; exit 1; }
+
+# missing WHL [IMAGE]: `ldd` on every shared library in the wheel, on this host or inside IMAGE; prints
+# the libraries and symbol versions not found (in an image, libgomp is ignored: every image has it).
+missing() {
+  local whl=$1 image=${2:-} dir out
+  dir=$(mktemp -d)
+  python3 -m zipfile -e "$whl" "$dir" >/dev/null || { echo "cannot unpack $whl"; rm -rf "$dir"; return 0; }
+  chmod -R a+rX "$dir"
+  if [ -n "$image" ]; then
+    out=$(docker run --rm --network none -v "$dir:/wheel:ro" "$image" \
+      sh -c 'find /wheel -name "*.so*" -type f -exec ldd {} \;' 2>&1) || out="ldd failed in $image: $out"
+    out=$(printf '%s\n' "$out" | grep -v 'libgomp\.so\.1 => not found' || true)
+  else
+    out=$(find "$dir" -name '*.so*' -type f -exec ldd {} \; 2>&1) || out="ldd failed: $out"
+  fi
+  rm -rf "$dir"
+  printf '%s\n' "$out" | grep -E 'not found|failed' || true
+}
+if [ "${1:-}" = --missing ]; then
+  [ -f "${2:-}" ] || fail "--missing WHEEL [IMAGE]: no wheel '${2:-}'"
+  missing "$2" "${3:-}"
+  exit 0
+fi
 
 # shellcheck source=scripts/llama-flags.sh
 . scripts/llama-flags.sh
@@ -60,6 +88,17 @@ if whl=$(found) && [ -n "$whl" ]; then
   echo "$whl"
   exit 0
 fi
+
+# A wheel compiled in the image (scripts/images.sh) from the same version and flags, if it runs here.
+for flags in "$cache"/wheels/llama-cpp-python-"$llama_version"-*/flags.txt; do
+  if ! [ -f "$flags" ] || [ "$(sed -n 2p "$flags")" != "$llama_cpu_args" ]; then continue; fi
+  whl=$(compgen -G "$(dirname "$flags")/llama_cpp_python-$llama_version-cp311-*.whl" | head -1) || continue
+  if [ -n "$whl" ] && [ -z "$(missing "$whl")" ]; then
+    say "reused the wheel compiled for the images ($(sed -n 1p "$flags"); same flags)"
+    echo "$whl"
+    exit 0
+  fi
+done
 
 sdist=$(PYTHON=$python bash scripts/llama-server.sh --sdist | tail -1)
 tmp=$(mktemp -d "$cache/wheels/.build.XXXXXX")
