@@ -32,8 +32,10 @@
 #
 # Prepared outside the build by scripts/images.sh, both optional (a clean clone builds without them):
 #   certs/*.crt         extra CA certificates, trusted from the first download on (TLS-intercepting proxies)
-#   container/wheels/   llama_cpp_python-<version>-*.whl compiled once and cached across engine resets
-#                       (else the llama-wheel stage compiles it); torch-<version>+cpu-*.whl (else it is
+#   container/wheels/   llama_cpp_python-<version>-*.whl compiled once and cached across engine resets:
+#                       the host venv's wheel (scripts/llama-wheel.sh, same sdist and LLAMA_CMAKE_ARGS)
+#                       when it runs on BASE_IMAGE, else the llama-wheel stage compiles it (the miner
+#                       images import it at build time); torch-<version>+cpu-*.whl (else it is
 #                       downloaded from TORCH_INDEX_URL)
 #   container/bin/      llama-server: the host's build (scripts/llama-server.sh, same source and flags)
 #                       when it runs on BASE_IMAGE; else the llama-server stage compiles it
@@ -149,9 +151,11 @@ FROM deps AS miner-deps
 ARG LLAMA_CPP_VERSION=0.3.16
 COPY --from=llama-wheel /wheels/ /tmp/wheels/
 # --only-binary: never compile here (no build tools in runtime images); the wheel comes from llama-wheel.
+# The import checks that a wheel prepared on the host runs with this image's Python and libraries.
 RUN pip install --find-links /tmp/wheels --only-binary llama-cpp-python \
         "llama-cpp-python[server]==${LLAMA_CPP_VERSION}" \
- && rm -rf /tmp/wheels
+ && rm -rf /tmp/wheels \
+ && python -c "import llama_cpp; print('llama_cpp', llama_cpp.__version__, llama_cpp.llama_print_system_info().decode())"
 USER 1000:1000
 EXPOSE 8091
 # The axon port accepts connections (a model server: llama-server's /health, llama_cpp.server's

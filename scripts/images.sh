@@ -5,10 +5,11 @@
 #      exists; else debian:bookworm-slim if present or pullable; else scripts/base-image.sh builds
 #      minerfleet/base:bookworm with debootstrap (no registry needed),
 #   3. this host's extra CA certificates -> certs/ (git-ignored copies),
-#   4. llama-cpp-python compiled once: the Dockerfile's llama-wheel stage builds the wheel, which is
-#      kept in $MINERFLEET_CACHE/wheels/ (survives `docker system prune` and engine resets) and put
-#      into container/wheels/ for every later build, so the compile (~5 min on 2 cores) happens once per
-#      (version, CMake flags, base image),
+#   4. llama-cpp-python compiled once: the host's wheel (scripts/llama-wheel.sh, the one the .venv
+#      installs: same sdist and flags) when its libraries resolve on the base image, else the
+#      Dockerfile's llama-wheel stage builds it; the wheel is kept in $MINERFLEET_CACHE/wheels/
+#      (survives `docker system prune` and engine resets) and put into container/wheels/ for every
+#      later build, so the compile (~5 min on 2 cores) happens once for the venv and the images,
 #   5. llama-server for the miner image compiled once: the host's build (scripts/llama-server.sh, same
 #      source and flags as the wheel) -> container/bin/ when it runs on the base image; else the
 #      Dockerfile's llama-server stage compiles it, and the result is kept in $MINERFLEET_CACHE too,
@@ -118,10 +119,25 @@ build() {
 }
 
 # --- 4. llama-cpp-python wheel, compiled once --------------------------------------------------------
+# In order: the wheel compiled in the image before (cached); else the host's wheel (scripts/llama-wheel.sh:
+# same sdist and flags; the one .venv installs, so a fresh machine compiles llama.cpp's library once)
+# when every library it links resolves on the base image (`ldd` there, as for llama-server below); else
+# the Dockerfile's llama-wheel stage compiles it, and the wheel is cached with a flags.txt that lets
+# scripts/llama-wheel.sh give the same file to the host's venv.
 if [[ " $images " == *" cpu "* || " $images " == *" hf "* ]]; then
   key=$(printf '%s\n' "$llama_version" "$cmake_args" "$base" | sha256sum | cut -c1-12)
   wheels=$cache/wheels/llama-cpp-python-$llama_version-$key
-  if ! compgen -G "$wheels/llama_cpp_python-$llama_version-*.whl" >/dev/null; then
+  host_whl=''
+  from_host=0
+  if compgen -G "$wheels/llama_cpp_python-$llama_version-*.whl" >/dev/null; then
+    say "reused the compiled llama-cpp-python $llama_version wheel ($wheels)"
+  elif { [ -x .venv/bin/python ] || command -v python3.11; } >/dev/null && command -v g++ >/dev/null &&
+    host_whl=$(bash scripts/llama-wheel.sh | tail -1) && [ -n "$host_whl" ] &&
+    missing=$(bash scripts/llama-wheel.sh --missing "$host_whl" "$base") && [ -z "$missing" ]; then
+    wheels=$(dirname "$host_whl") from_host=1
+    say "llama-cpp-python: the host's wheel, no compile in the image ($host_whl)"
+  else
+    [ -n "$host_whl" ] && say "llama-cpp-python: the host's wheel does not fit $base: $(echo "${missing:-?}" | head -1)"
     say "compiling llama-cpp-python $llama_version once ($cmake_args); cached in $wheels"
     rm -f container/wheels/llama_cpp_python-*
     build llama-wheel "minerfleet/llama-wheel:$key" "~5 min on 2 cores"
@@ -132,8 +148,10 @@ if [[ " $images " == *" cpu "* || " $images " == *" hf "* ]]; then
     rm -rf "$wheels" && mkdir -p "$(dirname "$wheels")" && mv "$tmp" "$wheels"
     # The builder image (compilers) is not needed any more; the wheel is cached.
     docker rmi "minerfleet/llama-wheel:$key" >/dev/null
-  else
-    say "reused the compiled llama-cpp-python $llama_version wheel ($wheels)"
+  fi
+  # What scripts/llama-wheel.sh reads to reuse an image-compiled wheel for the host's venv.
+  if [ "$from_host" = 0 ] && ! [ -f "$wheels/flags.txt" ]; then
+    printf '%s\n' "llama-cpp-python $llama_version (compiled in the image on $base)" "$cmake_args" >"$wheels/flags.txt"
   fi
   for whl in container/wheels/llama_cpp_python-*; do
     [ -e "$whl" ] && ! [ -e "$wheels/$(basename "$whl")" ] && rm -f "$whl"
