@@ -4,7 +4,8 @@
                                   in a container running a model server instead (it uses the miner
                                   image): llama.cpp's ``llama-server``: GET /health on its --port answers
                                   200 (503 while the model loads); ``llama_cpp.server``: GET /v1/models
-    healthcheck.py orchestrator   GET /status on MINERFLEET_STATUS_PORT (default 9100) answers 200
+    healthcheck.py orchestrator   GET /status on MINERFLEET_STATUS_PORT (default 9100) answers 200, at
+                                  MINERFLEET_STATUS_HOST when it names one address, else 127.0.0.1
 
 Exit 0 healthy, 1 unhealthy (docker's contract). Whether a miner really *streams* is the
 orchestrator's stream probe's job (``make health``); this only says the process serves its port.
@@ -30,8 +31,8 @@ def _tcp(port: int) -> bool:
         return False
 
 
-def _http(port: int, path: str) -> bool:
-    url = f"http://127.0.0.1:{port}{path}"
+def _http(port: int, path: str, host: str = "127.0.0.1") -> bool:
+    url = f"http://{host}:{port}{path}"
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
             return bool(response.status == 200)
@@ -67,7 +68,10 @@ def _model_server() -> tuple[int, str] | None:
 def main(argv: list[str]) -> int:
     role = argv[1] if len(argv) > 1 else "miner"
     if role == "orchestrator":
-        return 0 if _http(int(os.environ.get("MINERFLEET_STATUS_PORT", "9100")), "/status") else 1
+        # The address it binds to (a swarm manager's own address, say), unless that is every address.
+        host = os.environ.get("MINERFLEET_STATUS_HOST", "")
+        host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+        return 0 if _http(int(os.environ.get("MINERFLEET_STATUS_PORT", "9100")), "/status", host) else 1
     if "MINER_AXON_PORT" not in os.environ:
         server = _model_server()
         if server is not None:

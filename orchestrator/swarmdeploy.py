@@ -54,8 +54,9 @@ def manager_engine(manager: str | None) -> str | None:
     return manager or os.environ.get("DOCKER_HOST") or None
 
 
-def label_nodes(loaded: LoadedFleet, client: Any, out: TextIO) -> None:
-    """Give each swarm node of the fleet its name and labels; every fleet node must be in the swarm."""
+def label_nodes(loaded: LoadedFleet, client: Any, out: TextIO) -> set[str]:
+    """Give each swarm node of the fleet its name and labels; every fleet node must be in the swarm.
+    Returns the fleet's names of the nodes that are managers (where the orchestrator's service runs)."""
     nodes = client.api.nodes()
     by_address = {node_location(n).address: n for n in nodes}
     missing = [f"{name} ({spec.address})" for name, spec in loaded.fleet.nodes.items()
@@ -67,8 +68,11 @@ def label_nodes(loaded: LoadedFleet, client: Any, out: TextIO) -> None:
             "`docker swarm join --token $(docker swarm join-token -q worker) --advertise-addr ADDRESS "
             "MANAGER:2377` or correct nodes.NAME.address"
         )
+    managers = set()
     for name, spec in loaded.fleet.nodes.items():
         node = by_address[spec.address]
+        if (node.get("Spec") or {}).get("Role") == "manager":
+            managers.add(name)
         wanted = node_labels(name, spec)
         current = dict((node.get("Spec") or {}).get("Labels") or {})
         if all(current.get(k) == v for k, v in wanted.items()):
@@ -77,13 +81,19 @@ def label_nodes(loaded: LoadedFleet, client: Any, out: TextIO) -> None:
         node_spec["Labels"] = {**current, **wanted}
         client.api.update_node(node["ID"], node["Version"]["Index"], node_spec)
         print(f"node {name} ({spec.address}): labels {wanted}", file=out)
+    return managers
+
+
+def orchestrator_image() -> str:
+    """The orchestrator's image the stack file names (MINERFLEET_ORCHESTRATOR_IMAGE, as in the file)."""
+    return os.environ.get("MINERFLEET_ORCHESTRATOR_IMAGE") or "minerfleet/orchestrator"
 
 
 def needed_images(loaded: LoadedFleet, with_orchestrator: bool) -> list[str]:
     images = [f"minerfleet/miner:{m.image.value}" for m in loaded.miners]
     images += [f"minerfleet/miner:{s.image.value}" for s in loaded.model_servers]
     if with_orchestrator:
-        images.append("minerfleet/orchestrator")
+        images.append(orchestrator_image())
     return list(dict.fromkeys(images))
 
 
@@ -94,14 +104,19 @@ def _image_id(engine: str | None, image: str) -> str | None:
         return None
 
 
-def load_images(loaded: LoadedFleet, images: Sequence[str], source: str | None, out: TextIO) -> None:
+def load_images(
+    loaded: LoadedFleet, images: Sequence[str], source: str | None, out: TextIO,
+    managers: set[str] | None = None,
+) -> None:  # fmt: skip
     """``docker save | docker load`` of each image into every node whose engine the fleet names, when
-    the node's copy is missing or differs."""
+    the node's copy is missing or differs; the orchestrator's image only into the ``managers``."""
     for image in images:
         wanted = _image_id(source, image)
         if wanted is None:
             raise SwarmError(f"image {image} is not on this machine: build it first (`make images`)")
         for name, spec in loaded.fleet.nodes.items():
+            if image == orchestrator_image() and managers is not None and name not in managers:
+                continue
             if not spec.engine or _image_id(spec.engine, image) == wanted:
                 continue
             started = time.monotonic()
@@ -117,18 +132,33 @@ def load_images(loaded: LoadedFleet, images: Sequence[str], source: str | None, 
             print(f"node {name}: loaded {image} in {time.monotonic() - started:.0f} s", file=out)
 
 
+def socket_gid(socket: str) -> str:
+    """The group of the manager's docker socket (the orchestrator's service runs as it); "0" when the
+    socket is not a local file."""
+    try:
+        return str(os.stat(socket).st_gid)
+    except OSError:
+        return "0"
+
+
 def deploy(loaded: LoadedFleet, engine: str | None, orchestrator: str, out: TextIO) -> None:
+    socket = engine.removeprefix("unix://") if engine and engine.startswith("unix://") else None
     env = {
         "MINERFLEET_ORCHESTRATOR_REPLICAS": "1" if orchestrator == "service" else "0",
         "MINERFLEET_UID": os.environ.get("MINERFLEET_UID", "1000"),
         "MINERFLEET_GID": os.environ.get("MINERFLEET_GID", "1000"),
+        "MINERFLEET_DOCKER_GID": socket_gid(socket or "/var/run/docker.sock"),
     }
-    if engine and engine.startswith("unix://"):
-        env.setdefault("MINERFLEET_DOCKER_SOCKET", engine.removeprefix("unix://"))
-    (loaded.project_dir / "state").mkdir(exist_ok=True)
+    if socket:
+        env["MINERFLEET_DOCKER_SOCKET"] = socket
+    env.update(_passed(env))
+    state = loaded.project_dir / "state"
+    state.mkdir(exist_ok=True)
+    if os.geteuid() == 0:  # the orchestrator's service writes its decisions there as its own user
+        os.chown(state, int(env["MINERFLEET_UID"]), int(env["MINERFLEET_DOCKER_GID"]))
     # --resolve-image never: the images are on the nodes already; there is no registry to ask.
     _docker(engine, "stack", "deploy", "--resolve-image", "never", "-c", STACK_FILE.as_posix(),
-            loaded.fleet.project, cwd=loaded.project_dir, env={**env, **_passed(env)})  # fmt: skip
+            loaded.fleet.project, cwd=loaded.project_dir, env=env)  # fmt: skip
     print(f"deployed stack {loaded.fleet.project} ({STACK_FILE})", file=out)
 
 
@@ -207,10 +237,10 @@ def swarm_up(
     write(loaded, render(loaded))
     client = _client(engine)
     try:
-        label_nodes(loaded, client, out)
+        managers = label_nodes(loaded, client, out)
     finally:
         client.close()
-    load_images(loaded, needed_images(loaded, orchestrator == "service"), None, out)
+    load_images(loaded, needed_images(loaded, orchestrator == "service"), None, out, managers)
     deploy(loaded, engine, orchestrator, out)
     runtime = SwarmRuntime(loaded.fleet.project, client=_client(engine))
 

@@ -37,6 +37,7 @@ from orchestrator.policy import (
     MinerRecord,
     OperatorStopped,
     ProbeResult,
+    Reason,
     RestartPolicy,
     Resumed,
     Started,
@@ -179,7 +180,8 @@ class Watcher:
                 log.error("unit=%s action=%s failed: %s", name, action.value, exc)
                 if action is not Action.STOP:
                     # The start did not happen: to the policy that is a failed start, with backoff.
-                    await self.handle(name, Exited(self.clock(), exit_code=None, detail=str(exc)))
+                    failed = Exited(self.clock(), exit_code=None, detail=str(exc), cause=Reason.START_FAILED)
+                    await self.handle(name, failed)
 
     async def handle(self, name: str, event: Event) -> None:
         if self.stopping:
@@ -221,7 +223,9 @@ class Watcher:
                     elif isinstance(event, ProcessStarted):
                         await self.handle(event.name, Started(now))
                     elif isinstance(event, ProcessExited):
-                        exited = Exited(now, event.exit_code, event.signal, event.oom, event.detail)
+                        exited = Exited(
+                            now, event.exit_code, event.signal, event.oom, event.detail, event.cause
+                        )
                         await self.handle(event.name, exited)
             except RuntimeFailure as exc:
                 log.error("runtime %s events: %s; retrying", self.runtime.name, exc)

@@ -4,6 +4,9 @@
 #
 #   scripts/swarm-lab.sh up [N]     N nodes (default 2); node 1 is the manager, the others join as workers
 #   scripts/swarm-lab.sh down       stop and remove everything `up` made (also after a crash half-way)
+#   scripts/swarm-lab.sh stop I     switch node I off: its dockerd, containerd, shims and containers are
+#                                   killed at once (SIGKILL), as on a power cut; its data stays
+#   scripts/swarm-lab.sh start I    switch node I on again: its dockerd restarts and rejoins the swarm
 #   scripts/swarm-lab.sh host I     print node I's engine (unix://.../docker.sock) for DOCKER_HOST
 #   scripts/swarm-lab.sh netns I    print node I's network namespace (/var/run/netns/...) for nsenter --net
 #
@@ -42,16 +45,15 @@ ns_pids() {
     [ "$(stat -L -c %i "/proc/$pid/ns/net" 2>/dev/null)" = "$inode" ] && roots+=("$pid")
   done
   [ ${#roots[@]} -gt 0 ] || return 0
-  # descendants of the roots, breadth first, from ppid links
-  local all=" ${roots[*]} " changed=1 p pp
+  # descendants of the roots, breadth first, from one snapshot of the ppid links
+  local all=" ${roots[*]} " changed=1 links p pp
+  links=$(ps -e -o pid=,ppid=)
   while [ $changed = 1 ]; do
     changed=0
-    for p in /proc/[0-9]*; do
-      p=${p#/proc/}
+    while read -r p pp; do
       [[ $all == *" $p "* ]] && continue
-      pp=$(awk '{print $4}' "/proc/$p/stat" 2>/dev/null) || continue
       if [[ -n $pp && $all == *" $pp "* ]]; then all+="$p "; changed=1; fi
-    done
+    done <<<"$links"
   done
   echo "$all"
 }
@@ -93,6 +95,66 @@ down() {
   rm -rf "$lab"
 }
 
+start_dockerd() {
+  local i=$1 ns dir
+  ns=$(node_ns "$i")
+  dir=$(node_dir "$i")
+  nsenter --net="/var/run/netns/$ns" -- setsid dockerd \
+    --config-file "$dir/daemon.json" \
+    --host "$(node_sock "$i")" \
+    --data-root "$dir/data" --exec-root "$dir/exec" --pidfile "$dir/docker.pid" \
+    --cgroup-parent "/$ns" \
+    --bip "10.213.$((100 + i)).1/24" \
+    --default-address-pool "base=10.213.$((16 * i)).0/20,size=24" \
+    --log-level warn >>"$dir/dockerd.log" 2>&1 </dev/null &
+}
+
+wait_dockerd() {
+  local i=$1
+  for _ in $(seq 1 60); do
+    docker -H "$(node_sock "$i")" info >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  fail "node $i: dockerd did not answer; last log: $(tail -3 "$(node_dir "$i")/dockerd.log")"
+}
+
+stop_node() {
+  local i=$1 ns dir victims keep other pid
+  ns=$(node_ns "$i")
+  dir=$(node_dir "$i")
+  [ -e "/var/run/netns/$ns" ] || fail "no node $i"
+  # never a process of another node (its dockerd, containerd, shims and containers)
+  keep=" "
+  for other in $(ls /var/run/netns 2>/dev/null | grep -E "^$prefix-[0-9]+$" || true); do
+    [ "$other" = "$ns" ] || keep+="$(ns_pids "$other") "
+  done
+  victims=""
+  for pid in $(ns_pids "$ns"); do
+    [[ $keep == *" $pid "* ]] || victims+="$pid "
+  done
+  say "node $i: killing $(echo "$victims" | wc -w) processes"
+  # shellcheck disable=SC2086
+  [ -n "${victims// /}" ] && kill -KILL $victims 2>/dev/null || true
+  for _ in $(seq 1 20); do
+    pid=$(cat "$dir/docker.pid" 2>/dev/null || true)
+    [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null && break
+    sleep 0.25
+  done
+  # what the dead daemon had mounted (its containers' layers and sandboxes), so that it starts clean
+  awk -v d="$dir" 'index($2, d "/") == 1 {print $2}' /proc/mounts | sort -r |
+    while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  rm -f "$dir/docker.pid" "$dir/docker.sock"
+  say "node $i stopped"
+}
+
+start_node() {
+  local i=$1
+  [ -e "/var/run/netns/$(node_ns "$i")" ] || fail "no node $i"
+  start_dockerd "$i"
+  wait_dockerd "$i"
+  say "node $i started"
+}
+
 up() {
   local n=${1:-2} i ns dir
   [ "$(id -u)" = 0 ] || fail "needs root (network namespaces and dockerd)"
@@ -119,25 +181,15 @@ up() {
     in_ns "$ns" ip link set eth0 up
     in_ns "$ns" ip link set lo up
     echo '{}' >"$dir/daemon.json"
-    nsenter --net="/var/run/netns/$ns" -- setsid dockerd \
-      --config-file "$dir/daemon.json" \
-      --host "$(node_sock "$i")" \
-      --data-root "$dir/data" --exec-root "$dir/exec" --pidfile "$dir/docker.pid" \
-      --cgroup-parent "/$ns" \
-      --bip "10.213.$((100 + i)).1/24" \
-      --default-address-pool "base=10.213.$((16 * i)).0/20,size=24" \
-      --log-level warn >"$dir/dockerd.log" 2>&1 </dev/null &
+    start_dockerd "$i"
   done
   for i in $(seq 1 "$n"); do
-    for _ in $(seq 1 60); do
-      docker -H "$(node_sock "$i")" info >/dev/null 2>&1 && break
-      sleep 0.5
-    done
-    docker -H "$(node_sock "$i")" info >/dev/null 2>&1 ||
-      fail "node $i: dockerd did not answer; last log: $(tail -3 "$(node_dir "$i")/dockerd.log")"
+    wait_dockerd "$i"
   done
+  # A 1 s heartbeat (default 5 s): the manager calls a switched-off node down after a few seconds.
   docker -H "$(node_sock 1)" swarm init --advertise-addr "$subnet.1" --listen-addr "$subnet.1:2377" \
-    --default-addr-pool 10.213.128.0/17 --default-addr-pool-mask-length 24 >/dev/null
+    --default-addr-pool 10.213.128.0/17 --default-addr-pool-mask-length 24 \
+    --dispatcher-heartbeat 1s >/dev/null
   token=$(docker -H "$(node_sock 1)" swarm join-token -q worker)
   for i in $(seq 2 "$n"); do
     docker -H "$(node_sock "$i")" swarm join --token "$token" --advertise-addr "$subnet.$i" \
@@ -150,7 +202,9 @@ up() {
 case ${1:-} in
   up) up "${2:-2}" ;;
   down) down ;;
+  stop) stop_node "${2:?node number}" ;;
+  start) start_node "${2:?node number}" ;;
   host) node_sock "${2:?node number}" ;;
   netns) echo "/var/run/netns/$(node_ns "${2:?node number}")" ;;
-  *) fail "usage: $0 up [N] | down | host I | netns I" ;;
+  *) fail "usage: $0 up [N] | down | stop I | start I | host I | netns I" ;;
 esac

@@ -28,6 +28,7 @@ class Exited:
     signal: int | None = None
     oom: bool = False
     detail: str = ""
+    cause: str = ""  # the runtime's own reason when the miner did not end itself (``node-down``)
 
 
 class Blame(StrEnum):

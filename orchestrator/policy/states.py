@@ -50,6 +50,11 @@ class Reason(StrEnum):
     ADOPTED = "adopted"
     ADOPTED_NOT_RUNNING = "adopted-not-running"
     NOT_STARTED = "not-started"
+    # The runtime shut the process down because of its machine, not the miner (swarm: the node was
+    # drained, or stopped answering): restarted with backoff like a crash.
+    NODE_DRAINED = "node-drained"
+    NODE_DOWN = "node-down"
+    START_FAILED = "start-failed"  # the runtime could not start it (swarm: no node can take it)
 
 
 # Reasons after which the miner is never restarted automatically.

@@ -131,13 +131,13 @@ def transition(record: MinerRecord, event: Event, policy: RestartPolicy) -> tupl
             detail = "started outside the policy"
             return _move(rec, now, State.STARTING, Reason.STARTED, detail=detail, **changes), []
 
-        case Exited(exit_code=code, signal=sig, oom=oom, detail=detail):
+        case Exited(exit_code=code, signal=sig, oom=oom, detail=detail, cause=cause):
             rec = replace(rec, last_exit_code=code)
             if state not in _PROCESS_UP:
                 return rec, []  # STOPPED/FATAL/BACKOFF: the process was already gone or meant to go
             if state is State.STARTING and rec.restart_in_flight:
                 return rec, []  # the old process leaving during our RESTART
-            reason = classify_exit(code, sig, oom)
+            reason = cause or classify_exit(code, sig, oom)
             if reason == Reason.CLEAN_EXIT:
                 # STARTING/RUNNING/UNHEALTHY -> STOPPED: the miner stopped on purpose (SIGTERM).
                 return _move(rec, now, State.STOPPED, reason, detail=detail, **_CLEARED), []

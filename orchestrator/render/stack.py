@@ -7,7 +7,7 @@ What differs from docker-compose.yml, and why:
   neither the ingress routing mesh nor a virtual IP (IPVS) is needed;
 - ``deploy.placement`` pins each miner and model server to its node (the node label
   ``minerfleet.node``, which ``swarm up`` sets from ``nodes:``) or to nodes with its ``node_labels``;
-  the orchestrator runs on a manager;
+  the orchestrator runs on a manager, as the docker socket's group (no ``group_add`` in stack files);
 - ``restart_policy: {condition: none}`` on miners and model servers: the orchestrator decides
   (exit codes, backoff, crash loops), and Swarm never restarts or replaces a task on its own;
 - keys travel as Swarm secrets (each miner's own hotkey only) and configs (``coldkeypub.txt``, the
@@ -54,6 +54,13 @@ UID = "${MINERFLEET_UID:-1000}"
 GID = "${MINERFLEET_GID:-1000}"
 # The manager's docker socket, mounted into the orchestrator (a node's engine may listen elsewhere).
 DOCKER_SOCKET = "${MINERFLEET_DOCKER_SOCKET:-/var/run/docker.sock}"
+# Stack files have no group_add: the orchestrator runs with the socket's group as its own group
+# (`swarm up` sets MINERFLEET_DOCKER_GID from the socket; make exports it too).
+ORCHESTRATOR_USER = "${MINERFLEET_UID:-1000}:${MINERFLEET_DOCKER_GID:-0}"
+# The status API: the manager's 127.0.0.1 unless the operator names one of its (private) addresses.
+STATUS_HOST = "${MINERFLEET_STATUS_HOST:-127.0.0.1}"
+# Another build of the orchestrator's image (a tag of your own); `swarm up` loads the same one.
+ORCHESTRATOR_IMAGE = "${MINERFLEET_ORCHESTRATOR_IMAGE:-minerfleet/orchestrator}"
 # `swarm up --orchestrator host` deploys it with 0 replicas and runs the watch as a host process.
 ORCHESTRATOR_REPLICAS = "${MINERFLEET_ORCHESTRATOR_REPLICAS:-1}"
 SECRET_MODE = 0o400  # written as 256: YAML has no octal in this dumper
@@ -181,16 +188,17 @@ def _orchestrator_service(loaded: LoadedFleet) -> dict[str, Any]:
     labels = _labels(loaded, ORCHESTRATOR)
     limits = ORCHESTRATOR_LIMITS
     return {
-        "image": "minerfleet/orchestrator",
+        "image": ORCHESTRATOR_IMAGE,
         "command": ["python", "-m", "orchestrator", "watch", "--config", config, "--runtime", "swarm"],
-        "user": CONTAINER_USER,
+        "user": ORCHESTRATOR_USER,
         "environment": {
             "HOME": TMP,
             "MINERFLEET_RUNTIME": "swarm",
             "MINERFLEET_WALLET_PATH": CONTAINER_WALLETS,
             "MINERFLEET_STATE": f"{CONTAINER_STATE}/orchestrator.json",
-            # The host's network (below): the status API on the manager's own 127.0.0.1, as in compose.
-            "MINERFLEET_STATUS_HOST": "127.0.0.1",
+            # The host's network (below): the status API on the manager's own 127.0.0.1, as in compose,
+            # or the address MINERFLEET_STATUS_HOST names.
+            "MINERFLEET_STATUS_HOST": STATUS_HOST,
             "MINERFLEET_STATUS_PORT": str(port),
         },
         # The node's own network: it reaches every miner at its node's address, as validators do.

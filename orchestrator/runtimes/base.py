@@ -40,6 +40,7 @@ class ProcessInfo:
     started_at: float | None = None  # wall-clock seconds
     detail: str = ""  # the miner's last error line (or last log line) after an exit
     status: str = ""  # the runtime's own word for it (docker's State.Status, supervisord's statename)
+    cause: str = ""  # why it ended when the miner did not end itself (swarm: ``node-down``), else ""
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class ProcessExited:
     signal: int | None
     oom: bool
     detail: str
+    cause: str = ""  # ProcessInfo.cause
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,9 @@ def diff_events(before: dict[str, ProcessInfo], after: dict[str, ProcessInfo]) -
             assert then is not None
             # The process we knew is gone (possibly already replaced by a new one).
             exited = now if not now.running else then
-            events.append(ProcessExited(name, exited.exit_code, exited.signal, exited.oom, exited.detail))
+            events.append(
+                ProcessExited(name, exited.exit_code, exited.signal, exited.oom, exited.detail, exited.cause)
+            )
         if now.running and not (was_running and same_process):
             events.append(ProcessStarted(name, now.process_id))
     return events

@@ -8,8 +8,9 @@ decides alone. The runtime reads each unit's newest *task*, on whichever node it
 - an exit: the task's container exit code; Swarm's task status has no OOM flag, so OOM is read from
   the node's own engine when the fleet file gives it (``nodes.NAME.engine``), else the kill is named
   by its signal; the detail is the service's last error line (``docker service logs``);
-- a task Swarm shut down because its node was drained or went down is an exit with no code (a crash
-  to the policy, restarted with backoff), its detail naming the node.
+- a task Swarm shut down because its node was drained or went down is an exit with no code and the
+  reason ``node-drained`` or ``node-down`` (restarted with backoff like a crash), its detail naming the
+  node.
 
 start: a new task (``service update --force``; ``scale 1`` after a stop). Swarm schedules it on a node
 the placement allows: a miner placed by labels moves off a drained node; one pinned to a node that
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.placement import NODE_LABEL
+from orchestrator.policy.states import Reason
 from orchestrator.runtimes.base import (
     OperatorStop,
     OwnActions,
@@ -191,16 +193,19 @@ class SwarmRuntime:
         code: int | None = container.get("ExitCode") if "ExitCode" in container else None
         detail = str(status.get("Err") or "")
         oom = False
+        cause = ""
         if where is not None and (node_down or drained):
             # Swarm shut it down because of its node: not the miner's doing, whatever it exited with.
             code = None
+            cause = Reason.NODE_DOWN if node_down else Reason.NODE_DRAINED
             detail = f"node {where.node} ({where.address}) is {'down' if node_down else 'drained'}"
         else:
             oom = self._oom(where, str(container.get("ContainerID", "")))
             detail = self._last_error(service) or detail
         return ProcessInfo(
-            name=name, exists=True, running=False, exit_code=code, oom=oom, detail=detail, status=state
-        )
+            name=name, exists=True, running=False, exit_code=code, oom=oom, detail=detail, status=state,
+            cause=cause,
+        )  # fmt: skip
 
     def _oom(self, where: Location | None, container_id: str) -> bool:
         """Whether the kernel killed the container for memory: only its node's engine knows."""

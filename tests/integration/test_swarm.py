@@ -4,10 +4,11 @@ node, each in its own network namespace, linked by veths on 10.213.0.0/24 inside
 One test walks the operator's path: `swarm up` (labels, the miner image loaded into both engines, deploy,
 wait until every miner streams at its node's address), the watch with the swarm runtime (run as a host
 process in the manager's network namespace; the stack file's orchestrator service is deployed with 0
-replicas), a miner killed on the worker restarted with its reason, a node drained (the miner placed by
-labels moves; the one pinned there is reported down with Swarm's reason, and comes back when the node
-does), `swarm down` leaving nothing behind. The lab itself is removed afterwards, even on failure.
-Only the miner:cpu image is needed (~380 MB, ~10 s to load into each node).
+replicas), a miner killed on the worker restarted with its reason, a node drained and the worker switched
+off (the miner placed by labels moves; the one pinned there is reported down with the reason, and comes
+back when the node does), `swarm down` leaving nothing behind. A second test runs the rendered default:
+the orchestrator as the stack's own service on the manager (this tree's orchestrator image, under a tag
+of its own, loaded into the manager). The lab itself is removed afterwards, even on failure.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class Lab:
     def __init__(self) -> None:
         self.manager, self.worker = _lab("host", "1"), _lab("host", "2")
         self.netns = _lab("netns", "1")
+        self.worker_netns = _lab("netns", "2")
 
     def in_manager(self, *args: str, **kwargs: Any) -> str:
         """A command in the manager's network namespace (where the nodes' addresses are)."""
@@ -211,30 +213,54 @@ def test_a_fleet_on_a_two_node_swarm(lab: Lab, tmp_path: Path) -> None:
         assert any("task: non-zero exit (137)" in h["detail"] for h in restarted["history"]), restarted
         print(f"kill handled at {time.monotonic() - began:.1f} s")
 
-        # 4. the node echo-c runs on is drained: echo-c moves; the miner pinned there is reported down
-        drained = status()["echo-c"]["node"]
-        pinned = "echo-a" if drained == "alpha" else "echo-b"
-        other = "beta" if drained == "alpha" else "alpha"
-        node_id = lab.docker(
-            lab.manager if drained == "alpha" else lab.worker, "info", "-f", "{{.Swarm.NodeID}}"
-        )
-        lab.docker(lab.manager, "node", "update", "--availability", "drain", node_id)
-        _wait(
-            "echo-c on the other node",
-            lambda: (m := status()["echo-c"])["state"] == "RUNNING" and m["node"] == other
-            and m["last_probe"]["healthy"],
-        )  # fmt: skip
-        down = _wait(
-            f"{pinned} reported down with Swarm's reason",
-            lambda: (m := status()[pinned])["state"] != "RUNNING" and "no suitable node" in m["detail"] and m,
-        )
-        print(f"{pinned} while {drained} is drained: {down['state']} {down['reason']}: {down['detail']}")
-        lab.docker(lab.manager, "node", "update", "--availability", "active", node_id)
-        _wait(
-            f"{pinned} back on {drained}",
-            lambda: (m := status()[pinned])["state"] == "RUNNING" and m["node"] == drained,
-        )
-        print(f"drain handled at {time.monotonic() - began:.1f} s")
+        # 4. the node echo-c runs on is drained, or switched off: echo-c (placed by labels) moves to the
+        # other node; the miner pinned there is reported down with the reason, and back with the node.
+        # Only the worker can be switched off (the manager holds the swarm), only a node echo-c runs on
+        # shows it move: whichever node it starts on, both happen, in the order that allows it.
+        def moves(
+            off: str, cause: str, turn_off: Callable[[], object], turn_on: Callable[[], object]
+        ) -> None:
+            pinned, other = ("echo-a", "beta") if off == "alpha" else ("echo-b", "alpha")
+            turn_off()
+            moved = _wait(
+                f"echo-c from {off} to {other}",
+                lambda: (m := status()["echo-c"])["state"] == "RUNNING" and m["node"] == other
+                and m["last_probe"]["healthy"] and m,
+            )  # fmt: skip
+            assert moved["restarts_by_reason"].get(cause) == 1, moved
+            down = _wait(
+                f"{pinned} reported down with the reason",
+                lambda: (m := status()[pinned])["state"] != "RUNNING"
+                and m["restarts_by_reason"].get(cause) == 1 and "no suitable node" in m["detail"] and m,
+            )  # fmt: skip
+            print(f"{pinned} while {off} is {cause}: {down['state']} {down['reason']}: {down['detail']}")
+            turn_on()
+            _wait(
+                f"{pinned} back on {off}",
+                lambda: (m := status()[pinned])["state"] == "RUNNING" and m["node"] == off,
+                timeout=120,
+            )  # fmt: skip
+            print(f"{cause} handled at {time.monotonic() - began:.1f} s")
+
+        def drain(node: str) -> None:
+            node_id = lab.docker(
+                lab.manager if node == "alpha" else lab.worker, "info", "-f", "{{.Swarm.NodeID}}"
+            )
+            moves(
+                node, "node-drained",
+                lambda: lab.docker(lab.manager, "node", "update", "--availability", "drain", node_id),
+                lambda: lab.docker(lab.manager, "node", "update", "--availability", "active", node_id),
+            )  # fmt: skip
+
+        def switch_off_beta() -> None:
+            moves("beta", "node-down", lambda: _lab("stop", "2"), lambda: _lab("start", "2"))
+
+        if status()["echo-c"]["node"] == "alpha":
+            drain("alpha")
+            switch_off_beta()
+        else:
+            switch_off_beta()
+            drain("alpha")
     finally:
         if watch is not None:
             watch.send_signal(signal.SIGTERM)
@@ -253,3 +279,138 @@ def test_a_fleet_on_a_two_node_swarm(lab: Lab, tmp_path: Path) -> None:
     for kind in ("service", "network", "secret", "config"):
         assert lab.docker(lab.manager, kind, "ls", "-q", "--filter", label) == "", kind
     print(f"the swarm test took {time.monotonic() - began:.1f} s (plus the lab's start and removal)")
+
+
+def _status_at(lab: Lab, netns: str, address: str) -> dict[str, dict[str, Any]]:
+    """The orchestrator's /status, fetched from inside a node's network namespace."""
+    text = _run(
+        "nsenter", f"--net={netns}", "--", sys.executable, "-S", "-c",
+        "import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=5).read().decode())",
+        f"http://{address}:{STATUS_PORT}/status", timeout=30,
+    )  # fmt: skip
+    return {m["name"]: m for m in json.loads(text)["miners"]}
+
+
+@pytest.fixture
+def orchestrator_image(lab: Lab) -> Iterator[str]:
+    """This tree's orchestrator image under a tag of this test's own (other tests may build the shared
+    `minerfleet/orchestrator` from another tree meanwhile); untagged afterwards."""
+    tag = f"minerfleet/orchestrator:swarmtest-{os.getpid()}"
+    base = _run("bash", "scripts/images.sh", "--base", timeout=600).strip().splitlines()[-1]
+    env = (
+        {}
+        if shutil.which("docker-buildx") or _quiet("docker", "buildx", "version")
+        else {"DOCKER_BUILDKIT": "0"}
+    )
+    started = time.monotonic()
+    build = ["docker", "build", "-q", "--target", "orchestrator", "--build-arg", f"BASE_IMAGE={base}"]
+    _run(*build, "-t", tag, ".", timeout=1800, env=env)
+    print(f"orchestrator image {tag} in {time.monotonic() - started:.1f} s")
+    try:
+        yield tag
+    finally:
+        _run("docker", "rmi", tag, check=False)
+
+
+def _quiet(*args: str) -> bool:
+    return subprocess.run(list(args), capture_output=True, timeout=60).returncode == 0
+
+
+def test_the_orchestrator_as_the_stacks_service_and_a_stopped_node(
+    lab: Lab, orchestrator_image: str, tmp_path: Path
+) -> None:
+    """The rendered default: the orchestrator runs as the stack's service on the manager (its image
+    loaded there, its user in the group of the manager's docker socket), its status API on the manager's
+    address. It adopts the miners, restarts one killed on the worker, and handles the worker switched
+    off (every process of that node killed): the pinned miner is reported down with the reason, one
+    placed by labels moves; both run on the worker again once it is back."""
+    began = time.monotonic()
+    project = tmp_path / "project"
+    config = make_project(project, _fleet(lab), keys=False, model=False)
+    where = ["--config", str(config), "--project-dir", str(project)]
+    orchestrator = [sys.executable, "-m", "orchestrator"]
+    manager_address = "10.213.0.1"
+
+    def status() -> dict[str, dict[str, Any]]:
+        # from the worker's namespace: the status API answers at the manager's address
+        return _status_at(lab, lab.worker_netns, manager_address)
+
+    try:
+        env = {"MINERFLEET_STATUS_HOST": manager_address, "MINERFLEET_ORCHESTRATOR_IMAGE": orchestrator_image}
+        out = lab.in_manager(*orchestrator, "swarm", "up", *where, "--manager", lab.manager,
+                             "--timeout", "120", env=env)  # fmt: skip
+        print(out)
+        print(f"swarm up (service orchestrator) took {time.monotonic() - began:.1f} s")
+        assert "node beta: loaded minerfleet/orchestrator" not in out, out  # managers only
+        stack = (project / "docker-stack.yml").read_text(encoding="utf-8")
+        assert "user: ${MINERFLEET_UID:-1000}:${MINERFLEET_DOCKER_GID:-0}\n" in stack
+
+        # its one task runs on the manager as uid 1000 in the socket's group, and adopts every miner
+        socket_gid = os.stat(lab.manager.removeprefix("unix://")).st_gid
+        service = lab.docker(lab.manager, "ps", "-q", "--filter", "label=minerfleet.role=orchestrator")
+        assert service, "no orchestrator container on the manager"
+        ids = lab.docker(lab.manager, "exec", service, "sh", "-c", "id -u; id -g").split()
+        assert ids == ["1000", str(socket_gid)], ids
+        seen = _wait(
+            "the service orchestrator adopts every miner and probes it",
+            lambda: (s := status()) and all(
+                m["state"] == "RUNNING" and (m["last_probe"] or {}).get("healthy") for m in s.values()
+            ) and s,
+        )  # fmt: skip
+        assert all(m["reason"] == "adopted" or m["restarts"] == 0 for m in seen.values()), seen
+        assert (seen["echo-b"]["node"], seen["echo-b"]["address"]) == ("beta", "10.213.0.2")
+
+        # a miner killed on the worker: restarted by the service orchestrator, with the reason
+        container = lab.docker(lab.worker, "ps", "-q", "--filter", "label=minerfleet.miner=echo-b")
+        lab.docker(lab.worker, "kill", container)
+        restarted = _wait(
+            "echo-b restarted after its kill",
+            lambda: (m := status()["echo-b"])["state"] == "RUNNING"
+            and m["restarts_by_reason"].get("killed:SIGKILL") == 1 and m,
+        )  # fmt: skip
+        assert restarted["node"] == "beta"
+        print(f"kill handled at {time.monotonic() - began:.1f} s")
+
+        # the worker switched off: echo-b (pinned there) is reported down with the node named;
+        # echo-c moves to the manager if it ran there (placed by labels)
+        c_was_on = status()["echo-c"]["node"]
+        _lab("stop", "2")
+        down = _wait(
+            "echo-b reported down with the node's reason",
+            lambda: (m := status()["echo-b"])["state"] != "RUNNING"
+            and m["restarts_by_reason"].get("node-down") == 1 and m,
+        )  # fmt: skip
+        assert any("node beta (10.213.0.2) is down" in h["detail"] for h in down["history"]), down
+        print(f"echo-b while beta is off: {down['state']} {down['reason']}: {down['detail']}")
+        moved = _wait(
+            "echo-c running on the manager",
+            lambda: (m := status()["echo-c"])["state"] == "RUNNING" and m["node"] == "alpha"
+            and m["last_probe"]["healthy"] and m,
+        )  # fmt: skip
+        if c_was_on == "beta":
+            assert moved["restarts_by_reason"].get("node-down") == 1, moved
+        assert status()["echo-a"]["state"] == "RUNNING"
+        print(f"node stop handled at {time.monotonic() - began:.1f} s (echo-c was on {c_was_on})")
+
+        _lab("start", "2")
+        _wait(
+            "echo-b back on beta",
+            lambda: (m := status()["echo-b"])["state"] == "RUNNING" and m["node"] == "beta"
+            and m["last_probe"]["healthy"],
+            timeout=120,
+        )  # fmt: skip
+        print(f"node start handled at {time.monotonic() - began:.1f} s")
+    finally:
+        if not _node_up(lab.worker):
+            _lab("start", "2")
+        out = _run(*orchestrator, "swarm", "down", *where, "--manager", lab.manager, "--timeout", "120")
+        lab.docker(lab.manager, "rmi", orchestrator_image)  # the node's copy of this test's image
+    assert out.strip() == f"stack {STACK} removed", out
+    label = f"label=com.docker.stack.namespace={STACK}"
+    for engine in (lab.manager, lab.worker):
+        assert lab.docker(engine, "ps", "-aq", "--filter", label) == ""
+    print(f"the service-orchestrator test took {time.monotonic() - began:.1f} s")
+
+
+def _node_up(engine: str) -> bool:
+    return subprocess.run(["docker", "-H", engine, "info"], capture_output=True, timeout=30).returncode == 0

@@ -818,3 +818,11 @@ def test_resumed_fatal_that_someone_started_is_adopted_as_a_fresh_start() -> Non
 def test_resumed_before_anything_was_decided_is_an_adoption() -> None:
     record, actions = transition(MinerRecord("a"), Resumed(1.0, running=False), POLICY)
     assert (record.state, actions) == (State.STARTING, [Action.START])
+
+
+def test_an_exit_the_runtime_names_keeps_that_reason_and_is_restarted() -> None:
+    """A task Swarm shut down with its node (or a start no node could take): the runtime's own reason,
+    not ``crash:unknown``, and a restart with backoff like a crash."""
+    for cause in ("node-down", "node-drained", "start-failed"):
+        record, _ = run(running(), Exited(10.0, exit_code=None, detail="node beta is down", cause=cause))
+        assert (record.state, record.reason) == (State.BACKOFF, cause)

@@ -61,6 +61,8 @@ def test_a_kill_is_an_exit_code_and_a_drained_node_is_named() -> None:
     drained = runtime._info("echo-b", SERVICE, _task("n2", "shutdown", "shutdown", 0), NODES)
     assert (drained.running, drained.exit_code) == (False, None)
     assert drained.detail == "node beta (10.213.0.2) is drained"
+    assert drained.cause == "node-drained"
+    assert killed.cause == ""  # the miner's own exit: the policy names it from the code
 
 
 def test_a_task_no_node_can_take_is_pending_with_the_reason() -> None:
