@@ -324,62 +324,8 @@ class Watcher:
     def wall(self, monotonic: float | None) -> float | None:
         return None if monotonic is None else monotonic - self.clock() + self.wall_clock()
 
-    def _unit_view(self, watched: Watched, now: float) -> dict[str, Any]:
-        rec = watched.record
-        return {
-            "name": watched.target.name,
-            "role": watched.role.value,
-            "port": watched.target.port,
-            "state": rec.state.value,
-            "reason": rec.reason,
-            "detail": rec.detail,
-            "restarts": rec.restarts,
-            "restarts_by_reason": dict(rec.restarts_by_reason),
-            "last_exit_code": rec.last_exit_code,
-            "backoff_remaining": None if rec.backoff_until is None else max(0.0, rec.backoff_until - now),
-            "history": [
-                {
-                    "at": self.wall(d.at),
-                    "from": d.from_state.value,
-                    "to": d.to_state.value,
-                    "reason": d.reason,
-                    "detail": d.detail,
-                }
-                for d in rec.history
-            ],
-        }
-
-    def _last_probe(self, watched: Watched) -> dict[str, Any] | None:
-        if watched.last_probe is None:
-            return None
-        probe = watched.last_probe.as_dict()
-        probe.pop("completion", None)
-        probe["at"] = self.wall(watched.last_probe_at)
-        return probe
-
     def snapshot(self) -> dict[str, Any]:
-        now = self.clock()
-        miners = []
-        for watched in self.miners.values():
-            assert isinstance(watched.target, ProbeTarget)
-            view = self._unit_view(watched, now)
-            view.update(
-                backend=watched.target.backend,
-                hotkey=watched.target.hotkey,
-                last_probe=self._last_probe(watched),
-            )
-            miners.append(view)
-        servers = []
-        for watched in self.servers.values():
-            assert isinstance(watched.target, ServerTarget)
-            view = self._unit_view(watched, now)
-            view.update(url=watched.target.url, last_check=self._last_probe(watched))
-            servers.append(view)
-        return {
-            "runtime": self.runtime.name,
-            "adopted": self.adopted,
-            "uptime": now - self.started_at,
-            "state_file": None if self.state is None else str(self.state.path),
-            "miners": miners,
-            "model_servers": servers,
-        }
+        """What ``/status`` serves (:mod:`orchestrator.statusview`)."""
+        from orchestrator.statusview import snapshot
+
+        return snapshot(self)
