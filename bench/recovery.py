@@ -27,11 +27,9 @@ Run: ``python -m bench.recovery [--quick]`` (``--quick`` skips the docker runtim
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,7 +37,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,7 +66,6 @@ BACKOFF_INITIAL = 1.0  # the product's default
 RESET_AFTER = 3.0
 HEALTH_PROMPT = "are you there"
 ECHO_FAULT_PROMPT = "one two three four five six seven"  # > fail_after_tokens (5) pieces
-LLAMA_FAULT_PROMPT = "word " * 400  # > n_ctx (256) tokens: llama.cpp raises, a backend error
 LLAMA_N_CTX = 256
 DOCKER_IMAGES = ("minerfleet/miner:cpu", "minerfleet/orchestrator")
 _LOADED = re.compile(r"backend \S+ loaded in ([0-9.]+)s")
@@ -119,7 +116,7 @@ miners:
 
 
 MINER = {"echo": "rec-echo", "llamacpp": "rec-llama"}
-FAULT = {"echo": ECHO_FAULT_PROMPT, "llamacpp": LLAMA_FAULT_PROMPT}
+FAULT = {"echo": ECHO_FAULT_PROMPT}  # the other backends are crashed with SIGKILL (see one_round)
 
 
 class Runtime(Protocol):
@@ -225,26 +222,30 @@ def one_round(
     """Trigger one exit 75 and time the way back. Blocking on purpose: polling needs no event loop."""
     name, port = MINER[backend], ports[backend]
     wait_status(status_port, name, settled, 120, f"{name} RUNNING and settled")
-    progress(f"recovery: {name}: triggering exit 75")
+    progress(f"recovery: {name}: triggering {'exit 75' if backend in FAULT else 'a crash (SIGKILL)'}")
     pid = runtime.pid(name)
     trigger = time.time()
     target = axon_info(LOCALHOST, port, hotkeys[backend])
-    for _ in range(3):
-        # A pooled connection to the previous process (docker's proxy keeps it open) fails at once with
-        # no answer from the miner: send again.
-        synapse = make_synapse("prompting", FAULT[backend], timeout=10)
-        result = loop.run_until_complete(stream_once(dendrite, target, synapse, 10))
-        if result.status_code == 200:
-            break
+    result = None
+    if backend in FAULT:
+        for _ in range(3):
+            # A pooled connection to the previous process (docker's proxy keeps it open) fails at once
+            # with no answer from the miner: send again.
+            synapse = make_synapse("prompting", FAULT[backend], timeout=10)
+            result = loop.run_until_complete(stream_once(dendrite, target, synapse, 10))
+            if result.status_code == 200:
+                break
+    else:
+        # No request makes a llama.cpp miner exit any more (a prompt it cannot take is a 413): a crash
+        # takes the same way back (exit -> backoff -> restart -> load -> healthy stream).
+        os.kill(pid, signal.SIGKILL)
     response = time.time()
     deadline = time.monotonic() + 60
     while not process_gone(pid) and time.monotonic() < deadline:
         time.sleep(0.005)
     if not process_gone(pid):
-        raise RuntimeError(
-            f"{name} did not exit after its fault request ({result.status_code}: "
-            f"{result.status_message[:200]})"
-        )
+        shown = "" if result is None else f" ({result.status_code}: {result.status_message[:200]})"
+        raise RuntimeError(f"{name} did not exit after its fault{shown}")
     exited = time.time()
     opened: float | None = None
     healthy: float | None = None
@@ -438,144 +439,6 @@ def supervisor_variant(rounds: int) -> list[RoundTimes]:
                 )
 
 
-# --- docker ----------------------------------------------------------------------------------------
-
-
-def docker_unavailable() -> str | None:
-    """Why the docker variant cannot run here, or None."""
-    if shutil.which("docker") is None:
-        return "no docker CLI"
-    try:
-        info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"`docker info` failed: {exc}"
-    if info.returncode != 0:
-        return f"`docker info` failed: {(info.stderr.strip().splitlines() or ['?'])[-1]}"
-    missing = [
-        image
-        for image in DOCKER_IMAGES
-        if subprocess.run(["docker", "image", "inspect", image], capture_output=True, timeout=30).returncode
-        != 0
-    ]
-    if missing:
-        return f"image(s) not built: {', '.join(missing)} (make images)"
-    if compose_command() is None:
-        return "neither `docker compose` nor `docker-compose` works"
-    return None
-
-
-def compose_command() -> list[str] | None:
-    for command in (["docker", "compose"], ["docker-compose"]):
-        try:
-            if subprocess.run([*command, "version"], capture_output=True, timeout=30).returncode == 0:
-                return command
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-    return None
-
-
-class DockerSide:
-    """Miners as containers of the rendered compose project; pids and logs from the docker SDK."""
-
-    def __init__(self, label: str) -> None:
-        # Imported by name: the repository's docker/ folder (build files) would shadow it for type checkers.
-        docker: Any = importlib.import_module("docker")
-        self.label = label
-        self.client = docker.from_env()
-
-    def _container(self, name: str) -> Any:
-        found = self.client.containers.list(
-            filters={"label": [f"minerfleet.project={self.label}", f"minerfleet.miner={name}"]}, all=True
-        )
-        if not found:
-            raise RuntimeError(f"no container for miner {name}")
-        return found[0]
-
-    def pid(self, name: str) -> int:
-        return int(self._container(name).attrs["State"]["Pid"])
-
-    def miner_log(self, name: str) -> str:
-        logs: bytes = self._container(name).logs(tail=400)
-        return logs.decode("utf-8", "replace")
-
-
-def _socket_gid() -> int:
-    try:
-        return os.stat("/var/run/docker.sock").st_gid
-    except OSError:
-        return 0
-
-
-def status_answers(port: int, limit: float) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        try:
-            status(port)
-            return True
-        except OSError:
-            time.sleep(0.5)
-    return False
-
-
-def docker_variant(rounds: int) -> tuple[list[RoundTimes], str]:
-    """Rounds under the docker runtime, and where the watch ran (its container, or this host)."""
-    compose = compose_command()
-    assert compose is not None
-    label = f"bench-recovery-{os.getpid()}"
-    with tempfile.TemporaryDirectory(prefix="minerfleet-bench-") as name, ExitStack() as stack:
-        project = make_recovery_project(Path(name) / "project", label, "python")
-        # `orchestrator wallets` (run by make_recovery_project) hands the keys to the containers' uid.
-        base = [*compose, "-p", label, "-f", str(project.root / "docker-compose.yml")]
-
-        def down() -> None:
-            subprocess.run(
-                [*base, "down", "-t", "5", "--remove-orphans"],
-                cwd=project.root,
-                capture_output=True,
-                timeout=180,
-            )
-
-        stack.callback(down)
-        # As scripts/up.sh does: the orchestrator container joins the docker socket's group.
-        env = {**os.environ, "MINERFLEET_DOCKER_GID": str(_socket_gid())}
-        up = subprocess.run(
-            [*base, "up", "-d", "--no-build"],
-            cwd=project.root,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=env,
-        )
-        if up.returncode != 0:
-            raise RuntimeError(f"compose up failed: {up.stderr.strip()[-400:]}")
-        for port in project.ports.values():
-            wait_for_port(port, 180)
-        where = "the orchestrator container (as `make up` runs it)"
-        if not status_answers(project.status_port, 25):
-            # Still measure the docker runtime: the same watch, as a host process driving the containers.
-            logs = subprocess.run(
-                [*base, "logs", "--tail", "3", "orchestrator"],
-                cwd=project.root,
-                capture_output=True,
-                text=True,
-            )
-            plain = re.sub(r"\x1b\[[0-9;]*m", "", logs.stdout).strip()
-            last = (plain.splitlines() or ["(no output)"])[-1].split("|", 1)[-1].strip()
-            subprocess.run([*base, "rm", "-s", "-f", "orchestrator"], cwd=project.root, capture_output=True)
-            stack.enter_context(watch_process(project, runtime="docker"))
-            where = f"a host process; the orchestrator container did not serve /status: {last[:300]}"
-            progress(f"recovery: docker runtime: watch runs as {where}")
-        results = measure(
-            DockerSide(label),
-            project.ports,
-            project.hotkeys,
-            project.status_port,
-            rounds,
-            project.probe_wallet(),
-        )
-        return results, where
-
-
 # --- the result ------------------------------------------------------------------------------------
 
 
@@ -602,6 +465,8 @@ def figures_for(runtime: str, rounds: list[RoundTimes]) -> list[Figure]:
 
 
 def run(quick: bool) -> Result:
+    from bench.recovery_docker import docker_unavailable, docker_variant
+
     """The supervisor runtime always; the docker runtime when the engine and images are there."""
     started, before = time.time(), machine()
     cfg = Config.for_run(quick)
