@@ -171,3 +171,57 @@ def supervisord(conf: Path, port: int, timeout: float = 60.0) -> Iterator[object
                 if sock.connect_ex(("127.0.0.1", port)) != 0:
                     break
             time.sleep(0.1)
+
+
+def llama_server_binary() -> str:
+    """llama.cpp's ``llama-server``: ``$MINERFLEET_LLAMA_SERVER`` (``make test`` sets it), else built once
+    and cached by ``scripts/llama-server.sh`` (its last line is the path)."""
+    given = os.environ.get("MINERFLEET_LLAMA_SERVER")
+    if given:
+        return given
+    out = subprocess.run(
+        ["bash", "scripts/llama-server.sh"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+@contextmanager
+def llama_server(
+    gguf: Path, port: int, log_path: Path, *, slots: int, ctx_per_slot: int = 512
+) -> Iterator[str]:
+    """A real ``llama-server`` on 127.0.0.1:``port`` (one thread, ``slots`` parallel slots, metrics on),
+    yielding its OpenAI base URL once the model is loaded (``/health`` answers 200)."""
+    import urllib.request
+
+    args = [
+        llama_server_binary(), "--model", str(gguf), "--alias", "gemma", "--host", "127.0.0.1",
+        "--port", str(port), "--parallel", str(slots), "--ctx-size", str(slots * ctx_per_slot),
+        "--threads", "1", "--cont-batching", "--metrics",
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"llama-server exited with {proc.returncode}; see {log_path}")
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"llama-server not healthy within 120 s; see {log_path}") from None
+                    time.sleep(0.2)
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)

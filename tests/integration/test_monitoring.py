@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from devkit.local import llama_server_binary
 from orchestrator.render.prometheus import prometheus_config
 from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
 from tests.fleets import make_project
@@ -45,18 +46,7 @@ def _need(program: str) -> str:
 
 
 def _llama_server() -> str:
-    given = os.environ.get("MINERFLEET_LLAMA_SERVER")
-    if given:
-        return given
-    out = subprocess.run(
-        ["bash", "scripts/llama-server.sh"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    return out.stdout.strip().splitlines()[-1]
+    return llama_server_binary()
 
 
 def _get(url: str, timeout: float = 10) -> str:
