@@ -9,7 +9,6 @@ streamer runs the backend through the shared :class:`~services.miner.streamer.To
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -22,10 +21,10 @@ from bittensor.core.stream import BTStreamingResponseModel
 
 from services.miner.backends.base import Backend, GenerationRequest, ModelGate
 from services.miner.blacklist import Gatekeeper
-from services.miner.chat import ChatError, ChatMessage, build_chat, check_text, trim_chat
-from services.miner.errors import BusyError, ConfigError, ExitCode, RefusedError, RequestError
+from services.miner.errors import BusyError, ConfigError, ExitCode, RefusedError
 from services.miner.metrics import MinerMetrics
 from services.miner.protocols import PROTOCOLS, ROUTES, Route
+from services.miner.requests import build_request, served_models
 from services.miner.responses import DisconnectAwareResponse, Refusal, refuse
 from services.miner.settings import MinerSettings
 from services.miner.streamer import Ending, Send, StreamOutcome, TokenStreamer
@@ -55,15 +54,6 @@ class ExitRequest:
     @property
     def requested(self) -> bool:
         return self._event.is_set()
-
-
-def served_models(settings: MinerSettings) -> list[str]:
-    """The model names this miner answers to: its model's own name, then the configured aliases."""
-    from services.miner.backends import SPECS
-
-    spec = SPECS[settings.backend]
-    own = spec.model_name(getattr(settings, spec.name.value))
-    return [name for name in dict.fromkeys([own, *settings.model_names]) if name]
 
 
 def admitted_concurrency(settings: MinerSettings, backend: Backend) -> int:
@@ -260,65 +250,11 @@ class MinerService:
 
     async def _request(self, synapse: Any, protocol: str) -> GenerationRequest:
         """The generation request for a synapse, or a :class:`RefusedError` saying why there is none."""
-        limits = self.settings.limits
-        roles, messages = list(synapse.roles), list(synapse.messages)
-        if len(messages) > limits.max_messages:
-            raise RequestError(
-                f"request too large: {len(messages)} messages, at most {limits.max_messages} taken",
-                status=413,
-            )
-        try:
-            check_text(messages)
-            chat = build_chat(roles, messages, system_prompt=self.settings.system_prompt, protocol=protocol)
-        except ChatError as exc:
-            raise RequestError(f"bad request: {exc}") from None
-        chat = self._fit(chat, limits.max_prompt_chars, _chars, "characters")
-        budget = self.backend.token_budget(self.settings.max_tokens)
-        if limits.max_prompt_tokens is not None:
-            budget = limits.max_prompt_tokens if budget is None else min(budget, limits.max_prompt_tokens)
-        if budget is not None:
-            count = self.backend.prompt_tokens
-            # Tokenizing is bounded by max_prompt_chars, but it is still model work: off the loop.
-            tokens = await asyncio.to_thread(count, chat)
-            if tokens is not None and tokens > budget:
-                chat = await asyncio.to_thread(
-                    self._fit, chat, budget, lambda c: count(c) or 0, "tokens", measured=tokens
-                )
-        target = getattr(synapse, "target_model", None)
-        models = served_models(self.settings)
-        if target and self.settings.on_other_model == "refuse" and target not in models:
-            raise RequestError(f"model {target!r} is not served here (this miner serves {', '.join(models)})")
+        request = await build_request(self.settings, self.backend, synapse, protocol)
         task = getattr(synapse, "task_name", "") or ""
         if task:
             self.tasks_seen[task] += 1
-        return GenerationRequest(
-            chat=chat,
-            max_tokens=self.settings.max_tokens,
-            temperature=self.settings.temperature,
-            seed=getattr(synapse, "seed", None),
-        )
-
-    def _fit(
-        self,
-        chat: list[ChatMessage],
-        budget: int,
-        measure: Callable[[list[ChatMessage]], int],
-        unit: str,
-        measured: int | None = None,
-    ) -> list[ChatMessage]:
-        """``chat`` if it fits ``budget``, else trimmed or refused as ``limits.on_too_long`` says."""
-        size = measure(chat) if measured is None else measured
-        if size <= budget:
-            return chat
-        if self.settings.limits.on_too_long == "trim":
-            trimmed = trim_chat(chat, budget, measure)
-            if trimmed:
-                return trimmed
-        raise RequestError(
-            f"prompt too long: {size} {unit}, this miner takes at most {budget} "
-            f"(limits.on_too_long: {self.settings.limits.on_too_long})",
-            status=413,
-        )
+        return request
 
     def _forward_exception(self, error: BaseException | None) -> None:
         self.forward_exceptions += 1
@@ -366,10 +302,6 @@ class MinerService:
             ttfc,
             took,
         )
-
-
-def _chars(chat: list[ChatMessage]) -> int:
-    return sum(len(message.content) for message in chat)
 
 
 def _caller(synapse: Any) -> str | None:
