@@ -32,9 +32,8 @@ import statistics
 import subprocess
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,11 +57,11 @@ from bench._common import (
     progress,
     started_miners,
     summarize,
-    wait_for_port,
     write_result,
 )
 from bench.memory import model_server as llama_cpp_python_server
 from bench.streaming import rotations
+from devkit.local import llama_server
 from orchestrator.capacity import LoadRunner, classify, cut_after, percentile
 from orchestrator.probe import ProbeReport, ProbeTarget
 from services.miner.settings import MinerSettings
@@ -128,50 +127,6 @@ def find_llama_server(quick: bool) -> tuple[str | None, str]:
             "no llama-server build is cached (a quick run does not build; run scripts/llama-server.sh)",
         )
     return None, "scripts/llama-server.sh did not print a runnable binary (its messages are above)"
-
-
-@contextmanager
-def llama_server(binary: str, tmp: Path) -> Iterator[int]:
-    """llama.cpp's server on the bundled Gemma, the way the fleet runs it (DESIGN.md); its port."""
-    port = free_port()
-    args = [
-        binary,
-        "--model",
-        str(GGUF),
-        "--alias",
-        "gemma",
-        "--host",
-        LOCALHOST,
-        "--port",
-        str(port),
-        "--parallel",
-        str(SLOTS),
-        "--ctx-size",
-        str(SLOTS * CTX_PER_SLOT),
-        "--threads",
-        str(THREADS),
-        "--cont-batching",
-        "--metrics",
-    ]
-    with (tmp / "llama-server.log").open("wb") as log:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(port, 60, proc)
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:  # /health is 503 while the model loads
-                try:
-                    with urllib.request.urlopen(f"http://{LOCALHOST}:{port}/health", timeout=5):
-                        break
-                except OSError:
-                    time.sleep(0.2)
-            yield port
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
 
 
 Round = tuple[list[ProbeReport], float]  # every validator's report, and the round's wall time
@@ -364,7 +319,11 @@ def run(quick: bool) -> Result:
             notes.append(f"llama_server path skipped: {source}")
         else:
             progress(f"validators: starting llama-server ({source})")
-            port_c = stack.enter_context(llama_server(binary, tmp))
+            # llama.cpp's server on the bundled Gemma, the way the fleet runs it (one thread, SLOTS slots).
+            base_c = stack.enter_context(
+                llama_server(GGUF, free_port(), tmp / "llama-server.log", slots=SLOTS,
+                             ctx_per_slot=CTX_PER_SLOT, binary=binary)
+            )  # fmt: skip
             # As render sets it for a miner on a model server: the slots, and as many waiting.
             slots = {"max_concurrency": str(SLOTS), "max_queue": str(SLOTS)} if HAS_MAX_CONCURRENCY else {}
             envs["llama_server"] = miner_env(
@@ -372,7 +331,7 @@ def run(quick: bool) -> Result:
                 free_port(),
                 name="v-llama-server",
                 **openai,
-                openai__base_url=f"http://{LOCALHOST}:{port_c}/v1",
+                openai__base_url=base_c,
                 **common,
                 **slots,
             )

@@ -192,14 +192,14 @@ def llama_server_binary() -> str:
 
 @contextmanager
 def llama_server(
-    gguf: Path, port: int, log_path: Path, *, slots: int, ctx_per_slot: int = 512
+    gguf: Path, port: int, log_path: Path, *, slots: int, ctx_per_slot: int = 512, binary: str | None = None
 ) -> Iterator[str]:
     """A real ``llama-server`` on 127.0.0.1:``port`` (one thread, ``slots`` parallel slots, metrics on),
     yielding its OpenAI base URL once the model is loaded (``/health`` answers 200)."""
     import urllib.request
 
     args = [
-        llama_server_binary(), "--model", str(gguf), "--alias", "gemma", "--host", "127.0.0.1",
+        binary or llama_server_binary(), "--model", str(gguf), "--alias", "gemma", "--host", "127.0.0.1",
         "--port", str(port), "--parallel", str(slots), "--ctx-size", str(slots * ctx_per_slot),
         "--threads", "1", "--cont-batching", "--metrics",
     ]  # fmt: skip
@@ -216,6 +216,36 @@ def llama_server(
                 except OSError:
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"llama-server not healthy within 120 s; see {log_path}") from None
+                    time.sleep(0.2)
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+@contextmanager
+def llama_cpp_server(gguf: Path, port: int, log_path: Path, *, n_ctx: int = 2048) -> Iterator[str]:
+    """llama-cpp-python's own OpenAI server (``python -m llama_cpp.server``, one request at a time) on
+    127.0.0.1:``port``, one thread; yields its base URL once the model answers."""
+    import urllib.request
+
+    args = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "gemma",
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", "1",
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, 120, proc)
+            for _ in range(300):  # the port opens before the model is loaded
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5):
+                        break
+                except OSError:
                     time.sleep(0.2)
             yield f"http://127.0.0.1:{port}/v1"
         finally:

@@ -4,6 +4,7 @@ asking again while busy)."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from devkit.local import (
@@ -30,6 +31,7 @@ __all__ = [
     "Wallets",
     "ask_until_not_busy",
     "free_port",
+    "llama_miner",
     "make_hotkey",
     "make_wallets",
     "miner_env",
@@ -74,3 +76,15 @@ async def ask_until_not_busy(dendrite: Any, target: Any, prompt: str, timeout: f
             return result
         await asyncio.sleep(0.25)
     return result
+
+
+def llama_miner(tmp_path: Path, wallets: Wallets, gguf_model: str, **settings: str) -> Any:
+    """A real miner on the Gemma GGUF through llama.cpp, one thread (tests share a busy 2-core box)."""
+    return running_miner(
+        tmp_path,
+        wallets,
+        backend="llamacpp",
+        llamacpp__model_path=gguf_model,
+        llamacpp__n_threads="1",
+        **settings,
+    )

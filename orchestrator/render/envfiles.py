@@ -71,25 +71,30 @@ def env_entries(places: Places, miner: Miner) -> list[tuple[str, str]]:
     ]
     if options.allowed_hotkeys:
         entries.append(("MINER_ALLOWED_HOTKEYS", env_value(list(dict.fromkeys(options.allowed_hotkeys)))))
-    concurrency = options.max_concurrency
-    if concurrency is None and miner.model_server is not None:
-        # The server's slots, shared among the miners using it: together they fill it, no more.
-        concurrency = places.model_server(miner.model_server).concurrency_per_user()
+    fleet_decides = _fleet_defaults(places, miner)
     for key in PASS_THROUGH:
         value = getattr(options, key)
-        if key == "max_concurrency":
-            value = concurrency
-        if key == "metrics_port":
-            value = miner.metrics_port
-        if key == "max_queue" and value is None and miner.model_server is not None:
-            # A batching server finishes a wave of requests in a few seconds: a second wave of the same
-            # size still starts well before a validator's deadline (the miner refuses any that would not).
-            value = max(concurrency or 1, 4)
+        if value is None:
+            value = fleet_decides.get(key)
         if value is not None:
             entries.append((f"MINER_{key.upper()}", env_value(value)))
     for group in PASS_THROUGH_GROUPS:
         entries += _group(group.upper(), getattr(options, group))
     return entries + _backend_entries(places, miner)
+
+
+def _fleet_defaults(places: Places, miner: Miner) -> dict[str, Any]:
+    """Defaults the fleet decides for a miner where neither it nor ``defaults:`` set a value."""
+    decided: dict[str, Any] = {"metrics_port": miner.metrics_port}  # axon_port + metrics_port_offset
+    if miner.model_server is not None:
+        # The server's slots, shared among the miners using it: together they fill it, no more. A batching
+        # server finishes a wave in a few seconds, so a second wave of the same size still starts well
+        # before a validator's deadline (the miner refuses any that would not): as many may wait.
+        concurrency = (
+            miner.options.max_concurrency or places.model_server(miner.model_server).concurrency_per_user()
+        )
+        decided.update(max_concurrency=concurrency, max_queue=max(concurrency, 4))
+    return decided
 
 
 def _backend_entries(places: Places, miner: Miner) -> list[tuple[str, str]]:

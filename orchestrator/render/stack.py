@@ -48,6 +48,7 @@ from orchestrator.render.places import (
     probe_pub,
 )
 from orchestrator.render.resources import ORCHESTRATOR_LIMITS, Limits, miner_limits, server_limits
+from services.miner import keys
 
 STACK_FILE = Path("docker-stack.yml")
 UID = "${MINERFLEET_UID:-1000}"
@@ -117,7 +118,7 @@ def _gpu_env(gpus: tuple[int, ...] | list[int]) -> dict[str, str]:
 
 
 def _miner_service(loaded: LoadedFleet, miner: Miner) -> dict[str, Any]:
-    hotkey = f"{miner.wallet}/hotkeys/{miner.hotkey}"
+    hotkey = str(keys.hotkey_file(miner.wallet, miner.hotkey))
     environment = {"HOME": TMP}
     environment.update({name: f"${{{source}}}" for name, source in secret_env(miner)})
     environment.update(_gpu_env(miner.gpus))
@@ -137,7 +138,7 @@ def _miner_service(loaded: LoadedFleet, miner: Miner) -> dict[str, Any]:
         "configs": [
             _file(
                 coldkeypub_config(miner.wallet),
-                f"{CONTAINER_WALLETS}/{miner.wallet}/coldkeypub.txt",
+                f"{CONTAINER_WALLETS}/{keys.coldkeypub_file(miner.wallet)}",
                 CONFIG_MODE,
             ),
             _file("probe-pub", f"{CONTAINER_WALLETS}/{probe_pub(loaded)}", CONFIG_MODE),
@@ -209,7 +210,11 @@ def _orchestrator_service(loaded: LoadedFleet) -> dict[str, Any]:
             {"type": "tmpfs", "target": TMP},
         ],
         "secrets": [
-            _file("probe-hotkey", f"{CONTAINER_WALLETS}/{probe.wallet}/hotkeys/{probe.hotkey}", SECRET_MODE)
+            _file(
+                "probe-hotkey",
+                f"{CONTAINER_WALLETS}/{keys.hotkey_file(probe.wallet, probe.hotkey)}",
+                SECRET_MODE,
+            )
         ],
         "configs": [
             _file("fleet-file", f"{CONTAINER_APP}/{config}", CONFIG_MODE),
@@ -240,12 +245,12 @@ def _keys(loaded: LoadedFleet) -> tuple[dict[str, Any], dict[str, Any]]:
     def source(relative: str) -> dict[str, str]:
         return {"file": compose_host_path(f"{wallets}/{relative}")}
 
-    secrets = {hotkey_secret(m): source(f"{m.wallet}/hotkeys/{m.hotkey}") for m in loaded.miners}
-    secrets["probe-hotkey"] = source(f"{probe.wallet}/hotkeys/{probe.hotkey}")
+    secrets = {hotkey_secret(m): source(str(keys.hotkey_file(m.wallet, m.hotkey))) for m in loaded.miners}
+    secrets["probe-hotkey"] = source(str(keys.hotkey_file(probe.wallet, probe.hotkey)))
     configs: dict[str, Any] = {"fleet-file": {"file": compose_host_path(loaded.display_path)}}
     configs["probe-pub"] = source(probe_pub(loaded))
     for wallet in dict.fromkeys(m.wallet for m in loaded.miners):
-        configs[coldkeypub_config(wallet)] = source(f"{wallet}/coldkeypub.txt")
+        configs[coldkeypub_config(wallet)] = source(str(keys.coldkeypub_file(wallet)))
     for miner in loaded.miners:
         configs[f"pub-{miner.name}"] = source(miner_pub(miner))
     return secrets, configs

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -81,10 +81,11 @@ class RequestGuard:
             return
         await self.app(scope, _replay(body, receive), send)
 
-    async def _refuse(self, scope: Scope, send: Send, status: int, message: str, **kw: str) -> None:
+    async def _refuse(self, scope: Scope, send: Send, status: int, message: str, allow: str = "") -> None:
         if self.on_refused is not None:
             self.on_refused(scope["path"], status)
-        await _answer(send, status, message, **kw)
+        log.info("refused at the edge: %d %s", status, message)
+        await send_error(send, status, message, [(b"allow", allow.encode())] if allow else [])
 
 
 def _body_problem(body: bytes, synapse_class: type[Any], signed_hash: str) -> str | None:
@@ -143,18 +144,29 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _answer(send: Send, status: int, message: str, *, allow: str | None = None) -> None:
+# Headers an error answer sets itself (a stream's own would contradict it).
+_ERROR_HEADERS = {
+    b"content-length",
+    b"content-type",
+    b"bt_header_axon_status_code",
+    b"bt_header_axon_status_message",
+}
+
+
+async def send_error(
+    send: Send, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """A JSON ``{"message": ...}`` answer with the axon status headers the dendrite reads back into the
+    synapse (``status_code``/``status_message``); ``headers`` are kept beside them."""
     body = json.dumps({"message": message}).encode("utf-8")
-    headers = [
+    kept = [(k, v) for k, v in headers if k.lower() not in _ERROR_HEADERS]
+    kept += [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"bt_header_axon_status_code", str(status).encode()),
         (b"bt_header_axon_status_message", message.encode("latin-1", "replace")),
     ]
-    if allow:
-        headers.append((b"allow", allow.encode()))
-    log.info("refused at the edge: %d %s", status, message)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": kept})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 

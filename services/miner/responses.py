@@ -8,7 +8,6 @@ when the client leaves.
 
 from __future__ import annotations
 
-import json
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -18,6 +17,7 @@ from starlette.types import Receive, Scope
 from starlette.types import Send as StarletteSend
 
 from services.miner.errors import RefusedError
+from services.miner.guard import send_error
 
 
 class Refusal:
@@ -65,7 +65,7 @@ class DisconnectAwareResponse(StreamingSynapse.BTStreamingResponse):
         await self.token_streamer(send_body)
         if not started and self.refusal.error is not None:
             error = self.refusal.error
-            await _send_error(send, self.raw_headers, error.status, str(error))
+            await send_error(send, error.status, str(error), self.raw_headers)
             return
         if not started:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -84,28 +84,6 @@ class DisconnectAwareResponse(StreamingSynapse.BTStreamingResponse):
 
             group.start_soon(stream_then_stop)
             group.start_soon(listen_then_stop)
-
-
-async def _send_error(
-    send: StarletteSend, raw_headers: list[tuple[bytes, bytes]], status: int, message: str
-) -> None:
-    """A JSON error answer, with the axon status headers the dendrite reads back into the synapse."""
-    body = json.dumps({"message": message}).encode("utf-8")
-    skip = {
-        b"content-length",
-        b"content-type",
-        b"bt_header_axon_status_code",
-        b"bt_header_axon_status_message",
-    }
-    headers = [(k, v) for k, v in raw_headers if k.lower() not in skip]
-    headers += [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"bt_header_axon_status_code", str(status).encode()),
-        (b"bt_header_axon_status_message", message.encode("latin-1", "replace")),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def refuse(synapse: Any, status: int, message: str) -> Any:

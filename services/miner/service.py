@@ -147,11 +147,7 @@ class MinerService:
         the model cannot take, 503 for busy or a dependency that is down); only a backend whose own state
         is broken is a forward exception.
         """
-        arrived = self.clock()
-        timeout = float(synapse.timeout or DEFAULT_TIMEOUT)
-        # Stop a little before the caller gives up, so the last chunk arrives in time. On very short
-        # timeouts the margin shrinks with it rather than eating the whole budget.
-        deadline = arrived + timeout - min(self.settings.deadline_margin, timeout * 0.2)
+        arrived, deadline = self._deadline(synapse)
         caller = _short(_caller(synapse))
         try:
             request = await self._request(synapse, protocol)
@@ -195,9 +191,7 @@ class MinerService:
 
     async def forward_plain(self, synapse: Any, protocol: str) -> Any:
         """The plain answer: the same checks, admission and deadline; the completion in the synapse."""
-        arrived = self.clock()
-        timeout = float(synapse.timeout or DEFAULT_TIMEOUT)
-        deadline = arrived + timeout - min(self.settings.deadline_margin, timeout * 0.2)
+        arrived, deadline = self._deadline(synapse)
         caller = _short(_caller(synapse))
         parts: list[str] = []
 
@@ -255,6 +249,13 @@ class MinerService:
         if task:
             self.tasks_seen[task] += 1
         return request
+
+    def _deadline(self, synapse: Any) -> tuple[float, float]:
+        """(arrival, the time to stop by): a little before the caller gives up, so the last chunk arrives
+        in time; on very short timeouts the margin shrinks with it rather than eating the whole budget."""
+        arrived = self.clock()
+        timeout = float(synapse.timeout or DEFAULT_TIMEOUT)
+        return arrived, arrived + timeout - min(self.settings.deadline_margin, timeout * 0.2)
 
     def _forward_exception(self, error: BaseException | None) -> None:
         self.forward_exceptions += 1

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from devkit.local import llama_cpp_server
 from services.miner.settings import MinerSettings
 from tests.fleets import make_key, make_project
 from tests.helpers import ROOT, MinerProcess, free_port, wait_for_port
@@ -125,33 +124,10 @@ def test_capacity_counts_what_each_miner_of_a_real_fleet_does_with_k_concurrent_
     assert lines[1].split()[:5] == ["roomy", "echo", "2", "2/2", "2/2"] and len(lines) == 3
 
 
-@contextmanager
-def _llama_cpp_server(gguf: str, log: Path) -> Iterator[int]:
-    """``python -m llama_cpp.server`` on the bundled Gemma, 1 thread; its port once the model answers."""
-    port = free_port()
-    args = [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", "gemma",
-            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--n_threads", "1"]  # fmt: skip
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(port, 120, proc)
-            for _ in range(300):  # the port opens before the model is loaded
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5):
-                        break
-                except OSError:
-                    time.sleep(0.2)
-            yield port
-        finally:
-            proc.terminate()
-            proc.wait(30)
-
-
 @pytest.mark.model
 def test_capacity_reports_an_openai_miner_on_a_model_server(tmp_path: Path, gguf_model: str) -> None:
     project, port = tmp_path / "project", free_port()
-    with _llama_cpp_server(gguf_model, tmp_path / "server.log") as server_port:
-        base_url = f"http://127.0.0.1:{server_port}/v1"
+    with llama_cpp_server(Path(gguf_model), free_port(), tmp_path / "server.log", n_ctx=1024) as base_url:
         make_project(
             project,
             f"""

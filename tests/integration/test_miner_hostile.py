@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
-from tests.helpers import MinerProcess, Wallets, free_port, miner_env, running_miner
+from tests.helpers import MinerProcess, Wallets, free_port, llama_miner, miner_env, running_miner
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +40,10 @@ def _alive(miner: MinerProcess) -> bool:
 async def test_llamacpp_too_long_and_bad_text_are_answers_not_exits(
     tmp_path: Path, wallets: Wallets, gguf_model: str
 ) -> None:
-    with running_miner(
+    with llama_miner(
         tmp_path,
         wallets,
-        backend="llamacpp",
-        llamacpp__model_path=gguf_model,
-        llamacpp__n_threads="1",
+        gguf_model,
         llamacpp__n_ctx="512",
         max_tokens="16",
         stop_on_forward_exception="true",
@@ -70,12 +68,10 @@ async def test_llamacpp_too_long_and_bad_text_are_answers_not_exits(
 async def test_llamacpp_trims_a_long_prompt_when_configured(
     tmp_path: Path, wallets: Wallets, gguf_model: str
 ) -> None:
-    with running_miner(
+    with llama_miner(
         tmp_path,
         wallets,
-        backend="llamacpp",
-        llamacpp__model_path=gguf_model,
-        llamacpp__n_threads="1",
+        gguf_model,
         llamacpp__n_ctx="512",
         max_tokens="8",
         limits__on_too_long="trim",
@@ -91,12 +87,10 @@ async def test_llamacpp_trims_a_long_prompt_when_configured(
 async def test_the_model_is_warmed_before_the_axon_opens(
     tmp_path: Path, wallets: Wallets, gguf_model: str
 ) -> None:
-    with running_miner(
+    with llama_miner(
         tmp_path,
         wallets,
-        backend="llamacpp",
-        llamacpp__model_path=gguf_model,
-        llamacpp__n_threads="1",
+        gguf_model,
         max_tokens="8",
     ) as miner:
         answer = await _ask(wallets, miner.port, "Hello")

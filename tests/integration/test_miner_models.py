@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
+from devkit.local import llama_cpp_server
 from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
 from tests.helpers import (
     HF_DIR,
@@ -21,9 +19,9 @@ from tests.helpers import (
     Wallets,
     ask_until_not_busy,
     free_port,
+    llama_miner,
     running_miner,
     stream_then_drop,
-    wait_for_port,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
@@ -44,18 +42,6 @@ async def _ask(wallets: Wallets, port: int, prompt: str = QUESTION, timeout: flo
         )
     finally:
         await dendrite.aclose_session()
-
-
-def llama_miner(tmp_path: Path, wallets: Wallets, gguf_model: str, **settings: str) -> Any:
-    """A real miner on the Gemma GGUF through llama.cpp, one thread (tests share a busy 2-core box)."""
-    return running_miner(
-        tmp_path,
-        wallets,
-        backend="llamacpp",
-        llamacpp__model_path=gguf_model,
-        llamacpp__n_threads="1",
-        **settings,
-    )
 
 
 async def test_llamacpp_streams_real_tokens(tmp_path: Path, wallets: Wallets, gguf_model: str) -> None:
@@ -149,46 +135,12 @@ async def test_hf_streams_the_same_model_through_transformers(
     assert len(result.chunks) >= 2  # type: ignore[attr-defined]
 
 
-@contextmanager
-def _llama_cpp_server(gguf_model: str, port: int, log_path: Path) -> Iterator[None]:
-    """A real OpenAI-compatible server (llama_cpp.server) on 127.0.0.1:port serving the Gemma model."""
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            gguf_model,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_threads",
-            "1",
-            "--n_ctx",
-            "2048",
-            "--model_alias",
-            "gemma",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        wait_for_port(port, 120, proc)
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
-
-
 @pytest.fixture(scope="module")
 def llama_server(gguf_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    with _llama_cpp_server(gguf_model, port, tmp_path_factory.mktemp("llama-server") / "server.log"):
-        yield f"http://127.0.0.1:{port}/v1"
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with llama_cpp_server(Path(gguf_model), port, log) as base_url:
+        yield base_url
 
 
 async def test_openai_backend_streams_through_a_real_llama_cpp_server(
@@ -227,7 +179,7 @@ async def test_openai_model_server_down_is_503_naming_it_and_the_miner_recovers_
         stop_on_forward_exception="true",
     ) as miner:
         down = await _ask(wallets, miner.port)
-        with _llama_cpp_server(gguf_model, port, tmp_path / "server.log"):
+        with llama_cpp_server(Path(gguf_model), port, tmp_path / "server.log"):
             back = await _ask(wallets, miner.port)
         alive = miner.proc is not None and miner.proc.poll() is None
         log = miner.log

@@ -45,10 +45,6 @@ def _need(program: str) -> str:
     return path
 
 
-def _llama_server() -> str:
-    return llama_server_binary()
-
-
 def _get(url: str, timeout: float = 10) -> str:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         body: bytes = response.read()
@@ -110,7 +106,7 @@ def _fleet_file(ports: dict[str, int]) -> str:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     if not GGUF.exists():
         pytest.fail(f"{GGUF} is missing: run `make model` (make test does it)")
-    llama_server = _llama_server()
+    llama_server = llama_server_binary()
     ports = {name: free_port() for name in ("sup", "status", "server", "a", "b", "ma", "mb")}
     project = tmp_path_factory.mktemp("monitoring") / "project"
     make_project(project, _fleet_file(ports), model=False)

@@ -44,6 +44,7 @@ class OpenAIBackend:
     def __init__(self, settings: OpenAISettings) -> None:
         self.settings = settings
         self._client: Any = None
+        self._connection_errors: tuple[type[BaseException], ...] = ()
 
     def load(self) -> None:
         if not self.settings.base_url:
@@ -58,6 +59,7 @@ class OpenAIBackend:
             timeout=self.settings.request_timeout,
             max_retries=0,  # a retry would blow the validator's deadline; the fleet probe sees failures
         )
+        self._connection_errors = _connection_errors(openai)
 
     def warmup(self) -> None:
         """Nothing to warm in the miner; say so if the server is not up yet (it is not an error: the
@@ -115,7 +117,7 @@ class OpenAIBackend:
             finally:
                 # Closing the HTTP stream tells the server to stop generating (frees the shared model).
                 await stream.close()
-        except _connection_errors(openai) as exc:
+        except self._connection_errors as exc:
             # Refused, reset, timed out, name not found: the server is down or restarting. Restarting
             # this miner cannot fix that; the caller gets 503 naming the server.
             raise DependencyError(f"model server {self.settings.base_url} unreachable: {exc}") from exc
