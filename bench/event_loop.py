@@ -27,13 +27,9 @@ Run: ``python -m bench.event_loop [--quick]``.
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +39,6 @@ import aiohttp
 from bench._common import (
     GGUF,
     LOCALHOST,
-    ROOT,
     Figure,
     Result,
     Wallets,
@@ -57,8 +52,8 @@ from bench._common import (
     progress,
     started_miners,
     summarize,
-    wait_for_port,
 )
+from bench.seed_launch import seed_style_miner, seed_without_lock
 from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
 
 NAME = "event_loop"
@@ -123,73 +118,6 @@ class Ping:
 
     async def close(self) -> None:
         await self.session.close()
-
-
-@contextmanager
-def seed_style_miner(
-    tmp: Path, wallets: Wallets, cfg: Config, *extra: str
-) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """``python -m bench.seed_style_miner`` on a free port: (port, process); stopped afterwards."""
-    port = free_port()
-    log = (tmp / f"seed-style-{port}.log").open("wb")
-    args = [
-        sys.executable,
-        "-m",
-        "bench.seed_style_miner",
-        "--port",
-        str(port),
-        "--wallet-path",
-        str(wallets.path),
-    ]
-    args += [
-        "--model",
-        str(GGUF),
-        "--n-threads",
-        str(cfg.threads),
-        "--max-tokens",
-        str(cfg.gen_tokens),
-        *extra,
-    ]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, 120, proc)
-        yield port, proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        log.close()
-
-
-def seed_without_lock(tmp: Path, wallets: Wallets, cfg: Config) -> str:
-    """The seed exactly (no lock): two concurrent requests; how the process ends up."""
-    with seed_style_miner(tmp, wallets, cfg, "--no-lock") as (port, proc):
-
-        async def two() -> None:
-            dendrite = make_dendrite(wallets.wallet("probe"))
-            target = axon_info(LOCALHOST, port, wallets.miner_hotkey)
-            try:
-                await asyncio.gather(
-                    *(
-                        stream_once(dendrite, target, make_synapse("prompting", LONG_PROMPT, timeout=30), 30)
-                        for _ in range(2)
-                    )
-                )
-            finally:
-                await dendrite.aclose_session()
-
-        asyncio.run(two())
-        try:
-            code = proc.wait(3)
-        except subprocess.TimeoutExpired:
-            return "survived"
-    if code < 0:
-        return f"crashed ({signal.Signals(-code).name})"
-    return f"exited with code {code}"
 
 
 class Bench:
@@ -393,8 +321,11 @@ def run(quick: bool) -> Result:
             log_level="warning",
         )
         progress("event_loop: the seed exactly (no lock), two concurrent requests")
-        unlocked = seed_without_lock(tmp, wallets, cfg)
-        with started_miners(tmp, [env]) as (ours,), seed_style_miner(tmp, wallets, cfg) as (seed_port, seed):
+        unlocked = seed_without_lock(tmp, wallets, cfg.threads, cfg.gen_tokens, LONG_PROMPT)
+        with (
+            started_miners(tmp, [env]) as (ours,),
+            seed_style_miner(tmp, wallets, cfg.threads, cfg.gen_tokens) as (seed_port, seed),
+        ):
             ports = {"minerfleet": ours.port, "seed-style": seed_port}
 
             async def main() -> dict[tuple[str, str], PhaseSamples]:

@@ -1,5 +1,5 @@
 """The recovery benchmark's docker variant: the same rounds against a compose project on a real engine
-(bench/recovery.py holds the rounds, the supervisor variant and the results)."""
+(bench/recovery_rounds.py holds the rounds; bench/recovery.py the supervisor variant and the results)."""
 
 from __future__ import annotations
 
@@ -18,14 +18,9 @@ from bench._common import (
     progress,
     wait_for_port,
 )
-from bench.recovery import (
-    DOCKER_IMAGES,
-    RoundTimes,
-    make_recovery_project,
-    measure,
-    status,
-    watch_process,
-)
+from bench.recovery import DOCKER_IMAGES, make_recovery_project, watch_process
+from bench.recovery_rounds import RoundTimes, measure, status
+from orchestrator.supervise import WatchError
 
 # --- docker ----------------------------------------------------------------------------------------
 
@@ -101,7 +96,7 @@ def status_answers(port: int, limit: float) -> bool:
         try:
             status(port)
             return True
-        except OSError:
+        except WatchError:
             time.sleep(0.5)
     return False
 

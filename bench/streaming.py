@@ -17,19 +17,15 @@ Run: ``python -m bench.streaming [--quick]``.
 from __future__ import annotations
 
 import asyncio
-import re
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench._common import (
     GGUF,
-    LOCALHOST,
     Figure,
-    MinerProcess,
     Result,
     count_tokens,
     free_port,
@@ -41,8 +37,9 @@ from bench._common import (
     started_miners,
     summarize,
 )
+from bench.streaming_path import echo_part, miner_generation, rotations
 from services.miner.chat import TRANSCRIPT_STOP, build_chat, transcript
-from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
+from services.miner.client import make_dendrite
 from services.miner.settings import MinerSettings
 
 NAME = "streaming"
@@ -51,9 +48,6 @@ TITLE = "Streaming efficiency: miner vs raw llama-cpp-python; echo streaming pat
 PROMPT = "Explain step by step how a steam engine works, in great detail."
 N_CTX = 2048
 SEED = 0
-REQUEST_TIMEOUT = 120.0
-# The miner logs one line per request: "... N pieces in M chunks, B bytes, first chunk ..."
-_OUTCOME = re.compile(r"(\d+) pieces in (\d+) chunks, (\d+) bytes")
 
 
 @dataclass(frozen=True)
@@ -129,56 +123,6 @@ def raw_generation(llm: Any, prompt: str, cfg: Config) -> Sample:
     elapsed = time.monotonic() - started
     completion = "".join(pieces)
     return Sample(first or elapsed, elapsed, count_tokens(llm, completion), items, completion)
-
-
-def outcomes(miner: MinerProcess) -> list[tuple[int, int, int]]:
-    """(pieces, chunks, bytes) of every request the miner has finished, from its log."""
-    return [(int(p), int(c), int(b)) for p, c, b in _OUTCOME.findall(miner.log)]
-
-
-@dataclass
-class MinerAnswer:
-    """One measured request to a miner: the stream, its time, and the miner's own count of it."""
-
-    result: Any  # services.miner.client.StreamResult
-    elapsed: float
-    outcome: tuple[int, int, int]  # pieces, chunks, bytes (from the miner's log)
-    failed_attempts: int
-
-
-async def miner_generation(dendrite: Any, miner: MinerProcess, hotkey: str, prompt: str) -> MinerAnswer:
-    """Stream ``prompt`` from ``miner``; retried (at most twice) when no answer came back at all.
-
-    A pooled connection that the miner's server closed after its keep-alive timeout (5 s) can fail
-    the next request before it reaches the miner: that is the client's race, not a streaming cost, so
-    such an attempt is counted apart and sent again.
-    """
-    target = axon_info(LOCALHOST, miner.port, hotkey)
-    failed = 0
-    while True:
-        seen = len(outcomes(miner))
-        synapse = make_synapse("prompting", prompt, timeout=REQUEST_TIMEOUT)
-        started = time.monotonic()
-        result = await stream_once(dendrite, target, synapse, REQUEST_TIMEOUT)
-        elapsed = time.monotonic() - started
-        if (result.ok and result.completion) or failed >= 2:
-            break
-        failed += 1
-    # The miner logs a request's outcome just after the stream ends: wait for that line (bounded).
-    deadline = time.monotonic() + 3.0
-    logged = outcomes(miner)
-    while len(logged) <= seen and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-        logged = outcomes(miner)
-    outcome = logged[-1] if len(logged) > seen else (0, 0, 0)
-    return MinerAnswer(result, elapsed, outcome, failed)
-
-
-def rotations(items: list[str], rounds: int) -> Iterator[tuple[int, list[str]]]:
-    """Each round runs every variant once; the order rotates so none always goes first."""
-    for index in range(rounds):
-        shift = index % len(items)
-        yield index, items[shift:] + items[:shift]
 
 
 def model_part(cfg: Config, tmp: Path, wallets: Any) -> tuple[list[Figure], dict[str, Any]]:
@@ -327,90 +271,6 @@ def _sample_dict(sample: Sample) -> dict[str, Any]:
     }
 
 
-def echo_part(cfg: Config, tmp: Path, wallets: Any) -> tuple[list[Figure], dict[str, Any]]:
-    words = " ".join(f"w{i:05d}" for i in range(cfg.echo_words))
-    envs = [
-        miner_env(
-            wallets,
-            free_port(),
-            name=f"echo-b{batch}",
-            backend="echo",
-            streaming_batch_size=str(batch),
-            max_tokens=str(cfg.echo_words + 10),
-            log_level="info",
-        )
-        for batch in cfg.echo_batches
-    ]
-    per_batch: dict[int, list[dict[str, float]]] = {b: [] for b in cfg.echo_batches}
-    failed_attempts = {str(b): 0 for b in cfg.echo_batches}
-    with started_miners(tmp, envs) as miners:
-        by_batch = dict(zip(cfg.echo_batches, miners, strict=True))
-
-        async def measure() -> None:
-            dendrite = make_dendrite(wallets.wallet("probe"))
-            try:
-                for miner in miners:  # warm-up
-                    await miner_generation(dendrite, miner, wallets.miner_hotkey, "warm up")
-                names = [str(b) for b in cfg.echo_batches]
-                for _, order in rotations(names, cfg.echo_rounds):
-                    for name in order:
-                        miner = by_batch[int(name)]
-                        answer = await miner_generation(dendrite, miner, wallets.miner_hotkey, words)
-                        failed_attempts[name] += answer.failed_attempts
-                        result, elapsed, outcome = answer.result, answer.elapsed, answer.outcome
-                        per_batch[int(name)].append(
-                            {
-                                "elapsed": elapsed,
-                                "ttfc": result.first_chunk_after or elapsed,
-                                "pieces": outcome[0],
-                                "chunks": outcome[1],
-                                "bytes": outcome[2],
-                                "client_chunks": len(result.chunks),
-                                "complete": float(result.completion == words),
-                            }
-                        )
-            finally:
-                await dendrite.aclose_session()
-
-        asyncio.run(measure())
-
-    figures: list[Figure] = []
-    for batch, runs in per_batch.items():
-        figures.append(
-            Figure.of(
-                f"echo_b{batch}_chunks_per_s",
-                f"echo, batch {batch}: chunks sent per second (miner-side count / client-side elapsed)",
-                [r["chunks"] / r["elapsed"] for r in runs],
-                "chunks/s",
-            )
-        )
-        figures.append(
-            Figure.of(
-                f"echo_b{batch}_pieces_per_s",
-                f"echo, batch {batch}: pieces (words, the echo backend's tokens) streamed per second",
-                [r["pieces"] / r["elapsed"] for r in runs],
-                "pieces/s",
-            )
-        )
-        figures.append(
-            Figure.of(
-                f"echo_b{batch}_mb_per_s",
-                f"echo, batch {batch}: completion MB per second through axon -> dendrite",
-                [r["bytes"] / r["elapsed"] / 1e6 for r in runs],
-                "MB/s",
-            )
-        )
-    details = {
-        "words": cfg.echo_words,
-        "prompt_bytes": len(words.encode()),
-        "rounds": cfg.echo_rounds,
-        "runs": {str(b): runs for b, runs in per_batch.items()},
-        "failed_attempts_resent": failed_attempts,
-        "all_complete": all(r["complete"] == 1.0 for runs in per_batch.values() for r in runs),
-    }
-    return figures, details
-
-
 def run(quick: bool) -> Result:
     """Measure both parts; return the result (figures + details)."""
     started, before = time.time(), machine()
@@ -423,7 +283,9 @@ def run(quick: bool) -> Result:
         tmp = Path(name)
         wallets = make_wallets(tmp / "wallets")
         model_figures, model_details = model_part(cfg, tmp, wallets)
-        echo_figures, echo_details = echo_part(cfg, tmp, wallets)
+        echo_figures, echo_details = echo_part(
+            cfg.echo_words, cfg.echo_rounds, cfg.echo_batches, tmp, wallets
+        )
     resent = sum(model_details["failed_attempts_resent"].values()) + sum(
         echo_details["failed_attempts_resent"].values()
     )

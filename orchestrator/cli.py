@@ -172,11 +172,11 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from orchestrator.supervise import fetch_status, format_status
 
     loaded = _load(args, err, check_files=False)
-    snapshot = fetch_status(args.url or f"http://127.0.0.1:{loaded.fleet.status_api.port}")
+    status = fetch_status(args.url or f"http://127.0.0.1:{loaded.fleet.status_api.port}")
     if args.json:
-        out.write(json.dumps(snapshot, indent=2) + "\n")
+        out.write(json.dumps(status.to_json(), indent=2) + "\n")
     else:
-        out.write(format_status(snapshot) + "\n")
+        out.write(format_status(status) + "\n")
     return EXIT_OK
 
 

@@ -17,18 +17,27 @@ import html
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from orchestrator.metrics import FleetMetrics, UnitScraper, fetch, sd_targets
+from orchestrator.fleetstatus import (
+    FleetStatus,
+    MinerStatus,
+    MinerTraffic,
+    ServerStatus,
+    ServerTraffic,
+    UnitStatus,
+)
+from orchestrator.metrics import FleetMetrics
 from orchestrator.metrics import metrics_text as metrics_text
+from orchestrator.unitmetrics import UnitScraper, fetch, sd_targets
 
-Snapshot = Callable[[], dict[str, Any]]
+Snapshot = Callable[[], FleetStatus]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _COLORS = {
@@ -41,57 +50,76 @@ _COLORS = {
 }
 
 
-def with_traffic(snapshot: dict[str, Any], scraper: UnitScraper | None) -> dict[str, Any]:
-    """The watch's snapshot, each unit with what its own metrics say (``traffic``; None: not read)."""
-    for unit in [*snapshot["miners"], *snapshot.get("model_servers", [])]:
-        unit["traffic"] = None if scraper is None else scraper.summary(unit["name"])
-    return snapshot
+_NOT_READ = MinerTraffic(metrics_url="", scraped_at=None, error="", window=0.0)  # every figure None
+
+
+def with_traffic(status: FleetStatus, scraper: UnitScraper | None) -> FleetStatus:
+    """The watch's status, each unit with what its own metrics say (``traffic``; None: not read)."""
+    if scraper is None:
+        return status
+    return replace(
+        status,
+        miners=tuple(replace(m, traffic=scraper.summary(m.name)) for m in status.miners),
+        model_servers=tuple(replace(s, traffic=scraper.summary(s.name)) for s in status.model_servers),
+    )
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
-def _restarts(unit: dict[str, Any]) -> str:
-    reasons = ", ".join(f"{k} {v}" for k, v in sorted(unit["restarts_by_reason"].items()))
-    return f"{unit['restarts']}" + (f" ({reasons})" if reasons else "")
+def _restarts(unit: UnitStatus) -> str:
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(unit.restarts_by_reason.items()))
+    return f"{unit.restarts}" + (f" ({reasons})" if reasons else "")
 
 
-def _miner_row(m: dict[str, Any]) -> str:
-    p = m["last_probe"] or {}
-    t = m.get("traffic") or {}
-    fraction = t.get("answered_fraction")
-    cells = [
-        html.escape(m["name"]),
-        html.escape(m["backend"]),
-        str(m["port"]),
-        f"<span class=state style='color:{_COLORS.get(m['state'], '#000')}'>{m['state']}</span>",
-        html.escape(_restarts(m)),
-        html.escape(p.get("verdict", "-")),
-        _fmt(p.get("first_chunk_after"), ".2f", "s"),
-        _fmt(t.get("requests"), ".0f"),
-        _fmt(None if fraction is None else 100 * fraction, ".0f", "%"),
-        _fmt(t.get("first_chunk_p90"), ".2f", "s"),
-        "",
-        html.escape(m["detail"] or m["reason"]),
-    ]
-    return f"<tr data-unit='{html.escape(m['name'])}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+def _state(unit: UnitStatus) -> str:
+    return f"<span class=state style='color:{_COLORS.get(unit.state, '#000')}'>{unit.state}</span>"
 
 
-def _server_row(s: dict[str, Any]) -> str:
-    check = s["last_check"] or {}
-    t = s.get("traffic") or {}
-    cells = [
-        html.escape(s["name"]),
-        str(s["port"]),
-        f"<span class=state style='color:{_COLORS.get(s['state'], '#000')}'>{s['state']}</span>",
-        html.escape(_restarts(s)),
-        html.escape(check.get("verdict", "-")),
-        _fmt(t.get("requests_processing"), ".0f"),
-        _fmt(t.get("tokens_predicted_total"), ".0f"),
-        html.escape(s["detail"] or s["reason"]),
-    ]
-    return f"<tr data-unit='{html.escape(s['name'])}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+def _row(unit: UnitStatus, cells: list[str]) -> str:
+    return f"<tr data-unit='{html.escape(unit.name)}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def _miner_row(m: MinerStatus) -> str:
+    p = m.last_probe
+    t = m.traffic if isinstance(m.traffic, MinerTraffic) else _NOT_READ
+    fraction = t.answered_fraction
+    return _row(
+        m,
+        [
+            html.escape(m.name),
+            html.escape(m.backend),
+            str(m.port),
+            _state(m),
+            html.escape(_restarts(m)),
+            html.escape("-" if p is None else p.verdict),
+            _fmt(None if p is None else p.first_chunk_after, ".2f", "s"),
+            _fmt(t.requests, ".0f"),
+            _fmt(None if fraction is None else 100 * fraction, ".0f", "%"),
+            _fmt(t.first_chunk_p90, ".2f", "s"),
+            "",
+            html.escape(m.detail or m.reason),
+        ],
+    )
+
+
+def _server_row(s: ServerStatus) -> str:
+    check = s.last_check
+    figures = s.traffic.figures if isinstance(s.traffic, ServerTraffic) else {}
+    return _row(
+        s,
+        [
+            html.escape(s.name),
+            str(s.port),
+            _state(s),
+            html.escape(_restarts(s)),
+            html.escape("-" if check is None else check.verdict),
+            _fmt(figures.get("requests_processing"), ".0f"),
+            _fmt(figures.get("tokens_predicted_total"), ".0f"),
+            html.escape(s.detail or s.reason),
+        ],
+    )
 
 
 MINER_HEADER = (
@@ -114,10 +142,10 @@ SERVER_HEADER = ("model server", "port", "state", "restarts", "last check", "pro
 _SCRIPT = (Path(__file__).with_name("status.js")).read_text(encoding="utf-8")
 
 
-def page(snapshot: dict[str, Any], refresh: float = 5.0) -> str:
+def page(status: FleetStatus, refresh: float = 5.0) -> str:
     """The status page: the first view rendered here, refreshed in place from ``/status``."""
-    miners = "".join(_miner_row(m) for m in snapshot["miners"])
-    servers = "".join(_server_row(s) for s in snapshot.get("model_servers", []))
+    miners = "".join(_miner_row(m) for m in status.miners)
+    servers = "".join(_server_row(s) for s in status.model_servers)
     updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
     script = _SCRIPT.replace("__COLORS__", json.dumps(_COLORS)).replace(
         "__REFRESH_MS__", str(int(refresh * 1000))
@@ -129,7 +157,7 @@ table{{border-collapse:collapse;margin-bottom:2em}}
 td,th{{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left;white-space:nowrap}}
 th{{background:#f6f8fa}}.state{{font-weight:600}}p.note{{color:#57606a;font-size:.9em}}</style>
 </head><body><h1>minerfleet</h1>
-<p><span id="updated">runtime: {html.escape(snapshot["runtime"])}, updated {updated}</span> &middot;
+<p><span id="updated">runtime: {html.escape(status.runtime)}, updated {updated}</span> &middot;
 <a href="/status">/status</a> &middot; <a href="/metrics">/metrics</a> &middot;
 <a href="/targets">/targets</a></p>
 <table><thead><tr>{"".join(f"<th>{h}</th>" for h in MINER_HEADER)}</tr></thead>
@@ -149,11 +177,11 @@ def make_app(
 ) -> Starlette:
     fleet_metrics = metrics or FleetMetrics(snapshot)
 
-    def current() -> dict[str, Any]:
+    def current() -> FleetStatus:
         return with_traffic(snapshot(), scraper)
 
     async def status(request: Request) -> Response:
-        return JSONResponse(current())
+        return JSONResponse(current().to_json())
 
     async def metrics_route(request: Request) -> Response:
         return Response(fleet_metrics.text(), media_type=CONTENT_TYPE)

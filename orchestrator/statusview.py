@@ -1,74 +1,70 @@
-"""The watch loop's state as the status API serves it (``/status``): one view per unit, plain JSON."""
+"""The watch loop's records as a :class:`~orchestrator.fleetstatus.FleetStatus`, what ``/status`` serves."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.modelservers import ServerTarget
-from orchestrator.probe import ProbeTarget
+from orchestrator.fleetstatus import Change, FleetStatus, MinerStatus, ServerStatus
+from orchestrator.modelservers import ServerReport, ServerTarget
+from orchestrator.probe import ProbeReport, ProbeTarget
 
 if TYPE_CHECKING:
     from orchestrator.watch import Watched, Watcher
 
 
-def unit_view(watcher: Watcher, watched: Watched, now: float) -> dict[str, Any]:
+def _unit(watcher: Watcher, watched: Watched, now: float) -> dict[str, Any]:
+    """The fields every unit's status has, from its policy record."""
     rec = watched.record
     return {
         "name": watched.target.name,
         "role": watched.role.value,
         "port": watched.target.port,
-        "state": rec.state.value,
+        "state": rec.state,
         "reason": rec.reason,
         "detail": rec.detail,
         "restarts": rec.restarts,
         "restarts_by_reason": dict(rec.restarts_by_reason),
         "last_exit_code": rec.last_exit_code,
         "backoff_remaining": None if rec.backoff_until is None else max(0.0, rec.backoff_until - now),
-        "history": [
-            {
-                "at": watcher.wall(d.at),
-                "from": d.from_state.value,
-                "to": d.to_state.value,
-                "reason": d.reason,
-                "detail": d.detail,
-            }
-            for d in rec.history
-        ],
+        "history": tuple(
+            Change(watcher.wall(d.at), d.from_state, d.to_state, d.reason, d.detail) for d in rec.history
+        ),
     }
 
 
-def last_probe(watcher: Watcher, watched: Watched) -> dict[str, Any] | None:
-    if watched.last_probe is None:
-        return None
-    probe = watched.last_probe.as_dict()
-    probe.pop("completion", None)
-    probe["at"] = watcher.wall(watched.last_probe_at)
-    return probe
+def miner_status(watcher: Watcher, watched: Watched, now: float) -> MinerStatus:
+    assert isinstance(watched.target, ProbeTarget)
+    probe = watched.last_probe
+    assert probe is None or isinstance(probe, ProbeReport)
+    return MinerStatus(
+        **_unit(watcher, watched, now),
+        backend=watched.target.backend,
+        hotkey=watched.target.hotkey,
+        last_probe=None if probe is None else replace(probe, completion=""),
+        last_probe_at=watcher.wall(watched.last_probe_at),
+    )
 
 
-def snapshot(watcher: Watcher) -> dict[str, Any]:
+def server_status(watcher: Watcher, watched: Watched, now: float) -> ServerStatus:
+    assert isinstance(watched.target, ServerTarget)
+    check = watched.last_probe
+    assert check is None or isinstance(check, ServerReport)
+    return ServerStatus(
+        **_unit(watcher, watched, now),
+        url=watched.target.url,
+        last_check=check,
+        last_check_at=watcher.wall(watched.last_probe_at),
+    )
+
+
+def snapshot(watcher: Watcher) -> FleetStatus:
     now = watcher.clock()
-    miners = []
-    for watched in watcher.miners.values():
-        assert isinstance(watched.target, ProbeTarget)
-        view = unit_view(watcher, watched, now)
-        view.update(
-            backend=watched.target.backend,
-            hotkey=watched.target.hotkey,
-            last_probe=last_probe(watcher, watched),
-        )
-        miners.append(view)
-    servers = []
-    for watched in watcher.servers.values():
-        assert isinstance(watched.target, ServerTarget)
-        view = unit_view(watcher, watched, now)
-        view.update(url=watched.target.url, last_check=last_probe(watcher, watched))
-        servers.append(view)
-    return {
-        "runtime": watcher.runtime.name,
-        "adopted": watcher.adopted,
-        "uptime": now - watcher.started_at,
-        "state_file": None if watcher.state is None else str(watcher.state.path),
-        "miners": miners,
-        "model_servers": servers,
-    }
+    return FleetStatus(
+        runtime=watcher.runtime.name,
+        adopted=watcher.adopted,
+        uptime=now - watcher.started_at,
+        state_file=None if watcher.state is None else str(watcher.state.path),
+        miners=tuple(miner_status(watcher, w, now) for w in watcher.miners.values()),
+        model_servers=tuple(server_status(watcher, w, now) for w in watcher.servers.values()),
+    )

@@ -19,12 +19,14 @@ from typing import Any
 
 from orchestrator.errors import TemporaryError
 from orchestrator.fleet.load import LoadedFleet
+from orchestrator.fleetstatus import FleetStatus, UnitStatus, Where
 from orchestrator.health import probe_wallet, targets
-from orchestrator.metrics import FleetMetrics, UnitEndpoint, UnitScraper
+from orchestrator.metrics import FleetMetrics
 from orchestrator.modelservers import ServerChecker, server_targets
 from orchestrator.probe import Prober
 from orchestrator.runtimes.base import Runtime
 from orchestrator.statefile import StateFile
+from orchestrator.unitmetrics import UnitEndpoint, UnitScraper
 from orchestrator.watch import Watcher
 
 log = logging.getLogger("orchestrator")
@@ -216,19 +218,22 @@ def run_watch(
     return asyncio.run(serve_watch(in_container_view(loaded), runtime, status_host, probe_host, state_file))
 
 
-def fetch_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
+def fetch_status(url: str, timeout: float = 5.0) -> FleetStatus:
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=timeout) as response:
-            data: dict[str, Any] = json.load(response)
-            return data
+            body = response.read()
     except (urllib.error.URLError, OSError) as exc:
         raise WatchError(
             f"no watch loop answers at {url} ({exc}): "
             "start it with `make up` or `python -m orchestrator watch`"
         ) from exc
+    try:
+        return FleetStatus.from_json(json.loads(body))
+    except (KeyError, TypeError, ValueError) as exc:  # another service on that port, or another version
+        raise WatchError(f"{url}/status did not answer a minerfleet status: {exc!r}") from exc
 
 
-def format_status(snapshot: dict[str, Any]) -> str:
+def format_status(status: FleetStatus) -> str:
     header: tuple[str, ...] = (
         "MINER",
         "BACKEND",
@@ -239,52 +244,38 @@ def format_status(snapshot: dict[str, Any]) -> str:
         "TTFC",
         "REASON",
     )
-    nodes = any("node" in unit for unit in [*snapshot["miners"], *snapshot.get("model_servers", [])])
-    if nodes:  # the swarm runtime: where each one runs
+    if status.placed:  # the swarm runtime: where each one runs
         header = ("MINER", "BACKEND", "NODE", "PORT", *header[3:])
     rows = [header]
 
-    def at(unit: dict[str, Any]) -> tuple[str, ...]:
-        return (f"{unit.get('node') or '-'} ({unit.get('address') or '-'})",) if nodes else ()
+    def row(unit: UnitStatus, kind: str, verdict: str, ttfc: float | None) -> tuple[str, ...]:
+        where = unit.where or Where(None, None)
+        at = (f"{where.node or '-'} ({where.address or '-'})",) if status.placed else ()
+        return (
+            unit.name,
+            kind,
+            *at,
+            str(unit.port),
+            unit.state.value,
+            str(unit.restarts),
+            verdict,
+            "-" if ttfc is None else f"{ttfc:.2f}s",
+            unit.why,
+        )
 
-    for m in snapshot["miners"]:
-        probe = m.get("last_probe") or {}
-        ttft = probe.get("first_chunk_after")
+    for m in status.miners:
+        p = m.last_probe
         rows.append(
-            (
-                m["name"],
-                m["backend"],
-                *at(m),
-                str(m["port"]),
-                m["state"],
-                str(m["restarts"]),
-                probe.get("verdict", "-"),
-                "-" if ttft is None else f"{ttft:.2f}s",
-                (m["reason"] + (f": {m['detail']}" if m["detail"] else "")),
-            )
+            row(m, m.backend, "-" if p is None else p.verdict, None if p is None else p.first_chunk_after)
         )
-    for server in snapshot.get("model_servers", []):
-        check = server.get("last_check") or {}
-        rows.append(
-            (
-                server["name"],
-                "model-server",
-                *at(server),
-                str(server["port"]),
-                server["state"],
-                str(server["restarts"]),
-                check.get("verdict", "-"),
-                "-",
-                (server["reason"] + (f": {server['detail']}" if server["detail"] else "")),
-            )
-        )
+    for server in status.model_servers:
+        check = server.last_check
+        rows.append(row(server, "model-server", "-" if check is None else check.verdict, None))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines = ["  ".join([*(c.ljust(widths[i]) for i, c in enumerate(r[:-1])), r[-1]]).rstrip() for r in rows]
-    running = sum(m["state"] == "RUNNING" for m in snapshot["miners"])
-    summary = f"{running}/{len(snapshot['miners'])} running"
-    servers = snapshot.get("model_servers", [])
-    if servers:
-        up = sum(s["state"] == "RUNNING" for s in servers)
-        summary += f", model servers {up}/{len(servers)} running"
-    lines.append(f"{summary} (runtime: {snapshot['runtime']})")
+    summary = f"{sum(m.running for m in status.miners)}/{len(status.miners)} running"
+    if status.model_servers:
+        up = sum(s.running for s in status.model_servers)
+        summary += f", model servers {up}/{len(status.model_servers)} running"
+    lines.append(f"{summary} (runtime: {status.runtime})")
     return "\n".join(lines)

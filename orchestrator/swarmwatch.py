@@ -12,6 +12,10 @@ from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from orchestrator.fleet.load import LoadedFleet
+from orchestrator.fleetstatus import FleetStatus, UnitStatus, Where
+
+Snapshot = Callable[[], FleetStatus]
+U = TypeVar("U", bound=UnitStatus)
 
 
 class _Located(Protocol):
@@ -68,15 +72,18 @@ class AtNode:
         return await self.inner.check(self._moved(target))
 
 
-def with_nodes(
-    snapshot: Callable[[], dict[str, Any]], runtime: _Located, loaded: LoadedFleet
-) -> Callable[[], dict[str, Any]]:
-    """The status snapshot with each miner's and model server's node and address added."""
+def with_nodes(snapshot: Snapshot, runtime: _Located, loaded: LoadedFleet) -> Snapshot:
+    """The status with each miner's and model server's node and address."""
 
-    def view() -> dict[str, Any]:
-        data = snapshot()
-        for unit in [*data.get("miners", []), *data.get("model_servers", [])]:
-            unit["node"], unit["address"] = where(runtime, loaded, unit["name"])
-        return data
+    def at(unit: U) -> U:
+        return replace(unit, where=Where(*where(runtime, loaded, unit.name)))
+
+    def view() -> FleetStatus:
+        status = snapshot()
+        return replace(
+            status,
+            miners=tuple(at(m) for m in status.miners),
+            model_servers=tuple(at(s) for s in status.model_servers),
+        )
 
     return view

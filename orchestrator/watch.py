@@ -24,8 +24,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
+from orchestrator.fleetstatus import FleetStatus
 from orchestrator.metrics import FleetMetrics
 from orchestrator.modelservers import ServerReport, ServerTarget, ServerVerdict
 from orchestrator.policy import (
@@ -324,7 +325,7 @@ class Watcher:
     def wall(self, monotonic: float | None) -> float | None:
         return None if monotonic is None else monotonic - self.clock() + self.wall_clock()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> FleetStatus:
         """What ``/status`` serves (:mod:`orchestrator.statusview`)."""
         from orchestrator.statusview import snapshot
 

@@ -9,7 +9,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from orchestrator.fleet.load import FleetInvalid, load_fleet
-from orchestrator.metrics import Sample, UnitEndpoint, UnitTraffic, parse_miner, quantile, sd_targets
+from orchestrator.fleetstatus import MinerTraffic
+from orchestrator.unitmetrics import Sample, UnitEndpoint, UnitTraffic, parse_miner, quantile, sd_targets
 from services.miner.metrics import MinerMetrics
 from tests.fleets import make_project
 from tests.unit.test_miner_service import STRANGER, Recorder, make_service, synapse
@@ -102,14 +103,17 @@ def test_the_window_counts_answers_and_restarts_from_zero() -> None:
         Sample(500.0, {"done": 20, "busy": 2, "blacklisted": 3}, {0.1: 5, 1.0: 18, inf: 20}, started=-1000)
     )
     summary = traffic.summary(now=500.0, window=300.0)
+    assert isinstance(summary, MinerTraffic)
     # Since the sample at 0 (the last one before the window): 10 more done, 2 busy; blacklisted aside.
-    assert (summary["requests"], summary["answered"]) == (12, 10)
-    assert summary["answered_fraction"] == pytest.approx(10 / 12)
-    assert summary["first_chunk_p90"] == pytest.approx(1.0)  # 9 of the 10 new first chunks in (0.1, 1]
-    assert [p["requests"] for p in summary["history"]] == [4, 8]
+    assert (summary.requests, summary.answered) == (12, 10)
+    assert summary.answered_fraction == pytest.approx(10 / 12)
+    assert summary.first_chunk_p90 == pytest.approx(1.0)  # 9 of the 10 new first chunks in (0.1, 1]
+    assert [p.requests for p in summary.history] == [4, 8]
+    assert MinerTraffic.from_json(summary.to_json()) == summary
     # A restarted miner's counters went down: it counts from zero.
     traffic.samples.append(Sample(510.0, {"done": 1}, {inf: 1}, started=505.0))
-    assert traffic.summary(now=510.0, window=300.0)["requests"] == 1
+    again = traffic.summary(now=510.0, window=300.0)
+    assert isinstance(again, MinerTraffic) and again.requests == 1
 
 
 def test_quantile_and_parsing_of_a_real_miner_exposition() -> None:

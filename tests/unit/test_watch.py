@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.fleetstatus import FleetStatus
 from orchestrator.modelservers import ServerReport, ServerTarget, ServerVerdict
 from orchestrator.policy import Exited, RestartPolicy, State, StopRequested
 from orchestrator.probe import ProbeReport, ProbeTarget, Verdict
@@ -220,13 +221,12 @@ def test_snapshot_metrics_and_page_show_every_miner() -> None:
 
     watcher = asyncio.run(scenario())
     snap = watcher.snapshot()
-    assert [m["name"] for m in snap["miners"]] == ["a", "b"]
-    a = snap["miners"][0]
-    assert (
-        a["state"] == "RUNNING"
-        and a["last_probe"]["verdict"] == "healthy"
-        and "completion" not in a["last_probe"]
-    )
+    assert [m.name for m in snap.miners] == ["a", "b"]
+    a = snap.miners[0]
+    assert a.state is State.RUNNING and a.last_probe is not None and a.last_probe.verdict == "healthy"
+    served = snap.to_json()["miners"][0]
+    assert served["last_probe"]["verdict"] == "healthy" and "completion" not in served["last_probe"]
+    assert FleetStatus.from_json(snap.to_json()) == snap  # what the CLI reads back is what was served
     text = metrics_text(snap)
     assert 'minerfleet_miner_state{miner="a",state="RUNNING"} 1' in text
     assert 'minerfleet_miner_state{miner="b",state="STARTING"} 1' in text
@@ -413,7 +413,8 @@ async def test_a_miner_whose_model_server_is_down_is_not_restarted_and_recovers(
     rec = watcher.miners["shared-1"].record
     assert (rec.state, rec.reason, rec.restarts) == (State.UNHEALTHY, "dependency-down", 0)
     assert "model server" in rec.detail and runtime.calls == []
-    assert watcher.snapshot()["miners"][0]["last_probe"]["verdict"] == "dependency-down"
+    probe = watcher.snapshot().miner("shared-1").last_probe
+    assert probe is not None and probe.verdict is Verdict.dependency_down
     prober.dependency_down.clear()
     await watcher.probe_one(watcher.miners["shared-1"])
     assert watcher.miners["shared-1"].record.state is State.RUNNING
@@ -472,10 +473,11 @@ async def test_model_servers_are_in_status_metrics_and_the_status_table() -> Non
     await watcher.adopt()
     await watcher.probe_one(watcher.servers["model-server"])
     snap = watcher.snapshot()
-    [server] = snap["model_servers"]
-    assert (server["name"], server["role"], server["state"]) == ("model-server", "model-server", "RUNNING")
-    assert server["last_check"]["verdict"] == "healthy"
-    assert [m["name"] for m in snap["miners"]] == ["shared-1"]
+    [server] = snap.model_servers
+    assert (server.name, server.role, server.state) == ("model-server", "model-server", State.RUNNING)
+    assert server.last_check is not None and server.last_check.verdict == "healthy"
+    assert [m.name for m in snap.miners] == ["shared-1"]
+    assert FleetStatus.from_json(snap.to_json()) == snap
     text = metrics_text(snap)
     assert 'minerfleet_model_server_state{server="model-server",state="RUNNING"} 1' in text
     assert 'minerfleet_model_server_healthy{server="model-server"} 1' in text

@@ -1,0 +1,168 @@
+"""The status records: what ``/status`` serves is written from them and read back into the same records,
+the CLI's table and the swarm's node column read their fields."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any, cast
+
+from orchestrator.fleet.load import LoadedFleet
+from orchestrator.fleetstatus import (
+    Change,
+    FleetStatus,
+    MinerStatus,
+    MinerTraffic,
+    ServerStatus,
+    ServerTraffic,
+    TrafficPoint,
+    Where,
+)
+from orchestrator.modelservers import ServerReport, ServerVerdict
+from orchestrator.policy import State
+from orchestrator.probe import ProbeReport, Verdict
+from orchestrator.runtimes.swarm import Location
+from orchestrator.status import page
+from orchestrator.supervise import format_status
+from orchestrator.swarmwatch import with_nodes
+
+UNIT: dict[str, Any] = {
+    "role": "miner",
+    "detail": "",
+    "restarts_by_reason": {},
+    "last_exit_code": None,
+    "backoff_remaining": None,
+    "history": (),
+}
+
+
+def _fleet() -> FleetStatus:
+    probe = ProbeReport(
+        "gemma-1", "5F...", 8091, "openai", "Prompting", Verdict.healthy, "", 200, 0.25, 12, 40.0, 300, 1.5,
+        routes={"Prompting": "healthy"},
+    )  # fmt: skip
+    miner = MinerStatus(
+        **{
+            **UNIT,
+            "restarts_by_reason": {"forward-exception": 1},
+            "last_exit_code": 75,
+            "history": (Change(1000.0, State.BACKOFF, State.STARTING, "backoff-elapsed", ""),),
+        },
+        name="gemma-1",
+        port=8091,
+        state=State.RUNNING,
+        reason="probe-ok",
+        restarts=1,
+        traffic=MinerTraffic(
+            "http://gemma-1:9091/metrics",
+            1001.0,
+            "",
+            300.0,
+            requests=5,
+            answered=4,
+            answered_fraction=0.8,
+            first_chunk_p90=0.4,
+            outcomes={"done": 4, "busy": 1},
+            totals={"done": 9, "busy": 1},
+            history=(TrafficPoint(1001.0, 5, 4),),
+        ),
+        backend="openai",
+        hotkey="5F...",
+        last_probe=probe,
+        last_probe_at=1001.5,
+    )
+    down = MinerStatus(
+        **{**UNIT, "detail": "exit 1"},
+        name="echo-1",
+        port=8092,
+        state=State.BACKOFF,
+        reason="crash:exit-1",
+        restarts=0,
+        backend="echo",
+        hotkey="5G...",
+    )
+    server = ServerStatus(
+        **{**UNIT, "role": "model-server"},
+        name="model-server-gemma",
+        port=8000,
+        state=State.RUNNING,
+        reason="probe-ok",
+        restarts=0,
+        traffic=ServerTraffic(
+            "http://model-server-gemma:8000/metrics",
+            1001.0,
+            "",
+            300.0,
+            figures={"requests_processing": 3.0, "tokens_predicted_total": 1234.0},
+        ),
+        url="http://model-server-gemma:8000/health",
+        last_check=ServerReport("model-server-gemma", ServerVerdict.healthy, "", 200, 0.01),
+        last_check_at=1001.2,
+    )
+    return FleetStatus("docker", True, 12.0, "state/orchestrator.json", (miner, down), (server,))
+
+
+def test_the_served_json_reads_back_into_the_same_records() -> None:
+    status = _fleet()
+    served = json.loads(json.dumps(status.to_json()))
+    assert FleetStatus.from_json(served) == status
+    miner, _ = served["miners"]
+    # The wire format the page's script, operators' scripts and the tests read:
+    assert miner["state"] == "RUNNING" and miner["history"][0]["to"] == "STARTING"
+    assert miner["last_probe"]["verdict"] == "healthy" and miner["last_probe"]["at"] == 1001.5
+    assert "completion" not in miner["last_probe"] and "node" not in miner
+    assert miner["traffic"]["answered_fraction"] == 0.8 and miner["traffic"]["history"][0]["answered"] == 4
+    [server] = served["model_servers"]
+    assert server["traffic"]["requests_processing"] == 3.0  # a model server's figures beside the rest
+    assert server["last_check"]["healthy"] is True
+
+
+def test_the_table_and_the_page_read_the_records() -> None:
+    status = _fleet()
+    lines = format_status(status).splitlines()
+    assert lines[0].split() == [
+        "MINER",
+        "BACKEND",
+        "PORT",
+        "STATE",
+        "RESTARTS",
+        "LAST",
+        "PROBE",
+        "TTFC",
+        "REASON",
+    ]
+    assert lines[1].split() == ["gemma-1", "openai", "8091", "RUNNING", "1", "healthy", "0.25s", "probe-ok"]
+    assert lines[2].split() == [
+        "echo-1",
+        "echo",
+        "8092",
+        "BACKOFF",
+        "0",
+        "-",
+        "-",
+        "crash:exit-1:",
+        "exit",
+        "1",
+    ]
+    assert lines[-1] == "1/2 running, model servers 1/1 running (runtime: docker)"
+    html = page(status)
+    assert "<td>80%</td>" in html and "<td>1234</td>" in html and "crash:exit-1" not in html  # detail shown
+
+
+def test_on_a_swarm_each_unit_says_where_it_runs() -> None:
+    class Runtime:
+        def locate(self, name: str) -> Location | None:
+            return Location("beta", "10.213.0.2") if name == "gemma-1" else None
+
+    # Nothing pinned in the fleet file: a unit without a task yet has no node.
+    loaded = cast(LoadedFleet, SimpleNamespace(miners=[], model_servers=[]))
+    status = with_nodes(_fleet, Runtime(), loaded)()
+    assert status.placed and status.miner("gemma-1").where == Where("beta", "10.213.0.2")
+    assert status.miner("echo-1").where == Where(None, None)
+    served = status.to_json()
+    assert (served["miners"][0]["node"], served["miners"][0]["address"]) == ("beta", "10.213.0.2")
+    assert FleetStatus.from_json(served) == status
+    lines = format_status(status).splitlines()
+    assert lines[0].split()[:4] == ["MINER", "BACKEND", "NODE", "PORT"]
+    assert lines[1].split()[:4] == ["gemma-1", "openai", "beta", "(10.213.0.2)"]
+    assert lines[2].split()[:4] == ["echo-1", "echo", "-", "(-)"]
