@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from orchestrator.modelservers import ServerReport, ServerVerdict
@@ -17,6 +18,13 @@ from orchestrator.policy import State
 from orchestrator.probe import ProbeReport, Verdict
 
 R = TypeVar("R", ProbeReport, ServerReport)
+
+
+class Role(StrEnum):
+    """What a unit under watch is."""
+
+    miner = "miner"
+    model_server = "model-server"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +149,7 @@ class UnitStatus:
     """What the watch loop knows of one unit (a miner or a model server)."""
 
     name: str
-    role: str  # "miner" or "model-server"
+    role: Role
     port: int
     state: State
     reason: str  # a policy Reason, or an exit's ``killed:SIG…``/``crash:exit-N``
@@ -166,7 +174,7 @@ class UnitStatus:
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "name": self.name,
-            "role": self.role,
+            "role": self.role.value,
             "port": self.port,
             "state": self.state.value,
             "reason": self.reason,
@@ -187,7 +195,7 @@ def _unit(data: Mapping[str, Any], traffic: type[MinerTraffic] | type[ServerTraf
     """The fields every unit has, read from its JSON."""
     return {
         "name": data["name"],
-        "role": data["role"],
+        "role": Role(data["role"]),
         "port": data["port"],
         "state": State(data["state"]),
         "reason": data["reason"],

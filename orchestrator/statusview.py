@@ -18,7 +18,7 @@ def _unit(watcher: Watcher, watched: Watched, now: float) -> dict[str, Any]:
     rec = watched.record
     return {
         "name": watched.target.name,
-        "role": watched.role.value,
+        "role": watched.role,
         "port": watched.target.port,
         "state": rec.state,
         "reason": rec.reason,

@@ -19,7 +19,7 @@ from typing import Any
 
 from orchestrator.errors import TemporaryError
 from orchestrator.fleet.load import LoadedFleet
-from orchestrator.fleetstatus import FleetStatus, UnitStatus, Where
+from orchestrator.fleetstatus import FleetStatus, Role, UnitStatus, Where
 from orchestrator.health import probe_wallet, targets
 from orchestrator.metrics import FleetMetrics
 from orchestrator.modelservers import ServerChecker, server_targets
@@ -105,10 +105,10 @@ def make_scraper(loaded: LoadedFleet, watcher: Watcher) -> UnitScraper:
     for watched in watcher.miners.values():
         metrics_port = loaded.miner(watched.target.name).metrics_port
         if metrics_port is not None:
-            endpoints.append(UnitEndpoint(watched.target.name, "miner", watched.target.host, metrics_port))
+            endpoints.append(UnitEndpoint(watched.target.name, Role.miner, watched.target.host, metrics_port))
     for watched in watcher.servers.values():
         target = watched.target
-        endpoints.append(UnitEndpoint(target.name, "model-server", target.host, target.port))
+        endpoints.append(UnitEndpoint(target.name, Role.model_server, target.host, target.port))
     interval = min(SCRAPE_INTERVAL, loaded.fleet.probe.interval)
     return UnitScraper(endpoints, interval, watcher.metrics)
 

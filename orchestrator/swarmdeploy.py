@@ -11,6 +11,7 @@ or config of the stack is left.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import subprocess
 import time
@@ -22,7 +23,7 @@ from typing import Any, TextIO
 from orchestrator.errors import TemporaryError
 from orchestrator.fleet.load import LoadedFleet
 from orchestrator.placement import node_labels
-from orchestrator.render.stack import STACK_FILE
+from orchestrator.render.stack import STACK_FILE, key_files, name_variable
 from orchestrator.runtimes.swarm import SwarmRuntime, node_location
 
 STACK_LABEL = "com.docker.stack.namespace"
@@ -156,10 +157,48 @@ def deploy(loaded: LoadedFleet, engine: str | None, orchestrator: str, out: Text
     state.mkdir(exist_ok=True)
     if os.geteuid() == 0:  # the orchestrator's service writes its decisions there as its own user
         os.chown(state, int(env["MINERFLEET_UID"]), int(env["MINERFLEET_DOCKER_GID"]))
+    names = key_names(loaded)
+    env.update(names)
     # --resolve-image never: the images are on the nodes already; there is no registry to ask.
     _docker(engine, "stack", "deploy", "--resolve-image", "never", "-c", STACK_FILE.as_posix(),
             loaded.fleet.project, cwd=loaded.project_dir, env=env)  # fmt: skip
     print(f"deployed stack {loaded.fleet.project} ({STACK_FILE})", file=out)
+    client = _client(engine)
+    try:
+        removed = prune_keys(client, loaded.fleet.project, set(names.values()))
+    finally:
+        client.close()
+    if removed:
+        print(f"removed {len(removed)} replaced secret/config version(s): {', '.join(removed)}", file=out)
+
+
+def key_names(loaded: LoadedFleet) -> dict[str, str]:
+    """Each secret's and config's swarm name, by the stack file's variable: the stack, the key and a
+    digest of the content. Docker cannot update a secret or config, so a new content needs a new name."""
+    names = {}
+    for key, file in {k: v for found in key_files(loaded) for k, v in found.items()}.items():
+        digest = hashlib.sha256((loaded.project_dir / file).read_bytes()).hexdigest()[:12]
+        # Docker's names are at most 64 characters: the digest is what must survive.
+        names[name_variable(key)] = f"{loaded.fleet.project}_{key}"[: 64 - 13] + f"_{digest}"
+    return names
+
+
+def prune_keys(client: Any, stack: str, keep: set[str]) -> list[str]:
+    """Remove the stack's secrets and configs that the deploy replaced; one still in use stays."""
+    import docker
+
+    label = {"label": [f"{STACK_LABEL}={stack}"]}
+    removed = []
+    for kind in (client.secrets, client.configs):
+        for item in kind.list(filters=label):
+            if item.name in keep:
+                continue
+            try:
+                item.remove()
+            except docker.errors.APIError:  # still referenced: the next deploy removes it
+                continue
+            removed.append(item.name)
+    return removed
 
 
 def _passed(defaults: dict[str, str]) -> dict[str, str]:

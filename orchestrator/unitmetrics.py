@@ -23,7 +23,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.fleetstatus import MinerTraffic, ServerTraffic, Traffic, TrafficPoint
+from orchestrator.fleetstatus import MinerTraffic, Role, ServerTraffic, Traffic, TrafficPoint
 from orchestrator.metrics import FleetMetrics
 
 SCRAPE_TIMEOUT = 5.0
@@ -38,7 +38,7 @@ class UnitEndpoint:
     """Where one unit serves its Prometheus metrics, as the orchestrator reaches it."""
 
     name: str
-    role: str  # "miner" or "model-server"
+    role: Role
     host: str
     port: int
     path: str = "/metrics"
@@ -69,7 +69,7 @@ class UnitTraffic:
     def summary(self, now: float, window: float = WINDOW) -> Traffic:
         """Requests, answered fraction and first-chunk p90 over ``window``, and the recent history."""
         read = (self.endpoint.url, self.last_ok, self.last_error, window)
-        if self.endpoint.role != "miner":
+        if self.endpoint.role is not Role.miner:
             return ServerTraffic(*read, figures=dict(self.extra))
         samples = list(self.samples)
         if not samples:
@@ -202,7 +202,7 @@ class UnitScraper:
         try:
             text, _ = await asyncio.to_thread(self.fetcher, endpoint.url)
             now = self.wall_clock()
-            if endpoint.role == "miner":
+            if endpoint.role is Role.miner:
                 traffic.samples.append(parse_miner(text, now))
             else:
                 traffic.extra = parse_server(text)
@@ -239,7 +239,11 @@ def sd_targets(endpoints: Iterable[UnitEndpoint], via: str | None) -> list[dict[
     """
     groups = []
     for e in endpoints:
-        labels = {"unit": e.name, "role": e.role, ("miner" if e.role == "miner" else "server"): e.name}
+        labels = {
+            "unit": e.name,
+            "role": e.role.value,
+            ("miner" if e.role is Role.miner else "server"): e.name,
+        }
         if via is not None:
             labels["__metrics_path__"] = f"/scrape/{e.name}"
             groups.append({"targets": [via], "labels": labels})

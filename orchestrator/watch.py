@@ -23,10 +23,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol
 
-from orchestrator.fleetstatus import FleetStatus
+from orchestrator.fleetstatus import FleetStatus, Role
 from orchestrator.metrics import FleetMetrics
 from orchestrator.modelservers import ServerReport, ServerTarget, ServerVerdict
 from orchestrator.policy import (
@@ -84,11 +83,6 @@ class ServerHealth(Protocol):
     """What the watch needs to check a model server (``orchestrator.modelservers.ServerChecker``)."""
 
     async def check(self, target: ServerTarget) -> ServerReport: ...
-
-
-class Role(StrEnum):
-    miner = "miner"
-    model_server = "model-server"
 
 
 @dataclass

@@ -21,6 +21,7 @@ What differs from docker-compose.yml, and why:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -236,24 +237,48 @@ def _orchestrator_service(loaded: LoadedFleet) -> dict[str, Any]:
     }
 
 
-def _keys(loaded: LoadedFleet) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The secrets (hotkeys) and configs (public files) by name, with their source files."""
+def key_files(loaded: LoadedFleet) -> tuple[dict[str, str], dict[str, str]]:
+    """The stack's secrets (hotkeys) and configs (public files) by key, each with its source file as the
+    stack file names it (relative to the project directory, or absolute)."""
     fleet = loaded.fleet
     wallets = fleet.wallet_path
     probe = fleet.probe
 
-    def source(relative: str) -> dict[str, str]:
-        return {"file": compose_host_path(f"{wallets}/{relative}")}
+    def source(relative: str) -> str:
+        return compose_host_path(f"{wallets}/{relative}")
 
     secrets = {hotkey_secret(m): source(str(keys.hotkey_file(m.wallet, m.hotkey))) for m in loaded.miners}
     secrets["probe-hotkey"] = source(str(keys.hotkey_file(probe.wallet, probe.hotkey)))
-    configs: dict[str, Any] = {"fleet-file": {"file": compose_host_path(loaded.display_path)}}
-    configs["probe-pub"] = source(probe_pub(loaded))
+    configs = {"fleet-file": compose_host_path(loaded.display_path), "probe-pub": source(probe_pub(loaded))}
     for wallet in dict.fromkeys(m.wallet for m in loaded.miners):
         configs[coldkeypub_config(wallet)] = source(str(keys.coldkeypub_file(wallet)))
     for miner in loaded.miners:
         configs[f"pub-{miner.name}"] = source(miner_pub(miner))
     return secrets, configs
+
+
+def name_variable(key: str) -> str:
+    """The variable that carries the swarm's name of a secret or config (``swarm up`` sets it)."""
+    return "MINERFLEET_NAME_" + re.sub(r"[^A-Z0-9]", "_", key.upper())
+
+
+def _keys(loaded: LoadedFleet) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The secrets and configs as the stack file declares them.
+
+    Docker never changes a secret or config in place, so each one's name comes from a variable: ``swarm
+    up`` names it after its content (a rotated hotkey or an edited fleet file gets a new name, and only the
+    services that use it are updated). Deployed by hand, the name is the one Docker would give it anyway.
+    """
+    project = loaded.fleet.project
+
+    def declared(found: dict[str, str]) -> dict[str, Any]:
+        return {
+            key: {"file": file, "name": f"${{{name_variable(key)}:-{project}_{key}}}"}
+            for key, file in found.items()
+        }
+
+    secrets, configs = key_files(loaded)
+    return declared(secrets), declared(configs)
 
 
 def render_stack(loaded: LoadedFleet, header: str) -> str:

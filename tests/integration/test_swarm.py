@@ -168,6 +168,24 @@ def test_a_fleet_on_a_two_node_swarm(lab: Lab, tmp_path: Path) -> None:
             report = json.loads(lab.in_manager(*orchestrator, "health", "--json", "--host", host,
                                                "--miner", miner, *where))  # fmt: skip
             assert report["healthy"], report
+        # the operator rotates echo-b's hotkey and edits the fleet file, then runs swarm up again: Docker
+        # cannot change a secret or config in place, so each new content is deployed under a new name
+        # and the old versions are removed; echo-b answers for its new hotkey
+        hotkeys = project / "wallets/fleet/hotkeys"
+        old_pub = (hotkeys / "echo-bpub.txt").read_text()
+        for name in ("echo-b", "echo-bpub.txt"):
+            (hotkeys / name).unlink()
+        config.write_text(config.read_text() + "# edited after the first deploy\n")
+        out = lab.in_manager(*orchestrator, "swarm", "up", *where, "--manager", lab.manager,
+                             "--orchestrator", "host", "--timeout", "120")  # fmt: skip
+        print(out)
+        assert (hotkeys / "echo-bpub.txt").read_text() != old_pub
+        assert "replaced secret/config version(s)" in out and "hotkey-echo-b" in out, out
+        report = json.loads(lab.in_manager(*orchestrator, "health", "--json", "--host", "10.213.0.2",
+                                           "--miner", "echo-b", *where))  # fmt: skip
+        assert report["healthy"], report
+        print(f"redeploy with a new hotkey took until {time.monotonic() - began:.1f} s")
+
         # on the worker: the miner's own hotkey only, read-only, not root; no coldkey
         container = lab.docker(lab.worker, "ps", "-q", "--filter", "label=minerfleet.miner=echo-b")
         listing = lab.docker(

@@ -13,6 +13,7 @@ from orchestrator.fleetstatus import (
     FleetStatus,
     MinerStatus,
     MinerTraffic,
+    Role,
     ServerStatus,
     ServerTraffic,
     TrafficPoint,
@@ -27,7 +28,7 @@ from orchestrator.supervise import format_status
 from orchestrator.swarmwatch import with_nodes
 
 UNIT: dict[str, Any] = {
-    "role": "miner",
+    "role": Role.miner,
     "detail": "",
     "restarts_by_reason": {},
     "last_exit_code": None,
@@ -82,7 +83,7 @@ def _fleet() -> FleetStatus:
         hotkey="5G...",
     )
     server = ServerStatus(
-        **{**UNIT, "role": "model-server"},
+        **{**UNIT, "role": Role.model_server},
         name="model-server-gemma",
         port=8000,
         state=State.RUNNING,

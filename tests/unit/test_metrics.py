@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from orchestrator.fleet.load import FleetInvalid, load_fleet
-from orchestrator.fleetstatus import MinerTraffic
+from orchestrator.fleetstatus import MinerTraffic, Role
 from orchestrator.unitmetrics import Sample, UnitEndpoint, UnitTraffic, parse_miner, quantile, sd_targets
 from services.miner.metrics import MinerMetrics
 from tests.fleets import make_project
@@ -95,7 +95,7 @@ def test_metrics_ports_default_from_the_axon_port_and_clashes_name_the_line(
 
 
 def test_the_window_counts_answers_and_restarts_from_zero() -> None:
-    traffic = UnitTraffic(UnitEndpoint("m", "miner", "h", 1))
+    traffic = UnitTraffic(UnitEndpoint("m", Role.miner, "h", 1))
     inf = float("inf")
     traffic.samples.append(Sample(0.0, {"done": 10, "busy": 0}, {0.1: 5, 1.0: 10, inf: 10}, started=-1000))
     traffic.samples.append(Sample(400.0, {"done": 12, "busy": 2}, {0.1: 5, 1.0: 10, inf: 12}, started=-1000))
@@ -129,7 +129,7 @@ def test_quantile_and_parsing_of_a_real_miner_exposition() -> None:
 
 
 def test_service_discovery_through_the_orchestrator_or_direct() -> None:
-    endpoints = [UnitEndpoint("a", "miner", "a", 9091), UnitEndpoint("ms", "model-server", "ms", 8000)]
+    endpoints = [UnitEndpoint("a", Role.miner, "a", 9091), UnitEndpoint("ms", Role.model_server, "ms", 8000)]
     via = sd_targets(endpoints, "127.0.0.1:9100")
     assert via[0] == {
         "targets": ["127.0.0.1:9100"],
