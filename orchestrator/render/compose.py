@@ -197,7 +197,11 @@ def _orchestrator_service(loaded: LoadedFleet) -> dict[str, Any]:
                 for k in key_files
             ),
         ],
-        "labels": _labels(loaded, ORCHESTRATOR),
+        # The fleet file's hash: compose recreates a service only when its own definition changes, and
+        # the orchestrator reads the fleet file (ports, probe, policy) only at start. With the hash here,
+        # `make up` after any edit of the fleet file starts it again on the new file; its decisions
+        # survive in the state file.
+        "labels": {**_labels(loaded, ORCHESTRATOR), "minerfleet.fleet-sha256": loaded.sha256},
         "restart": "unless-stopped",
         **_hardened(ORCHESTRATOR_LIMITS),
         # After everything it supervises: `compose down` stops dependents first, so the orchestrator is

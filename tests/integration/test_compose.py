@@ -359,6 +359,28 @@ def test_supervision_with_the_docker_runtime(docker_images: None, tmp_path: Path
         assert {name: status[name]["restarts"] for name in ids} == {"steady": 1, "faulty": 1}
         assert status["broken"]["state"] == "FATAL"
 
+        # The operator edits the fleet file (steady moves to another port) and runs compose up again, as
+        # `make up` does: compose recreates steady, and the orchestrator too (its definition carries the
+        # fleet file's hash), which then probes steady on its new port instead of restarting it.
+        moved = free_port()
+        config = s.project / "config/miners.yaml"
+        config.write_text(config.read_text().replace(f"axon_port: {steady}}}", f"axon_port: {moved}}}"))
+        s.orchestrator("render")
+        s.compose("up", "-d", "--no-build")
+        status = _wait(
+            "steady streaming on its new port",
+            lambda: _status_when(
+                status_port,
+                lambda x: (
+                    x["steady"]["port"] == moved
+                    and x["steady"]["state"] == "RUNNING"
+                    and bool((x["steady"]["last_probe"] or {}).get("healthy"))
+                ),
+            ),
+        )
+        assert status["steady"]["restarts"] == 1  # the move cost no restart of the orchestrator's
+        assert status["broken"]["state"] == "FATAL"
+
 
 async def _ask(project: Path, miner: str, port: int, prompt: str, timeout: float = 10) -> Any:
     from bittensor_wallet import Wallet
