@@ -287,6 +287,8 @@ class FleetStatus:
     state_file: str | None
     miners: tuple[MinerStatus, ...]
     model_servers: tuple[ServerStatus, ...] = ()
+    # The fleet file changed under the watch (what changed); it decides nothing on failures meanwhile.
+    fleet_changed: str | None = None
 
     @property
     def units(self) -> Iterator[UnitStatus]:
@@ -309,6 +311,7 @@ class FleetStatus:
             "state_file": self.state_file,
             "miners": [m.to_json() for m in self.miners],
             "model_servers": [s.to_json() for s in self.model_servers],
+            "fleet_changed": self.fleet_changed,
         }
 
     @classmethod
@@ -320,4 +323,5 @@ class FleetStatus:
             state_file=data.get("state_file"),  # not served before state files existed
             miners=tuple(MinerStatus.from_json(m) for m in data["miners"]),
             model_servers=tuple(ServerStatus.from_json(s) for s in data.get("model_servers", ())),
+            fleet_changed=data.get("fleet_changed"),
         )

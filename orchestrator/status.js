@@ -35,6 +35,9 @@ async function refresh() {
     return row([esc(s.name), s.port, state(s.state), esc(restarts(s)), esc(c.verdict || '-'),
       fmt(t.requests_processing, 0), fmt(t.tokens_predicted_total, 0), esc(s.detail || s.reason || t.error || '')], s.name);
   }).join('');
+  const held = document.getElementById('held');
+  held.hidden = !snap.fleet_changed;
+  held.textContent = snap.fleet_changed ? `held: ${snap.fleet_changed}; no restarts until the watch runs on it` : '';
   const running = snap.miners.filter(m => m.state === 'RUNNING').length;
   document.getElementById('updated').textContent =
     `${running}/${snap.miners.length} miners running, runtime ${snap.runtime}, updated ${new Date().toLocaleTimeString()}`;

@@ -142,6 +142,12 @@ SERVER_HEADER = ("model server", "port", "state", "restarts", "last check", "pro
 _SCRIPT = (Path(__file__).with_name("status.js")).read_text(encoding="utf-8")
 
 
+def _held(status: FleetStatus) -> str:
+    if not status.fleet_changed:
+        return ""
+    return html.escape(f"held: {status.fleet_changed}; no restarts until the watch runs on it")
+
+
 def page(status: FleetStatus, refresh: float = 5.0) -> str:
     """The status page: the first view rendered here, refreshed in place from ``/status``."""
     miners = "".join(_miner_row(m) for m in status.miners)
@@ -160,6 +166,7 @@ th{{background:#f6f8fa}}.state{{font-weight:600}}p.note{{color:#57606a;font-size
 <p><span id="updated">runtime: {html.escape(status.runtime)}, updated {updated}</span> &middot;
 <a href="/status">/status</a> &middot; <a href="/metrics">/metrics</a> &middot;
 <a href="/targets">/targets</a></p>
+<p id="held" style="color:#bc4c00"{"" if status.fleet_changed else " hidden"}>{_held(status)}</p>
 <table><thead><tr>{"".join(f"<th>{h}</th>" for h in MINER_HEADER)}</tr></thead>
 <tbody id="miners">{miners}</tbody></table>
 <table><thead><tr>{"".join(f"<th>{h}</th>" for h in SERVER_HEADER)}</tr></thead>

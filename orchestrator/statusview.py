@@ -67,4 +67,5 @@ def snapshot(watcher: Watcher) -> FleetStatus:
         state_file=None if watcher.state is None else str(watcher.state.path),
         miners=tuple(miner_status(watcher, w, now) for w in watcher.miners.values()),
         model_servers=tuple(server_status(watcher, w, now) for w in watcher.servers.values()),
+        fleet_changed=watcher.fleet_changed,
     )

@@ -12,13 +12,13 @@ import socket
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import TemporaryError
-from orchestrator.fleet.load import LoadedFleet
+from orchestrator.fleet.load import LoadedFleet, hash_file_bytes
 from orchestrator.fleetstatus import FleetStatus, Role, UnitStatus, Where
 from orchestrator.health import probe_wallet, targets
 from orchestrator.metrics import FleetMetrics
@@ -93,9 +93,26 @@ def make_watcher(
         servers=servers,
         checker=checker,
         state=None if state_file is None else StateFile(state_file),
+        fleet_check=fleet_file_check(loaded),
     )
     watcher.metrics = FleetMetrics(watcher.snapshot)
     return watcher, prober
+
+
+def fleet_file_check(loaded: LoadedFleet) -> Callable[[], str | None]:
+    """Whether the fleet file differs from the one loaded (None: the same, or unreadable for now)."""
+
+    def changed() -> str | None:
+        try:
+            digest = hash_file_bytes(loaded.path.read_bytes())
+        except OSError:
+            return None
+        if digest == loaded.sha256:
+            return None
+        was = loaded.sha256[:12]
+        return f"{loaded.display_path} changed since this watch loaded it (sha256 {digest[:12]}, was {was})"
+
+    return changed
 
 
 def make_scraper(loaded: LoadedFleet, watcher: Watcher) -> UnitScraper:
@@ -278,4 +295,6 @@ def format_status(status: FleetStatus) -> str:
         up = sum(s.running for s in status.model_servers)
         summary += f", model servers {up}/{len(status.model_servers)} running"
     lines.append(f"{summary} (runtime: {status.runtime})")
+    if status.fleet_changed:
+        lines.append(f"held: {status.fleet_changed}; no restarts until the watch runs on it")
     return "\n".join(lines)

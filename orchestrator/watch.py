@@ -64,6 +64,7 @@ OPERATOR_HOLD = 30.0
 """Seconds after the operator stops any unit of the project during which no unit leaves BACKOFF:
 ``compose down`` stops the services one after another (up to their stop grace period each), and a unit
 started meanwhile would be left running, and the network with it."""
+FLEET_CHECK_INTERVAL = 5.0  # how often the watch looks whether its fleet file changed under it
 
 
 async def wait(stop: asyncio.Event, timeout: float) -> bool:
@@ -115,6 +116,7 @@ class Watcher:
         checker: ServerHealth | None = None,
         state: StateFile | None = None,
         metrics: FleetMetrics | None = None,
+        fleet_check: Callable[[], str | None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.metrics = metrics  # probe results over time (counters, histograms), beside the last values
@@ -134,6 +136,11 @@ class Watcher:
         self.started_at = clock()
         self.adopted = False
         self.operator_stop_at: float | None = None  # monotonic: the last stop the operator made
+        # What says whether the fleet file changed since this watch loaded it (None: unchanged), and
+        # what it said last: while it has changed, the watch's targets and policy may be stale (ports,
+        # miners, settings), so it decides nothing on failures until it runs on the new file.
+        self.fleet_check = fleet_check
+        self.fleet_changed: str | None = None
         self._stop: asyncio.Event | None = None
 
     @property
@@ -228,7 +235,10 @@ class Watcher:
                 return
 
     def held(self, now: float) -> bool:
-        """Whether the operator stopped something so recently that nothing leaves BACKOFF yet."""
+        """Whether nothing leaves BACKOFF now: the operator stopped something a moment ago, or the fleet
+        file changed under this watch."""
+        if self.fleet_changed is not None:
+            return True
         return self.operator_stop_at is not None and now - self.operator_stop_at < OPERATOR_HOLD
 
     def due_for_probe(self, watched: Watched, now: float) -> bool:
@@ -244,6 +254,8 @@ class Watcher:
             result = await self._probe(watched)
         finally:
             watched.probing = False
+        if not result.ok and self.fleet_changed is not None:
+            return  # probed where the old fleet file said: no restart on that (shown in the status)
         await self.handle(watched.target.name, result)
 
     async def _probe(self, watched: Watched) -> ProbeResult:
@@ -297,6 +309,24 @@ class Watcher:
         while not await wait(stop, TICK_INTERVAL):
             await self.tick()
 
+    async def check_fleet(self) -> None:
+        if self.fleet_check is None:
+            return
+        changed = await asyncio.to_thread(self.fleet_check)
+        if changed and changed != self.fleet_changed:
+            log.warning(
+                "%s: no restarts until the watch runs on it (compose: `make up`; supervisor: render, "
+                "`supervisorctl update`, then start the watch again)",
+                changed,
+            )
+        elif self.fleet_changed and not changed:
+            log.info("the fleet file is back to the one this watch runs on: deciding again")
+        self.fleet_changed = changed
+
+    async def fleet_loop(self, stop: asyncio.Event) -> None:
+        while not await wait(stop, FLEET_CHECK_INTERVAL):
+            await self.check_fleet()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Adopt, then watch until ``stop`` is set. Units are left as they are on return."""
         self._stop = stop
@@ -305,6 +335,7 @@ class Watcher:
             asyncio.create_task(self.watch_events(stop), name="events"),
             asyncio.create_task(self.probe_loop(stop), name="probes"),
             asyncio.create_task(self.tick_loop(stop), name="ticks"),
+            asyncio.create_task(self.fleet_loop(stop), name="fleet"),
         ]
         try:
             await stop.wait()

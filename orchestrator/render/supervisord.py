@@ -8,10 +8,11 @@ servers alike.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from orchestrator.fleet.load import LoadedFleet
-from orchestrator.render.envfiles import host_overrides, secret_env
+from orchestrator.render.envfiles import host_overrides, render_env_file, secret_env
 from orchestrator.render.places import HERE_ROOT, Places, llama_server_args
 
 SUPERVISOR_FILE = Path("config/generated/supervisord.conf")
@@ -83,6 +84,11 @@ def render_supervisor(loaded: LoadedFleet, host: Places, header: str) -> str:
             # supervisord cannot rename a variable: a shell copies it, then becomes the miner (same pid).
             assigns = " ".join(f'{name}="${{{source}}}"' for name, source in secrets)
             command = f"/bin/sh -c '{assigns} exec {command}'"
+        # The settings' digest: supervisord sees a program change only in its own section, and the
+        # settings live in the env file, so `supervisorctl update` restarts exactly the miners whose
+        # settings changed.
+        digest = hashlib.sha256(render_env_file(loaded, miner, "").encode()).hexdigest()[:16]
+        env = [*host_overrides(loaded, miner, host), ("MINERFLEET_SETTINGS_SHA256", digest)]
         parts.append("\n")
-        parts.append(_program(miner.name, command, host_overrides(loaded, miner, host), stop_wait=20))
+        parts.append(_program(miner.name, command, env, stop_wait=20))
     return "".join(parts)

@@ -248,3 +248,75 @@ def test_the_watch_loop_restarts_for_the_right_reasons(tmp_path: Path) -> None:
             if watch.proc.poll() is None:
                 watch.stop()
             print(watch.log[-5000:])
+
+
+def test_an_edited_fleet_is_applied_without_the_watch_fighting_it(tmp_path: Path) -> None:
+    """The operator moves a miner to another port while the watch runs: the watch holds (no restart on
+    what it can no longer trust) until it runs on the new file; `supervisorctl update` restarts exactly
+    the miner whose settings changed."""
+    with fleet(tmp_path) as (project, ports, server, status_port):
+        wait_for_port(ports["steady"], 60)
+        watch = Watch(project, status_port)
+        try:
+            watch.wait_for(
+                "steady probed", lambda s: (s["steady"]["last_probe"] or {}).get("healthy") is True
+            )
+            config = project / "config/miners.yaml"
+            moved = free_port()
+            config.write_text(
+                config.read_text().replace(f"axon_port: {ports['steady']}}}", f"axon_port: {moved}}}")
+            )
+
+            def fleet_changed() -> str | None:
+                url = f"http://127.0.0.1:{status_port}/status"
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    changed: str | None = json.load(resp)["fleet_changed"]
+                return changed
+
+            deadline = time.monotonic() + 30
+            while not fleet_changed() and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert "config/miners.yaml changed since this watch loaded it" in (fleet_changed() or "")
+            held_at = time.time()
+            faulty_pid = _pid(server, "faulty")
+
+            where = ["--config", str(config), "--project-dir", str(project)]
+            subprocess.run(
+                [sys.executable, "-m", "orchestrator", "render", "--python", sys.executable, *where],
+                cwd=ROOT, check=True, capture_output=True, timeout=120,
+            )  # fmt: skip
+            update = subprocess.run(
+                [sys.executable, "-m", "supervisor.supervisorctl", "-c",
+                 str(project / "config/generated/supervisord.conf"), "update"],
+                cwd=ROOT, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert "steady" in update.stdout and "faulty" not in update.stdout, update.stdout
+            wait_for_port(moved, 60)
+            time.sleep(3)  # probes of the old port fail meanwhile: the held watch must not act on them
+            # Nothing the watch itself would start or restart (a backoff ending, failed probes) while it
+            # holds; hanging's probes fail all along, and doomed exits into a BACKOFF it does not leave.
+            acted = [
+                (name, h["reason"], h["to"])
+                for name, m in watch.status().items()
+                for h in m["history"]
+                if h["at"] > held_at and h["reason"] in ("backoff-elapsed", "probe-failed")
+            ]
+            assert acted == [], acted
+            assert _pid(server, "faulty") == faulty_pid  # its settings did not change
+
+            # The watch started again on the new file follows steady to its new port.
+            watch.stop()
+            watch = Watch(project, status_port)
+            watch.wait_for(
+                "steady on its new port",
+                lambda s: (
+                    s["steady"]["port"] == moved
+                    and s["steady"]["state"] == "RUNNING"
+                    and bool((s["steady"]["last_probe"] or {}).get("healthy"))
+                ),
+            )
+            assert fleet_changed() is None
+        finally:
+            if watch.proc.poll() is None:
+                watch.stop()
+            print(watch.log[-5000:])

@@ -487,3 +487,42 @@ async def test_model_servers_are_in_status_metrics_and_the_status_table() -> Non
     )
     assert "model servers 1/1 running" in table
     assert "model-server" in page(snap)
+
+
+async def test_a_watch_whose_fleet_file_changed_decides_nothing_on_failures_until_it_is_back() -> None:
+    # The operator edited the fleet file (say, a miner's port) and has not restarted the watch on it
+    # yet: what the watch probes may be the old place, so it neither restarts nor starts anything.
+    runtime = FakeRuntime({"a": True, "b": False})
+    prober = FakeProber()
+    changed: list[str | None] = [None]
+    watcher = Watcher(
+        [(_target(n), POLICY) for n in ("a", "b")], runtime, prober, probe_interval=3600,
+        fleet_check=lambda: changed[0],
+    )  # fmt: skip
+    await watcher.adopt()
+    b = watcher.miners["b"]
+    await watcher.handle("b", Exited(watcher.clock(), exit_code=1))
+    assert b.record.state is State.BACKOFF
+    runtime.calls.clear()
+
+    changed[0] = "config/miners.yaml changed since this watch loaded it"
+    await watcher.check_fleet()
+    prober.healthy["a"] = False
+    for _ in range(POLICY.unhealthy_after_failed_probes * 3):
+        await watcher.probe_one(watcher.miners["a"])
+    await asyncio.sleep(POLICY.backoff_max * 2)
+    await watcher.tick()
+    assert runtime.calls == []  # no restart of a, no start of b
+    assert watcher.miners["a"].record.state is State.RUNNING and b.record.state is State.BACKOFF
+    status = watcher.snapshot()
+    assert status.fleet_changed == changed[0]
+    assert (
+        status.miner("a").last_probe is not None and status.miner("a").last_probe.verdict is Verdict.timeout
+    )
+    assert "held: config/miners.yaml changed" in format_status(status)
+    assert "held: config/miners.yaml changed" in page(status)
+
+    changed[0] = None  # the edit undone (or the watch started again on the new file)
+    await watcher.check_fleet()
+    await watcher.tick()
+    assert ("start", "b") in runtime.calls
