@@ -31,6 +31,7 @@ from devkit.local import (
     make_hotkey,
     make_wallets,
     miner_env,
+    stop_process,
     wait_for_port,
 )
 from orchestrator.capacity import percentile as capacity_percentile
@@ -55,6 +56,7 @@ __all__ = [
     "port_open",
     "progress",
     "started_miners",
+    "stop_process",
     "summarize",
     "tree_memory",
     "wait_for_port",

@@ -19,10 +19,8 @@ from __future__ import annotations
 import asyncio
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -32,7 +30,6 @@ from typing import Any
 from bench._common import (
     GGUF,
     LOCALHOST,
-    ROOT,
     Figure,
     MinerProcess,
     Result,
@@ -46,8 +43,8 @@ from bench._common import (
     progress,
     started_miners,
     tree_memory,
-    wait_for_port,
 )
+from devkit.local import llama_cpp_server_process
 from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
 
 NAME = "memory"
@@ -70,47 +67,8 @@ class Config:
 def model_server(tmp: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """``python -m llama_cpp.server`` on the bundled Gemma, as the fleet's ``model_server:`` runs it."""
     port = free_port()
-    log = (tmp / "model-server.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(GGUF),
-            "--model_alias",
-            "gemma",
-            "--host",
-            LOCALHOST,
-            "--port",
-            str(port),
-            "--n_ctx",
-            str(N_CTX),
-            "--n_threads",
-            "1",
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port, 120, proc)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # the port opens before the model is ready
-            try:
-                with urllib.request.urlopen(f"http://{LOCALHOST}:{port}/v1/models", timeout=5):
-                    break
-            except OSError:
-                time.sleep(0.2)
+    with llama_cpp_server_process(GGUF, port, tmp / "model-server.log", n_ctx=N_CTX) as proc:
         yield port, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
 
 
 def warm(wallets: Wallets, miners: list[MinerProcess]) -> list[bool]:

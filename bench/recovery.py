@@ -27,7 +27,6 @@ Run: ``python -m bench.recovery [--quick]`` (``--quick`` skips the docker runtim
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,7 @@ from bench._common import (
     main_for,
     make_result,
     progress,
+    stop_process,
     summarize,
     wait_for_port,
 )
@@ -198,12 +198,7 @@ def watch_process(project: Project, runtime: str = "supervisor") -> Iterator[sub
         wait_for_port(project.status_port, 60, proc)
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, 30)
         log.close()
 
 

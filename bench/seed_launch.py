@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench._common import GGUF, LOCALHOST, ROOT, Wallets, free_port, wait_for_port
+from bench._common import GGUF, LOCALHOST, ROOT, Wallets, free_port, stop_process, wait_for_port
 from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
 
 
@@ -44,13 +44,7 @@ def seed_style_miner(
         wait_for_port(port, 120, proc)
         yield port, proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc)
         log.close()
 
 

@@ -37,6 +37,18 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | Non
     raise TimeoutError(f"port {port} did not open within {timeout}s")
 
 
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 20.0) -> int:
+    """SIGTERM, ``grace`` seconds to leave, then SIGKILL; the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
 def make_hotkey(wallet_path: Path, wallet: str, hotkey: str) -> str:
     """Create an unencrypted hotkey (and the wallet's coldkeypub) offline; return its ss58 address."""
     from bittensor_wallet import Wallet
@@ -106,15 +118,9 @@ class MinerProcess:
     def stop(self) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        code = stop_process(self.proc, 15)
         self._log.close()
-        return self.proc.returncode
+        return code
 
 
 def miner_env(wallets: Wallets, port: int, **settings: str) -> dict[str, str]:
@@ -219,18 +225,22 @@ def llama_server(
                     time.sleep(0.2)
             yield f"http://127.0.0.1:{port}/v1"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            stop_process(proc, 30)
 
 
 @contextmanager
 def llama_cpp_server(gguf: Path, port: int, log_path: Path, *, n_ctx: int = 2048) -> Iterator[str]:
     """llama-cpp-python's own OpenAI server (``python -m llama_cpp.server``, one request at a time) on
     127.0.0.1:``port``, one thread; yields its base URL once the model answers."""
+    with llama_cpp_server_process(gguf, port, log_path, n_ctx=n_ctx):
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+@contextmanager
+def llama_cpp_server_process(
+    gguf: Path, port: int, log_path: Path, *, n_ctx: int = 2048
+) -> Iterator[subprocess.Popen[bytes]]:
+    """:func:`llama_cpp_server`, yielding its process (for what measures it) once the model answers."""
     import urllib.request
 
     args = [
@@ -247,11 +257,6 @@ def llama_cpp_server(gguf: Path, port: int, log_path: Path, *, n_ctx: int = 2048
                         break
                 except OSError:
                     time.sleep(0.2)
-            yield f"http://127.0.0.1:{port}/v1"
+            yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            stop_process(proc, 30)

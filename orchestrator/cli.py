@@ -242,6 +242,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_miner_choice(parser: argparse.ArgumentParser, verb: str, per: str) -> None:
+    """``--miner`` (repeatable), ``--host`` and ``--timeout``: which miners, where, how long each ``per``."""
+    parser.add_argument(
+        "--miner", action="append", default=[], metavar="NAME", help=f"{verb} only this miner (repeatable)"
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="where the miners' axon ports are reachable (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=None, help=f"seconds per {per} (default: probe.timeout)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator", description="Run a fleet of Bittensor streaming miners from one file."
@@ -283,17 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "health", cmd_health, "stream a prompt through every miner; exit 1 if any is unhealthy"
     )
     health.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    health.add_argument(
-        "--miner", action="append", default=[], metavar="NAME", help="check only this miner (repeatable)"
-    )
-    health.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="where the miners' axon ports are reachable (default: %(default)s)",
-    )
-    health.add_argument(
-        "--timeout", type=float, default=None, help="seconds per miner (default: probe.timeout)"
-    )
+    _add_miner_choice(health, "check", "miner")
     capacity = add_command(
         sub,
         "capacity",
@@ -307,17 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=_positive_int, default=1, metavar="N", help="rounds per miner (default: 1)"
     )
     capacity.add_argument("--json", action="store_true", help="print JSON only on stdout")
-    capacity.add_argument(
-        "--miner", action="append", default=[], metavar="NAME", help="measure only this miner (repeatable)"
-    )
-    capacity.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="where the miners' axon ports are reachable (default: %(default)s)",
-    )
-    capacity.add_argument(
-        "--timeout", type=float, default=None, help="seconds per request (default: probe.timeout)"
-    )
+    _add_miner_choice(capacity, "measure", "request")
     capacity.add_argument("--prompt", default=None, help="the prompt sent (default: probe.prompt)")
     watch = add_command(
         sub,

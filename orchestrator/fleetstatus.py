@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, NotRequired, TypedDict, TypeVar
 
 from orchestrator.modelservers import ServerReport, ServerVerdict
 from orchestrator.policy import State
@@ -191,7 +191,25 @@ class UnitStatus:
         return data
 
 
-def _unit(data: Mapping[str, Any], traffic: type[MinerTraffic] | type[ServerTraffic]) -> dict[str, Any]:
+class UnitFields(TypedDict):
+    """The fields every unit's status has, gathered before the miner's or server's own are added."""
+
+    name: str
+    role: Role
+    port: int
+    state: State
+    reason: str
+    detail: str
+    restarts: int
+    restarts_by_reason: Mapping[str, int]
+    last_exit_code: int | None
+    backoff_remaining: float | None
+    history: tuple[Change, ...]
+    where: NotRequired[Where | None]
+    traffic: NotRequired[Traffic | None]
+
+
+def _unit(data: Mapping[str, Any], traffic: type[MinerTraffic] | type[ServerTraffic]) -> UnitFields:
     """The fields every unit has, read from its JSON."""
     return {
         "name": data["name"],

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from orchestrator.fleetstatus import Change, FleetStatus, MinerStatus, ServerStatus
+from orchestrator.fleetstatus import Change, FleetStatus, MinerStatus, ServerStatus, UnitFields
 from orchestrator.modelservers import ServerReport, ServerTarget
 from orchestrator.probe import ProbeReport, ProbeTarget
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from orchestrator.watch import Watched, Watcher
 
 
-def _unit(watcher: Watcher, watched: Watched, now: float) -> dict[str, Any]:
+def _unit(watcher: Watcher, watched: Watched, now: float) -> UnitFields:
     """The fields every unit's status has, from its policy record."""
     rec = watched.record
     return {

@@ -63,12 +63,7 @@ class DockerRuntime:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import docker
-
-            try:
-                self._client = docker.from_env()
-            except docker.errors.DockerException as exc:
-                raise failure("no docker engine answers", exc) from exc
+            self._client = engine_client()
         return self._client
 
     def _containers(self) -> dict[str, Any]:
@@ -245,6 +240,16 @@ class DockerRuntime:
         if self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
+
+
+def engine_client() -> Any:
+    """A docker client for the engine the environment names (``DOCKER_HOST``, else the local socket)."""
+    import docker
+
+    try:
+        return docker.from_env()
+    except docker.errors.DockerException as exc:
+        raise failure("no docker engine answers", exc) from exc
 
 
 def failure(what: str, exc: BaseException) -> RuntimeFailure:

@@ -43,7 +43,7 @@ from orchestrator.runtimes.base import (
     diff_events,
     last_error_line,
 )
-from orchestrator.runtimes.docker_sdk import _parse_time, failure
+from orchestrator.runtimes.docker_sdk import _parse_time, engine_client, failure
 
 POLL_INTERVAL = 1.0
 START_WAIT = 3.0  # seconds start() waits for Swarm to place the new task (the watch waits with it)
@@ -106,12 +106,7 @@ class SwarmRuntime:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import docker
-
-            try:
-                self._client = docker.from_env()
-            except docker.errors.DockerException as exc:
-                raise failure("no docker engine answers", exc) from exc
+            self._client = engine_client()
         return self._client
 
     def locate(self, name: str) -> Location | None:

@@ -19,7 +19,7 @@ from typing import Any, Tuple  # noqa: UP035 - bittensor compares signatures aga
 
 from bittensor.core.stream import BTStreamingResponseModel
 
-from services.miner.backends.base import Backend, GenerationRequest, ModelGate
+from services.miner.backends.base import Backend, GenerationRequest, ModelGate, Reservation
 from services.miner.blacklist import Gatekeeper
 from services.miner.errors import BusyError, ConfigError, ExitCode, RefusedError
 from services.miner.metrics import MinerMetrics
@@ -149,37 +149,17 @@ class MinerService:
         """
         arrived, deadline = self._deadline(synapse)
         caller = _short(_caller(synapse))
-        try:
-            request = await self._request(synapse, protocol)
-            reservation = self.gate.reserve(deadline)
-        except RefusedError as exc:
-            log.warning("%s from %s: %d %s", protocol, caller, exc.status, exc)
-            self.metrics.refused(protocol, exc, self.clock() - arrived)
-            return refuse(synapse, exc.status, str(exc))
+        admitted = await self._admit(synapse, protocol, protocol, caller, arrived, deadline)
+        if isinstance(admitted, RefusedError):
+            return refuse(synapse, admitted.status, str(admitted))
+        request, reservation = admitted
         refusal = Refusal()
 
         async def token_streamer(send: Send) -> None:
-            outcome: StreamOutcome | None = None
-            started: float | None = None
-            counted = False
-            try:
-                with self.metrics.tracking():
-                    async with reservation.hold(timeout=deadline - self.clock()):
-                        started = self._entered(arrived)
-                        outcome = await self.streamer.stream(
-                            self.backend.stream(request), send, deadline=deadline
-                        )
-            except TimeoutError:
-                busy = BusyError("busy: waited for the model until the request's deadline")
-                refusal.set(busy)
-                log.warning("%s from %s: waited for the model until the deadline", protocol, caller)
-                self.metrics.refused(protocol, busy, self.clock() - arrived)
-                counted = True
-                return
-            finally:
-                if not counted:
-                    self._finished(protocol, caller, outcome, arrived, started)
-            if outcome.ending is Ending.refused and isinstance(outcome.error, RefusedError):
+            outcome = await self._generate(protocol, caller, request, reservation, send, arrived, deadline)
+            if isinstance(outcome, BusyError):
+                refusal.set(outcome)
+            elif outcome.ending is Ending.refused and isinstance(outcome.error, RefusedError):
                 # Nothing sent yet: the caller gets the status and reason instead of an empty 200.
                 refusal.set(outcome.error)
             elif outcome.ending is Ending.error:
@@ -198,37 +178,66 @@ class MinerService:
         async def collect(message: MutableMapping[str, Any]) -> None:
             parts.append(message.get("body", b"").decode("utf-8"))
 
-        outcome: StreamOutcome | None = None
-        started: float | None = None
-        counted = False  # a refusal before the stream is counted where it is answered
-        try:
-            request = await self._request(synapse, protocol)
-            with self.metrics.tracking():
-                async with self.gate.reserve(deadline).hold(timeout=deadline - self.clock()):
-                    started = self._entered(arrived)
-                    outcome = await self.streamer.stream(
-                        self.backend.stream(request), collect, deadline=deadline
-                    )
-            if outcome.ending is Ending.refused and isinstance(outcome.error, RefusedError) and not parts:
-                raise outcome.error
-        except TimeoutError:
-            self.metrics.count(protocol, "busy", self.clock() - arrived)
-            counted = True
-            return refuse(synapse, 503, "busy: waited for the model until the request's deadline")
-        except RefusedError as exc:
-            log.warning("%s (plain) from %s: %d %s", protocol, caller, exc.status, exc)
-            if outcome is None:  # a refusal the streamer reported is counted with the stream below
-                self.metrics.refused(protocol, exc, self.clock() - arrived)
-                counted = True
-            return refuse(synapse, exc.status, str(exc))
-        finally:
-            if not counted:
-                self._finished(protocol, caller, outcome, arrived, started)
+        admitted = await self._admit(synapse, protocol, f"{protocol} (plain)", caller, arrived, deadline)
+        if isinstance(admitted, RefusedError):
+            return refuse(synapse, admitted.status, str(admitted))
+        request, reservation = admitted
+        outcome = await self._generate(protocol, caller, request, reservation, collect, arrived, deadline)
+        if isinstance(outcome, BusyError):
+            return refuse(synapse, outcome.status, str(outcome))
+        if outcome.ending is Ending.refused and isinstance(outcome.error, RefusedError) and not parts:
+            # Counted with the stream; answered with its own status.
+            log.warning("%s (plain) from %s: %d %s", protocol, caller, outcome.error.status, outcome.error)
+            return refuse(synapse, outcome.error.status, str(outcome.error))
         if outcome.ending is Ending.error:
             self._forward_exception(outcome.error)
             return refuse(synapse, 500, f"the backend failed: {outcome.error}")
         synapse.completion = "".join(parts)
         return synapse
+
+    async def _admit(
+        self, synapse: Any, protocol: str, label: str, caller: str, arrived: float, deadline: float
+    ) -> tuple[GenerationRequest, Reservation] | RefusedError:
+        """The request and its place in the model's queue, or the counted refusal to answer."""
+        try:
+            request = await self._request(synapse, protocol)
+            return request, self.gate.reserve(deadline)
+        except RefusedError as exc:
+            log.warning("%s from %s: %d %s", label, caller, exc.status, exc)
+            self.metrics.refused(protocol, exc, self.clock() - arrived)
+            return exc
+
+    async def _generate(
+        self,
+        protocol: str,
+        caller: str,
+        request: GenerationRequest,
+        reservation: Reservation,
+        send: Send,
+        arrived: float,
+        deadline: float,
+    ) -> StreamOutcome | BusyError:
+        """Wait for the reserved place at the model until the deadline, then stream into ``send``;
+        counted and logged once however it ends. No place in time: the :class:`BusyError` to answer."""
+        outcome: StreamOutcome | None = None
+        started: float | None = None
+        try:
+            with self.metrics.tracking():
+                async with reservation.hold(timeout=deadline - self.clock()):
+                    started = self._entered(arrived)
+                    outcome = await self.streamer.stream(
+                        self.backend.stream(request), send, deadline=deadline
+                    )
+        except TimeoutError:
+            busy = BusyError("busy: waited for the model until the request's deadline")
+            log.warning("%s from %s: waited for the model until the deadline", protocol, caller)
+            self.metrics.refused(protocol, busy, self.clock() - arrived)
+            return busy
+        except BaseException:
+            self._finished(protocol, caller, None, arrived, started)  # cancelled: the caller left
+            raise
+        self._finished(protocol, caller, outcome, arrived, started)
+        return outcome
 
     async def forward_availability(self, synapse: Any, protocol: str) -> Any:
         """Which of the asked tasks and models this miner serves (from its settings; no model work)."""
