@@ -34,7 +34,7 @@ from bench._common import (
     ROOT,
     Figure,
     Result,
-    free_port,
+    free_ports,
     machine,
     main_for,
     make_result,
@@ -239,7 +239,7 @@ def run(quick: bool) -> Result:
     biggest = max(cfg.sizes)
     with tempfile.TemporaryDirectory(prefix="minerfleet-bench-") as name:
         project = Path(name) / "project"
-        ports = [free_port() for _ in range(biggest)]
+        ports = free_ports(biggest)
         config = make_project(project, fleet_text(ports), model=False)
         probe_ss58 = read_ss58(project / "wallets/probe/hotkeys/default")
         envs = [

@@ -43,7 +43,7 @@ from bench._common import (
     ROOT,
     Figure,
     Result,
-    free_port,
+    free_ports,
     log_tail,
     machine,
     main_for,
@@ -145,8 +145,8 @@ def make_recovery_project(root: Path, label: str, python: str) -> Project:
     from devkit.projects import make_project
     from orchestrator.render import read_ss58
 
-    ports = {b: free_port() for b in BACKENDS}
-    sup, status_port = free_port(), free_port()
+    *miner_ports, sup, status_port = free_ports(len(BACKENDS) + 2)
+    ports = dict(zip(BACKENDS, miner_ports, strict=True))
     config = make_project(root, fleet_text(ports, sup, status_port, label), keys=False, model=False)
     project = Project(root, config, ports, sup, status_port, {})
     project.cli("wallets")

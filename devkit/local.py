@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +19,45 @@ GGUF = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
 HF_DIR = ROOT / "models" / "gemma-3-270m-hf"
 
 
+# The fleet file's default metrics_port_offset: a miner without metrics_port also takes axon_port + this.
+METRICS_PORT_OFFSET = 1000
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(
+    count: int, *, taken: Iterable[int] = (), consecutive: bool = False, offset: int = METRICS_PORT_OFFSET
+) -> list[int]:
+    """``count`` ports for a fleet file that clash with nothing: each port is free now, and so is the port
+    ``offset`` above it (a miner's default metrics port); no port or its twin is another's, or one of
+    ``taken`` or its twin. Separate `free_port()` calls can clash there: the fleet file is then refused
+    ("port ... is already used by miner ...", seen in CI). ``consecutive``: one block (a port_base)."""
+    used = {q for p in taken for q in (p, p + offset)}
+    ports: list[int] = []
+    for _ in range(1000):
+        if len(ports) == count:
+            return ports
+        first = free_port()
+        block = list(range(first, first + (count - len(ports) if consecutive else 1)))
+        claim = block + [p + offset for p in block]
+        if max(claim) > 65535 or used.intersection(claim) or not all(_bindable(p) for p in claim):
+            continue
+        used.update(claim)
+        ports.extend(block)
+    raise RuntimeError(f"no {count} free ports (with their +{offset} twins) on 127.0.0.1")
 
 
 def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:

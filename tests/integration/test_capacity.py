@@ -16,7 +16,7 @@ import pytest
 from devkit.local import llama_cpp_server
 from services.miner.settings import MinerSettings
 from tests.fleets import make_key, make_project
-from tests.helpers import ROOT, MinerProcess, free_port, wait_for_port
+from tests.helpers import ROOT, MinerProcess, free_ports, wait_for_port
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ def test_capacity_counts_what_each_miner_of_a_real_fleet_does_with_k_concurrent_
     tmp_path: Path,
 ) -> None:
     project = tmp_path / "project"
-    ports = {"roomy": free_port(), "strict": free_port(), "gone": free_port()}
+    ports = dict(zip(("roomy", "strict", "gone"), free_ports(3), strict=True))
     make_project(
         project,
         f"""
@@ -126,8 +126,8 @@ def test_capacity_counts_what_each_miner_of_a_real_fleet_does_with_k_concurrent_
 
 @pytest.mark.model
 def test_capacity_reports_an_openai_miner_on_a_model_server(tmp_path: Path, gguf_model: str) -> None:
-    project, port = tmp_path / "project", free_port()
-    with llama_cpp_server(Path(gguf_model), free_port(), tmp_path / "server.log", n_ctx=1024) as base_url:
+    project, (port, server_port) = tmp_path / "project", free_ports(2)
+    with llama_cpp_server(Path(gguf_model), server_port, tmp_path / "server.log", n_ctx=1024) as base_url:
         make_project(
             project,
             f"""

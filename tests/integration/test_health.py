@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.fleets import make_project
-from tests.helpers import ROOT, free_port, supervisord, wait_for_port
+from tests.helpers import ROOT, free_ports, supervisord, wait_for_port
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +37,7 @@ def _cli(project: Path, *args: str) -> None:
 
 
 def test_health_reports_every_verdict_and_exits_accordingly(tmp_path: Path) -> None:
-    ports = [free_port() for _ in range(5)]
-    sup = free_port()
+    *ports, sup, status_port = free_ports(7)
     project = tmp_path / "project"
     make_project(
         project,
@@ -47,7 +46,7 @@ def test_health_reports_every_verdict_and_exits_accordingly(tmp_path: Path) -> N
         wallet_path: ./wallets
         probe: {{wallet: probe, hotkey: default, timeout: 4, prompt: "hello from the probe"}}
         supervisor: {{port: {sup}}}
-        status_api: {{port: {free_port()}}}
+        status_api: {{port: {status_port}}}
         defaults: {{wallet: fleet, stop_on_forward_exception: false}}
         miners:
           - name: ok-1

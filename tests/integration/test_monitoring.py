@@ -30,7 +30,7 @@ from devkit.local import llama_server_binary
 from orchestrator.render.prometheus import prometheus_config
 from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
 from tests.fleets import make_project
-from tests.helpers import GGUF, ROOT, free_port, supervisord, wait_for_port
+from tests.helpers import GGUF, ROOT, free_port, free_ports, supervisord, wait_for_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -107,7 +107,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     if not GGUF.exists():
         pytest.fail(f"{GGUF} is missing: run `make model` (make test does it)")
     llama_server = llama_server_binary()
-    ports = {name: free_port() for name in ("sup", "status", "server", "a", "b", "ma", "mb")}
+    names = ("sup", "status", "server", "a", "b", "ma", "mb")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     project = tmp_path_factory.mktemp("monitoring") / "project"
     make_project(project, _fleet_file(ports), model=False)
     (project / "models").mkdir(exist_ok=True)

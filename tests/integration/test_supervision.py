@@ -20,7 +20,7 @@ import pytest
 
 from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
 from tests.fleets import make_project
-from tests.helpers import ROOT, free_port, supervisord, wait_for_port
+from tests.helpers import ROOT, free_ports, supervisord, wait_for_port
 
 pytestmark = pytest.mark.integration
 
@@ -117,8 +117,8 @@ class Watch:
 @contextmanager
 def fleet(tmp_path: Path) -> Iterator[tuple[Path, dict[str, int], Any, int]]:
     names = ["steady", "faulty", "misconfigured", "hanging", "doomed"]
-    ports = {name: free_port() for name in names}
-    sup, status = free_port(), free_port()
+    *miner_ports, sup, status = free_ports(len(names) + 2)
+    ports = {**dict(zip(names, miner_ports, strict=True)), "supervisor": sup}  # all but the status API's
     project = tmp_path / "project"
     make_project(project, _fleet(ports, sup, status), keys=False, model=False)
     (project / "models").mkdir(exist_ok=True)
@@ -262,7 +262,7 @@ def test_an_edited_fleet_is_applied_without_the_watch_fighting_it(tmp_path: Path
                 "steady probed", lambda s: (s["steady"]["last_probe"] or {}).get("healthy") is True
             )
             config = project / "config/miners.yaml"
-            moved = free_port()
+            moved = free_ports(1, taken=[*ports.values(), status_port])[0]
             config.write_text(
                 config.read_text().replace(f"axon_port: {ports['steady']}}}", f"axon_port: {moved}}}")
             )
