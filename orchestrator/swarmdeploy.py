@@ -24,6 +24,7 @@ from orchestrator.errors import TemporaryError
 from orchestrator.fleet.load import LoadedFleet
 from orchestrator.placement import node_labels
 from orchestrator.render.stack import STACK_FILE, key_files, name_variable
+from orchestrator.runtimes.docker_sdk import engine_client
 from orchestrator.runtimes.swarm import SwarmRuntime, node_location
 
 STACK_LABEL = "com.docker.stack.namespace"
@@ -43,12 +44,6 @@ def _docker(engine: str | None, *args: str, cwd: Path | None = None, env: dict[s
     if proc.returncode != 0:
         raise SwarmError(f"`{' '.join(command)}` failed: {(proc.stderr or proc.stdout).strip()[-800:]}")
     return proc.stdout
-
-
-def _client(engine: str | None) -> Any:
-    import docker
-
-    return docker.DockerClient(base_url=engine) if engine else docker.from_env()
 
 
 def manager_engine(manager: str | None) -> str | None:
@@ -163,7 +158,7 @@ def deploy(loaded: LoadedFleet, engine: str | None, orchestrator: str, out: Text
     _docker(engine, "stack", "deploy", "--resolve-image", "never", "-c", STACK_FILE.as_posix(),
             loaded.fleet.project, cwd=loaded.project_dir, env=env)  # fmt: skip
     print(f"deployed stack {loaded.fleet.project} ({STACK_FILE})", file=out)
-    client = _client(engine)
+    client = engine_client(engine)
     try:
         removed = prune_keys(client, loaded.fleet.project, set(names.values()))
     finally:
@@ -274,14 +269,14 @@ def swarm_up(
     if report.missing:
         raise SwarmError("some keys are missing: " + "; ".join(report.lines))
     write(loaded, render(loaded))
-    client = _client(engine)
+    client = engine_client(engine)
     try:
         managers = label_nodes(loaded, client, out)
     finally:
         client.close()
     load_images(loaded, needed_images(loaded, orchestrator == "service"), None, out, managers)
     deploy(loaded, engine, orchestrator, out)
-    runtime = SwarmRuntime(loaded.fleet.project, client=_client(engine))
+    runtime = SwarmRuntime(loaded.fleet.project, client=engine_client(engine))
 
     async def wait() -> list[dict[str, Any]]:
         try:
@@ -305,7 +300,7 @@ def leftovers(loaded: LoadedFleet, client: Any) -> list[str]:
     left += [f"config {c['Spec']['Name']}" for c in client.api.configs(filters=label)]
     for name, spec in loaded.fleet.nodes.items():
         if spec.engine:
-            node = _client(spec.engine)
+            node = engine_client(spec.engine)
             try:
                 left += [
                     f"container {c.name} on {name}" for c in node.containers.list(all=True, filters=label)
@@ -319,7 +314,7 @@ def swarm_down(loaded: LoadedFleet, manager: str | None, timeout: float, out: Te
     """``docker stack rm`` and wait until it is all gone; what is left after ``timeout`` (nothing: [])."""
     engine = manager_engine(manager)
     _docker(engine, "stack", "rm", loaded.fleet.project)
-    client = _client(engine)
+    client = engine_client(engine)
     try:
         deadline = time.monotonic() + timeout
         while (left := leftovers(loaded, client)) and time.monotonic() < deadline:

@@ -242,14 +242,15 @@ class DockerRuntime:
                 self._client.close()
 
 
-def engine_client() -> Any:
-    """A docker client for the engine the environment names (``DOCKER_HOST``, else the local socket)."""
+def engine_client(base_url: str | None = None) -> Any:
+    """A docker client for the engine at ``base_url``, else the one the environment names (``DOCKER_HOST``,
+    else the local socket)."""
     import docker
 
     try:
-        return docker.from_env()
+        return docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
     except docker.errors.DockerException as exc:
-        raise failure("no docker engine answers", exc) from exc
+        raise failure(f"no docker engine answers{f' at {base_url}' if base_url else ''}", exc) from exc
 
 
 def failure(what: str, exc: BaseException) -> RuntimeFailure:
