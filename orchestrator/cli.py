@@ -146,11 +146,31 @@ def cmd_capacity(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_INVALID
     probe = loaded.fleet.probe
     timeout, prompt = args.timeout or probe.timeout, args.prompt or probe.prompt
+    if args.fleet:
+        return _fleet_capacity(args, loaded, timeout, prompt, out)
     reports = run_capacity(loaded, args.host, args.miner, args.concurrency, args.rounds, timeout, prompt)
     print_reports(
         reports, out, as_json=args.json, concurrency=args.concurrency, rounds=args.rounds, timeout=timeout,
         prompt=prompt,
     )  # fmt: skip
+    return EXIT_OK
+
+
+def _fleet_capacity(
+    args: argparse.Namespace, loaded: LoadedFleet, timeout: float, prompt: str, out: TextIO
+) -> int:
+    """``capacity --fleet``: K validators each asking every chosen miner at once, each server alone beside."""
+
+    from orchestrator.capacity import format_table
+    from orchestrator.fleetload import format_fleet, run_fleet_load
+    from orchestrator.health import probe_wallet
+
+    wallets = [probe_wallet(loaded)] * args.concurrency
+    report = run_fleet_load(loaded, args.host, args.miner, wallets, args.rounds, timeout, prompt)
+    if args.json:
+        out.write(json.dumps({**report.as_dict(), "prompt": prompt}, indent=2) + "\n")
+    else:
+        out.write(format_fleet(report, format_table(report.miners, timeout)) + "\n")
     return EXIT_OK
 
 
@@ -312,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=_positive_int, default=1, metavar="N", help="rounds per miner (default: 1)"
     )
     capacity.add_argument("--json", action="store_true", help="print JSON only on stdout")
+    capacity.add_argument(
+        "--fleet",
+        action="store_true",
+        help="as validators load a fleet: K validators each ask every chosen miner at the same moment "
+        "(K x miners requests per round), and each model server is then asked on its own at that load",
+    )
     _add_miner_choice(capacity, "measure", "request")
     capacity.add_argument("--prompt", default=None, help="the prompt sent (default: probe.prompt)")
     watch = add_command(

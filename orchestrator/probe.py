@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+import aiohttp
+
 from services.miner.client import StreamResult, axon_info, make_dendrite, make_synapse, stream_once
 
 
@@ -138,7 +140,8 @@ def judge(result: StreamResult, timeout: float) -> tuple[Verdict, str]:
         return Verdict.healthy, ""
     if code == 503 and message.lower().startswith(DEPENDENCY_DOWN_PREFIX):
         # The miner's contract: a dependency that is down is a 503 whose message starts so and names it.
-        return Verdict.dependency_down, message
+        # The verdict says "dependency-down" already: the reason is what is down.
+        return Verdict.dependency_down, message[len(DEPENDENCY_DOWN_PREFIX) :].strip()
     if code == 403:
         return Verdict.refused, message or "forbidden"
     if code == 503 and "busy" in message.lower():
@@ -180,19 +183,41 @@ def report(target: ProbeTarget, result: StreamResult, timeout: float) -> ProbeRe
 class Prober:
     """Probes miners with one dendrite; reuse it for many rounds (the watch loop does)."""
 
-    def __init__(self, wallet: Any, prompt: str, timeout: float, max_concurrency: int) -> None:
+    def __init__(
+        self, wallet: Any, prompt: str, timeout: float, max_concurrency: int, alive_timeout: float = 5.0
+    ) -> None:
         self.wallet = wallet
         self.prompt = prompt
         self.timeout = timeout
         self.max_concurrency = max_concurrency
+        self.alive_timeout = alive_timeout
         self._dendrite: Any = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def alive(self, target: ProbeTarget) -> str | None:
+        """Whether the miner's HTTP server answers at all: ``None`` if it does (any status), else why not.
+
+        A ``GET`` on its stream route, which the miner's edge answers ``405`` on its event loop without
+        touching the model or the chain: a paused or hung miner does not answer; a busy one does.
+        """
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.alive_timeout))
+        url = f"http://{target.host}:{target.port}/{_route_name(target.protocol)}"
+        try:
+            async with self._session.get(url) as response:
+                await response.read()
+        except TimeoutError:
+            return f"unresponsive: no HTTP answer within {self.alive_timeout:g}s"
+        except aiohttp.ClientError as exc:
+            return f"down: {exc}"
+        return None
 
     async def probe(self, target: ProbeTarget) -> ProbeReport:
         """Every route the miner serves, one after the other; the report is the first protocol's stream,
         with the verdict and reason of the first route that failed (named in the reason)."""
         from services.miner.protocols import ROUTES, Route
 
-        main = await self._stream(target, target.protocol)
+        main = await self.stream(target, target.protocol)
         routes = {_route_name(target.protocol): main.verdict.value}
         failed: tuple[str, Verdict, str] | None = None if main.healthy else ("", main.verdict, main.reason)
         for protocol in target.served:
@@ -201,7 +226,7 @@ class Prober:
                 if name in routes:
                     continue
                 if route is Route.stream:
-                    other = await self._stream(target, protocol)
+                    other = await self.stream(target, protocol)
                     verdict, reason = other.verdict, other.reason
                 else:
                     verdict, reason = await self._plain(target, cls(**_plain_fields(route, self.prompt)))
@@ -233,7 +258,8 @@ class Prober:
             return Verdict.healthy, ""
         return judge(result, self.timeout)
 
-    async def _stream(self, target: ProbeTarget, protocol: str) -> ProbeReport:
+    async def stream(self, target: ProbeTarget, protocol: str) -> ProbeReport:
+        """One stream request of ``protocol`` to the miner, read whole: what a validator sees."""
         if self._dendrite is None:
             self._dendrite = make_dendrite(self.wallet)
         synapse = make_synapse(protocol, self.prompt, timeout=self.timeout)
@@ -266,6 +292,9 @@ class Prober:
         if self._dendrite is not None:
             await self._dendrite.aclose_session()
             self._dendrite = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 def _route_name(protocol: str) -> str:

@@ -94,6 +94,7 @@ def make_watcher(
         checker=checker,
         state=None if state_file is None else StateFile(state_file),
         fleet_check=fleet_file_check(loaded),
+        dependents={server.service: server.users for server in loaded.model_servers},
     )
     watcher.metrics = FleetMetrics(watcher.snapshot)
     return watcher, prober

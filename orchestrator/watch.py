@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -65,6 +65,10 @@ OPERATOR_HOLD = 30.0
 ``compose down`` stops the services one after another (up to their stop grace period each), and a unit
 started meanwhile would be left running, and the network with it."""
 FLEET_CHECK_INTERVAL = 5.0  # how often the watch looks whether its fleet file changed under it
+LIVENESS_INTERVAL = 5.0
+"""Seconds between a running miner's liveness checks (one HTTP request its event loop must answer, any
+status), between its stream probes: a hung miner (paused, deadlocked) fails one every interval, and
+``unhealthy_after_failed_probes`` of them restart it, in well under a minute with the shipped numbers."""
 
 
 async def wait(stop: asyncio.Event, timeout: float) -> bool:
@@ -78,6 +82,10 @@ class Probe(Protocol):
     """What the watch needs from a prober (``orchestrator.probe.Prober``); tests pass a fake."""
 
     async def probe(self, target: ProbeTarget) -> ProbeReport: ...
+
+    async def alive(self, target: ProbeTarget) -> str | None:
+        """None when the miner's HTTP server answers at all; else why not."""
+        ...
 
 
 class ServerHealth(Protocol):
@@ -97,6 +105,8 @@ class Watched:
     last_probe: ProbeReport | ServerReport | None = None
     last_probe_at: float | None = None  # monotonic
     probing: bool = False
+    last_alive_at: float | None = None  # monotonic: the last liveness check's end
+    checking_alive: bool = False
     log_tail: list[str] = field(default_factory=list)
 
 
@@ -117,6 +127,7 @@ class Watcher:
         state: StateFile | None = None,
         metrics: FleetMetrics | None = None,
         fleet_check: Callable[[], str | None] | None = None,
+        dependents: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.runtime = runtime
         self.metrics = metrics  # probe results over time (counters, histograms), beside the last values
@@ -141,6 +152,8 @@ class Watcher:
         # miners, settings), so it decides nothing on failures until it runs on the new file.
         self.fleet_check = fleet_check
         self.fleet_changed: str | None = None
+        # Model server unit -> the miners that use it: probed again as soon as it is back.
+        self.dependents = {name: tuple(users) for name, users in (dependents or {}).items()}
         self._stop: asyncio.Event | None = None
 
     @property
@@ -256,7 +269,41 @@ class Watcher:
             watched.probing = False
         if not result.ok and self.fleet_changed is not None:
             return  # probed where the old fleet file said: no restart on that (shown in the status)
+        was = watched.record.state
         await self.handle(watched.target.name, result)
+        if watched.role is Role.model_server and was is not State.RUNNING:
+            if watched.record.state is State.RUNNING:
+                self.reprobe_dependents(watched.target.name)
+
+    def reprobe_dependents(self, server: str) -> None:
+        """A model server is back: its miners are probed at the loop's next pass, not an interval later,
+        so a miner that said "dependency down" is shown RUNNING within seconds."""
+        for name in self.dependents.get(server, ()):
+            miner = self.miners.get(name)
+            if miner is not None:
+                miner.last_probe_at = None
+
+    def due_for_liveness(self, watched: Watched, now: float) -> bool:
+        if watched.role is not Role.miner or watched.checking_alive:
+            return False
+        if watched.record.state not in (State.RUNNING, State.UNHEALTHY) or watched.last_probe_at is None:
+            return False  # starting (the model may be loading): the stream probes and the grace decide
+        last = max(watched.last_probe_at, watched.last_alive_at or 0.0)
+        return now - last >= min(LIVENESS_INTERVAL, self.probe_interval)
+
+    async def liveness_one(self, watched: Watched) -> None:
+        """A cheap check between stream probes: a miner whose HTTP server does not answer at all (paused,
+        hung) fails like a probe; one that answers changes nothing (the stream probe judges the rest)."""
+        watched.checking_alive = True
+        try:
+            problem = await self.prober.alive(watched.target)  # type: ignore[arg-type]
+        finally:
+            watched.checking_alive = False
+            watched.last_alive_at = self.clock()
+        if problem is None or self.fleet_changed is not None or self.stopping:
+            return
+        if watched.record.state in (State.RUNNING, State.UNHEALTHY):
+            await self.handle(watched.target.name, ProbeResult(self.clock(), False, problem, Blame.SELF))
 
     async def _probe(self, watched: Watched) -> ProbeResult:
         """Probe a unit the way its role needs; the result as the policy reads it."""
@@ -277,7 +324,12 @@ class Watcher:
                 self.metrics.probed(watched.target.name, report)
         watched.last_probe = report
         watched.last_probe_at = self.clock()
-        reason = "" if report.healthy else f"{report.verdict.value}: {report.reason}".rstrip(": ")
+        if report.healthy:
+            reason = ""
+        elif blame is Blame.DEPENDENCY:
+            reason = report.reason  # the record's reason is "dependency-down" already: name it once
+        else:
+            reason = f"{report.verdict.value}: {report.reason}".rstrip(": ")
         return ProbeResult(self.clock(), report.healthy, reason, blame)
 
     async def probe_loop(self, stop: asyncio.Event) -> None:
@@ -286,10 +338,13 @@ class Watcher:
             while not await wait(stop, min(STARTING_PROBE_INTERVAL, self.probe_interval)):
                 now = self.clock()
                 for watched in self.units.values():
+                    due = []
                     if self.due_for_probe(watched, now):
-                        task = asyncio.create_task(
-                            self.probe_one(watched), name=f"probe-{watched.target.name}"
-                        )
+                        due.append((self.probe_one(watched), f"probe-{watched.target.name}"))
+                    if self.due_for_liveness(watched, now):
+                        due.append((self.liveness_one(watched), f"alive-{watched.target.name}"))
+                    for work, name in due:
+                        task = asyncio.create_task(work, name=name)
                         running.add(task)
                         task.add_done_callback(running.discard)
         finally:

@@ -36,10 +36,6 @@ class ModelServer:
         """The server's whole context (``--ctx-size``): every slot's."""
         return self.spec.slots * self.ctx_per_slot
 
-    def concurrency_per_user(self) -> int:
-        """The slots shared among the miners using it: each miner's default MINER_MAX_CONCURRENCY."""
-        return max(1, self.spec.slots // max(1, len(self.users)))
-
 
 @dataclass(frozen=True)
 class Miner:

@@ -87,12 +87,11 @@ def _fleet_defaults(places: Places, miner: Miner) -> dict[str, Any]:
     """Defaults the fleet decides for a miner where neither it nor ``defaults:`` set a value."""
     decided: dict[str, Any] = {"metrics_port": miner.metrics_port}  # axon_port + metrics_port_offset
     if miner.model_server is not None:
-        # The server's slots, shared among the miners using it: together they fill it, no more. A batching
-        # server finishes a wave in a few seconds, so a second wave of the same size still starts well
-        # before a validator's deadline (the miner refuses any that would not): as many may wait.
-        concurrency = (
-            miner.options.max_concurrency or places.model_server(miner.model_server).concurrency_per_user()
-        )
+        # The server's slots are shared by need: any miner using it may take any free slot (admission
+        # asks the server what it can start now), so one miner can use them all while the others idle.
+        # A batching server finishes a wave in a few seconds, so a second wave of the same size may
+        # wait here (the miner refuses any that would start after its deadline).
+        concurrency = miner.options.max_concurrency or places.model_server(miner.model_server).spec.slots
         decided.update(max_concurrency=concurrency, max_queue=max(concurrency, 4))
     return decided
 
@@ -120,6 +119,10 @@ def _backend_entries(places: Places, miner: Miner) -> list[tuple[str, str]]:
         if miner.model_server is not None:
             server = places.model_server(miner.model_server)
             entries.append((prefix + described.address.upper(), places.server_url(server)))
+            if described.shared_slots:
+                # Admission asks the server how many of its slots are free (shared by need).
+                skip.add(described.shared_slots)
+                entries.append((prefix + described.shared_slots.upper(), str(server.spec.slots)))
         else:
             entries.append((prefix + described.address.upper(), str(getattr(group, described.address))))
         if described.served_model:

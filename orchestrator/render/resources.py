@@ -14,8 +14,13 @@ before it takes the whole box, not reservations: they leave the usual load room 
 
 The KV cache per token is estimated from the model's size (1/8000 of the file per token, which covers
 grouped-query models and most older full-attention ones); set ``resources.memory`` for anything exotic.
-CPUs: a model runner gets its thread count (``n_threads``; unset: no CPU limit, since llama.cpp then
-spreads over every core and a quota would only throttle it), an ``echo``/``openai`` miner one core.
+CPUs: a model server (llama-server) gets its compute threads plus :data:`SERVER_EXTRA_CPUS`: besides
+``n_threads`` decoding, its HTTP threads, sampling and the batch bookkeeping need CPU of their own, and a
+quota equal to ``n_threads`` throttles the whole process, decoding included (measured on 2 cores,
+Gemma 3 270M, ``--threads 1``, one stream: 19.6 tok/s under ``cpus: 1``, 48.6 under ``cpus: 2``,
+46.7 on the host; ``bench.fleet`` measures it on the rendered limits). An in-process llama.cpp or
+transformers miner gets its thread count. Unset ``n_threads``: no CPU limit, since llama.cpp then
+spreads over every core and a quota would only throttle it. An ``echo``/``openai`` miner gets one core.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ SERVER_EXTRA_MIB = 256  # llama-server's compute buffers and HTTP threads
 KV_BYTES_PER_TOKEN_DIVISOR = 8000  # KV cache per token ~ model bytes / this
 ORCHESTRATOR_MIB = 512
 
+SERVER_EXTRA_CPUS = 1.0  # llama-server's HTTP, sampling and scheduling beside its n_threads
 PIDS_MINER = 256
 PIDS_HF = 1024  # torch starts a pool of threads per core
 PIDS_SERVER = 512  # llama-server: a thread per core for compute and for HTTP
@@ -133,7 +139,8 @@ def server_limits(loaded: LoadedFleet, server: ModelServer) -> Limits:
         + _kv_mib(loaded, spec.model, server.ctx_size)
         + SERVER_EXTRA_MIB
     )
-    return _apply(Limits(_memory(mib), _threads(spec.n_threads), PIDS_SERVER), spec.resources)
+    cpus = None if spec.n_threads is None else spec.n_threads + SERVER_EXTRA_CPUS
+    return _apply(Limits(_memory(mib), cpus, PIDS_SERVER), spec.resources)
 
 
 def _threads(n_threads: int | None) -> float | None:

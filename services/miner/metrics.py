@@ -140,7 +140,7 @@ class MinerMetrics:
         self.chunks = Counter(f"{PREFIX}_chunks_streamed", "Chunks streamed.", ["protocol"], registry=reg)
 
     def watch_gate(self, gate: Any) -> None:
-        """Read queue depth from a :class:`~services.miner.backends.base.ModelGate` at scrape time."""
+        """Read queue depth from a :class:`~services.miner.admission.ModelGate` at scrape time."""
         self.running.set_function(lambda: gate.running)
         self.waiting.set_function(lambda: gate.waiting)
         self.capacity.set(gate.concurrency)

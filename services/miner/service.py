@@ -19,7 +19,8 @@ from typing import Any, Tuple  # noqa: UP035 - bittensor compares signatures aga
 
 from bittensor.core.stream import BTStreamingResponseModel
 
-from services.miner.backends.base import Backend, GenerationRequest, ModelGate, Reservation
+from services.miner.admission import ModelGate, Reservation
+from services.miner.backends.base import Backend, GenerationRequest
 from services.miner.blacklist import Gatekeeper
 from services.miner.errors import BusyError, ConfigError, ExitCode, RefusedError
 from services.miner.metrics import MinerMetrics
@@ -89,7 +90,12 @@ class MinerService:
         self.gatekeeper = gatekeeper
         self.exit_request = exit_request
         self.clock = clock
-        self.gate = ModelGate(admitted_concurrency(settings, backend), settings.max_queue, clock=clock)
+        self.gate = ModelGate(
+            admitted_concurrency(settings, backend),
+            settings.max_queue,
+            clock=clock,
+            server=backend.server_load,
+        )
         self.streamer = TokenStreamer(
             batch_size=settings.streaming_batch_size,
             max_delay=settings.max_chunk_delay,
@@ -164,6 +170,9 @@ class MinerService:
                 refusal.set(outcome.error)
             elif outcome.ending is Ending.error:
                 self._forward_exception(outcome.error)
+            elif not outcome.chunks:
+                # A 200 that never carries text is not an answer: say why there is none.
+                refusal.set(_no_text(outcome))
 
         return DisconnectAwareResponse(
             BTStreamingResponseModel(token_streamer=token_streamer), synapse=synapse, refusal=refusal
@@ -192,6 +201,9 @@ class MinerService:
         if outcome.ending is Ending.error:
             self._forward_exception(outcome.error)
             return refuse(synapse, 500, f"the backend failed: {outcome.error}")
+        if not parts and isinstance(outcome, StreamOutcome):
+            error = _no_text(outcome)
+            return refuse(synapse, error.status, str(error))
         synapse.completion = "".join(parts)
         return synapse
 
@@ -201,7 +213,7 @@ class MinerService:
         """The request and its place in the model's queue, or the counted refusal to answer."""
         try:
             request = await self._request(synapse, protocol)
-            return request, self.gate.reserve(deadline)
+            return request, await self.gate.admit(deadline)
         except RefusedError as exc:
             log.warning("%s from %s: %d %s", label, caller, exc.status, exc)
             self.metrics.refused(protocol, exc, self.clock() - arrived)
@@ -312,6 +324,14 @@ class MinerService:
             ttfc,
             took,
         )
+
+
+def _no_text(outcome: StreamOutcome) -> RefusedError:
+    """Why a stream that ended without sending any text has no answer."""
+    if outcome.ending is Ending.deadline:
+        # Admitted, but the model could not start it in time (a shared server's slots were all taken).
+        return BusyError("busy: the model produced no text before the request's deadline")
+    return RefusedError("the model ended its answer without any text", status=502)
 
 
 def _caller(synapse: Any) -> str | None:

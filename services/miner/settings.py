@@ -100,6 +100,14 @@ class OpenAISettings(_Group):
     health_url: str | None = Field(
         None, description="The server's health URL for warm-up checks (default: base_url's root + /health)."
     )
+    server_slots: int | None = Field(
+        None,
+        ge=1,
+        description="The parallel slots of a llama-server shared with other miners: before admitting a "
+        "request the miner asks its /metrics how many are busy and how many requests wait, and answers "
+        "503 busy at once when none would free before the deadline (the fleet sets it for its model "
+        "servers).",
+    )
 
 
 class LimitsSettings(_Group):

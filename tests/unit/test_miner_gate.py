@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.miner.backends.base import ModelGate, Reservation, iterate_in_thread
+from services.miner.admission import ModelGate, Reservation
+from services.miner.backends.base import iterate_in_thread
 from services.miner.errors import BackendError, BusyError
 
 FAR = 3600.0
@@ -72,6 +73,68 @@ async def test_a_request_that_would_start_after_its_deadline_is_refused_at_once(
     assert gate.load == 3
     for reservation in [*busy, waiting]:
         reservation.release()
+
+
+class FakeServer:
+    """A shared model server's answer to "how many slots are free" (the real one reads /metrics)."""
+
+    def __init__(self, slots: int, free: int | None) -> None:
+        self.slots = slots
+        self.free = free
+        self.asked = 0
+
+    async def free_slots(self) -> int | None:
+        self.asked += 1
+        return self.free
+
+
+async def _learn_hold(gate: ModelGate, clock: FakeClock, seconds: float) -> None:
+    reservation = await gate.admit(clock.now + FAR)
+    async with reservation.hold(timeout=1.0):
+        clock.now += seconds
+
+
+async def test_a_shared_server_with_free_slots_admits_up_to_this_miners_own_limit() -> None:
+    clock = FakeClock()
+    server = FakeServer(slots=8, free=8)
+    gate = ModelGate(concurrency=8, max_queue=0, clock=clock, server=server)
+    places = [await gate.admit(clock.now + FAR) for _ in range(8)]  # every slot: none kept for others
+    assert server.asked == 8 and gate.load == 8
+    for place in places:
+        place.release()
+
+
+async def test_a_full_shared_server_refuses_at_once_when_no_slot_frees_before_the_deadline() -> None:
+    clock = FakeClock()
+    server = FakeServer(slots=4, free=4)
+    gate = ModelGate(concurrency=4, max_queue=4, clock=clock, server=server)
+    await _learn_hold(gate, clock, 10.0)  # a generation holds a slot for about 10 s
+    server.free = 0  # the other miner took every slot: this miner's own gate is empty
+    with pytest.raises(BusyError, match="model server's 4 slots are all generating"):
+        await gate.admit(clock.now + 8.0)
+    assert gate.load == 0  # the refused request holds no place
+    server.free = -4  # a whole wave waits there too: two generations' time
+    with pytest.raises(BusyError, match="4 more wait there"):
+        await gate.admit(clock.now + 15.0)
+    server.free = 0
+    kept = await gate.admit(clock.now + 15.0)  # a slot frees in ~10 s: worth waiting for
+    kept.release()
+
+
+async def test_a_shared_server_that_cannot_say_leaves_admission_to_the_miners_own_gate() -> None:
+    clock = FakeClock()
+    gate = ModelGate(concurrency=1, max_queue=0, clock=clock, server=FakeServer(slots=4, free=None))
+    place = await gate.admit(clock.now + FAR)
+    with pytest.raises(BusyError, match="max_concurrency 1"):
+        await gate.admit(clock.now + FAR)
+    place.release()
+
+
+async def test_before_any_generation_finished_a_full_server_is_waited_for() -> None:
+    clock = FakeClock()
+    gate = ModelGate(concurrency=4, max_queue=0, clock=clock, server=FakeServer(slots=4, free=0))
+    place = await gate.admit(clock.now + 5.0)  # no hold time learned yet: no grounds to refuse
+    place.release()
 
 
 @pytest.mark.parametrize("max_queue", [0, 1, 3])

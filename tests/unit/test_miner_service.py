@@ -256,6 +256,7 @@ class RecordingBackend:
     name = "recording"
     default_concurrency = 1
     max_concurrency: int | None = 1
+    server_load = None
 
     def __init__(self, context: int | None = None) -> None:
         self.requests: list[GenerationRequest] = []

@@ -698,7 +698,7 @@ def test_quiet_events_carry_no_decision() -> None:
 
 def dependency_down(at: float) -> ProbeResult:
     return ProbeResult(
-        at, ok=False, reason="dependency-down: dependency down: model server", blame=Blame.DEPENDENCY
+        at, ok=False, reason="model server http://model-server:8000 unreachable", blame=Blame.DEPENDENCY
     )
 
 

@@ -87,7 +87,7 @@ async def test_every_route_a_miner_serves_is_probed_and_the_failed_one_is_named(
             return Verdict.busy, "busy: 1 running"
         return Verdict.healthy, ""
 
-    prober._stream = stream  # type: ignore[method-assign]
+    prober.stream = stream  # type: ignore[method-assign]
     prober._plain = plain  # type: ignore[method-assign]
     rep = await prober.probe(target)
     assert asked == ["prompting", "AvailabilitySynapse", "text-prompting", "Prompting"]

@@ -473,8 +473,10 @@ def test_model_servers_render_as_llama_server_services_shared_by_their_miners(tm
     assert services["a"]["depends_on"]["model-server-small"] == {"condition": "service_started"}
     assert "model-server-small" not in services["d"]["depends_on"]
     env = {name: read_env_file_text(files[GENERATED_DIR / f"{name}.env"]) for name in "abcdef"}
-    # 8 slots over a, b, c: 2 each unless a miner says otherwise; big's 3 slots all for d
-    assert [env[n].get("MINER_MAX_CONCURRENCY") for n in "abcdef"] == ["2", "2", "7", "3", None, None]
+    # small's 8 slots shared by need by a, b, c (any may take them all) unless a miner says otherwise;
+    # big's 3 slots for d; admission asks each server how many are free
+    assert [env[n].get("MINER_MAX_CONCURRENCY") for n in "abcdef"] == ["8", "8", "7", "3", None, None]
+    assert [env[n].get("MINER_OPENAI__SERVER_SLOTS") for n in "abcdef"] == ["8", "8", "8", "3", None, None]
     assert env["a"]["MINER_OPENAI__BASE_URL"] == "http://model-server-small:8000/v1"
     assert env["d"]["MINER_OPENAI__BASE_URL"] == "http://model-server-big:8001/v1"
     assert env["d"]["MINER_OPENAI__HEALTH_URL"] == "http://big:8001/health"
@@ -511,7 +513,8 @@ def test_compose_services_are_hardened_with_limits_by_backend_and_model_size(tmp
     }  # fmt: skip
     assert limits == {
         # the bundled model (241 MiB) + KV for 8 * 512 tokens + 256 MiB, rounded up to 64 MiB
-        "model-server-small": ("640m", 2.0, 512),
+        # CPUs: its 2 compute threads + 1 for HTTP, sampling and batching (a quota of 2 would throttle it)
+        "model-server-small": ("640m", 3.0, 512),
         "model-server-big": ("2g", 2.5, 512),  # as written
         "a": ("384m", 1.0, 128),  # no model; pids from defaults
         "b": ("384m", 1.0, 128),
@@ -530,6 +533,17 @@ def test_a_llamacpp_miner_without_n_threads_gets_no_cpu_quota(tmp_path: Path) ->
     )
     services = yaml.safe_load(render(_load(tmp_path))[COMPOSE_FILE])["services"]
     assert "cpus" not in services["f"]  # llama.cpp spreads over every core; a quota would throttle it
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_a_model_servers_cpu_limit_is_above_its_thread_count(tmp_path: Path, threads: int) -> None:
+    """llama-server needs CPU beside its compute threads (HTTP, sampling, batching): a quota equal to
+    n_threads throttles decoding itself (one stream at 40% of its speed, measured in the stack)."""
+    make_project(tmp_path, TWO_SERVERS.replace("ctx_per_slot: 512, n_threads: 2}", f"n_threads: {threads}}}"))
+    services = yaml.safe_load(render(_load(tmp_path))[COMPOSE_FILE])["services"]
+    server = services["model-server-small"]
+    assert server["command"][server["command"].index("--threads") + 1] == str(threads)
+    assert server["cpus"] >= threads + 1
 
 
 def test_a_model_outside_the_bundle_is_sized_from_its_file_or_named_as_the_fix(tmp_path: Path) -> None:

@@ -80,13 +80,19 @@ class FakeProber:
         self.healthy: dict[str, bool] = {}
         self.dependency_down: set[str] = set()  # these answer 503 "dependency down: ..."
         self.probes = 0
+        self.hung: set[str] = set()  # these do not answer HTTP at all (paused)
+        self.liveness_checks = 0
+
+    async def alive(self, target: ProbeTarget) -> str | None:
+        self.liveness_checks += 1
+        return "unresponsive: no HTTP answer within 5s" if target.name in self.hung else None
 
     async def probe(self, target: ProbeTarget) -> ProbeReport:
         self.probes += 1
         if target.name in self.dependency_down:
             return ProbeReport(
                 target.name, target.hotkey, target.port, target.backend, target.protocol,
-                Verdict.dependency_down, "dependency down: model server http://model-server:8000 unreachable",
+                Verdict.dependency_down, "model server http://model-server:8000 unreachable",
                 503, None, 0, None, 0, 0.01,
             )  # fmt: skip
         ok = self.healthy.get(target.name, True)
@@ -418,6 +424,67 @@ async def test_a_miner_whose_model_server_is_down_is_not_restarted_and_recovers(
     prober.dependency_down.clear()
     await watcher.probe_one(watcher.miners["shared-1"])
     assert watcher.miners["shared-1"].record.state is State.RUNNING
+
+
+async def test_a_hung_miner_fails_its_liveness_checks_and_is_restarted_between_stream_probes() -> None:
+    runtime = FakeRuntime({"hung-1": True})
+    prober = FakeProber()
+    clock = Clock()
+    watcher = Watcher([(_target("hung-1"), POLICY)], runtime, prober, probe_interval=30, clock=clock)
+    await watcher.adopt()
+    miner = watcher.miners["hung-1"]
+    await watcher.probe_one(miner)  # a healthy stream probe: the next one is 30 s away
+    clock.now += 5
+    assert watcher.due_for_liveness(miner, clock.now) and not watcher.due_for_probe(miner, clock.now)
+    await watcher.liveness_one(miner)  # it answers: nothing changes
+    assert miner.record.state is State.RUNNING and prober.liveness_checks == 1
+    prober.hung.add("hung-1")  # docker pause
+    for _ in range(POLICY.unhealthy_after_failed_probes):
+        clock.now += 5
+        assert watcher.due_for_liveness(miner, clock.now)
+        await watcher.liveness_one(miner)
+    assert runtime.calls == [("restart", "hung-1")]
+    assert miner.record.restarts_by_reason == {"probe-failed": 1}
+    assert "unresponsive: no HTTP answer" in miner.record.detail
+
+
+async def test_a_starting_miner_gets_no_liveness_checks() -> None:
+    runtime = FakeRuntime({"loading-1": False})
+    watcher = Watcher([(_target("loading-1"), POLICY)], runtime, FakeProber(), probe_interval=30)
+    await watcher.adopt()
+    miner = watcher.miners["loading-1"]
+    assert miner.record.state is State.STARTING
+    assert not watcher.due_for_liveness(miner, watcher.clock() + 3600)
+
+
+async def test_a_model_server_back_up_gets_its_miners_probed_again_at_once() -> None:
+    runtime = FakeRuntime({"shared-1": True, "model-server": True})
+    checker = FakeChecker()
+    prober = FakeProber()
+    clock = Clock()
+    watcher = Watcher(
+        [(_target("shared-1"), POLICY)], runtime, prober, probe_interval=3600, clock=clock,
+        servers=[(ServerTarget("model-server", "model-server", 8000), POLICY)], checker=checker,
+        dependents={"model-server": ["shared-1"]},
+    )  # fmt: skip
+    await watcher.adopt()
+    miner, server = watcher.miners["shared-1"], watcher.servers["model-server"]
+    prober.dependency_down.add("shared-1")
+    await watcher.probe_one(miner)
+    assert (miner.record.state, miner.record.reason) == (State.UNHEALTHY, "dependency-down")
+    # The reason names the cause once (the verdict is the record's reason; the detail says what is down).
+    assert miner.record.detail == "model server http://model-server:8000 unreachable"
+    checker.status["model-server"] = None
+    await watcher.probe_one(server)
+    assert server.record.state is State.UNHEALTHY
+    assert not watcher.due_for_probe(miner, clock.now)  # an hour away
+    prober.dependency_down.clear()
+    checker.status["model-server"] = 200
+    await watcher.probe_one(server)  # back: RUNNING again
+    assert server.record.state is State.RUNNING
+    assert watcher.due_for_probe(miner, clock.now)  # at the loop's next pass, not an hour later
+    await watcher.probe_one(miner)
+    assert miner.record.state is State.RUNNING
 
 
 def _with_server(runtime: FakeRuntime, checker: FakeChecker) -> tuple[Watcher, Clock]:

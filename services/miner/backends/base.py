@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
 
+from services.miner.admission import ServerLoad
 from services.miner.chat import ChatMessage
-from services.miner.errors import BackendError, BusyError, MinerError
+from services.miner.errors import BackendError, MinerError
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +42,9 @@ class Backend(Protocol):
     name: str
     default_concurrency: int
     max_concurrency: int | None
+    # A model server shared with other miners, which admission asks what it can start now (None: the
+    # model is this miner's own, and its gate alone decides).
+    server_load: ServerLoad | None
 
     def load(self) -> None:
         """Load the model (blocking). Raise ``ConfigError`` for a missing or unusable model."""
@@ -135,99 +137,3 @@ async def iterate_in_thread(produce: Callable[[threading.Event], Iterable[str]])
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-class ModelGate:
-    """Admission: ``concurrency`` generations at once, ``max_queue`` more waiting, the rest busy.
-
-    A place is *reserved* synchronously when the request arrives (so a full queue is answered at once
-    with a clear "busy"), then *entered* when the stream starts; entering waits for a free slot. A
-    request that would only start after its deadline (judged from how long recent generations held a
-    slot) is refused at once: a fast 503 lets the validator's time go elsewhere, a late start is cut.
-    """
-
-    def __init__(self, concurrency: int, max_queue: int, clock: Callable[[], float] = time.monotonic) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        self.concurrency = concurrency
-        self.max_queue = max_queue
-        self.capacity = concurrency + max_queue
-        self._slots = asyncio.Semaphore(concurrency)
-        self._reservations: set[Reservation] = set()
-        self._clock = clock
-        self.running = 0
-        # Exponentially weighted mean of how long a generation held its slot (None until one finished).
-        self.typical_hold: float | None = None
-
-    @property
-    def load(self) -> int:
-        """Reservations that still hold a place (running, waiting, or about to start)."""
-        now = self._clock()
-        # A reservation whose stream never started (the response was never sent) expires at its
-        # deadline, so a lost request cannot make the miner busy for ever.
-        self._reservations = {r for r in self._reservations if r.entered or r.deadline > now}
-        return len(self._reservations)
-
-    @property
-    def waiting(self) -> int:
-        return max(0, self.load - self.running)
-
-    def expected_wait(self, ahead: int) -> float:
-        """Seconds until a request with ``ahead`` requests before it would start (0 with a free slot)."""
-        if ahead < self.concurrency or self.typical_hold is None:
-            return 0.0
-        # Slots free a wave at a time; the running wave is on average half done.
-        waves = math.floor(ahead / self.concurrency)
-        return self.typical_hold * (waves - 0.5)
-
-    def reserve(self, deadline: float) -> Reservation:
-        load = self.load
-        if load >= self.capacity:
-            raise BusyError(
-                f"busy: {min(load, self.concurrency)} running and {max(0, load - self.concurrency)} "
-                f"waiting (max_concurrency {self.concurrency} + max_queue {self.max_queue})"
-            )
-        wait = self.expected_wait(load)
-        if wait and self._clock() + wait >= deadline:
-            raise BusyError(
-                f"busy: would start in about {wait:.1f}s, after this request's deadline "
-                f"({load} ahead, max_concurrency {self.concurrency})"
-            )
-        reservation = Reservation(self, deadline)
-        self._reservations.add(reservation)
-        return reservation
-
-    def _held(self, seconds: float) -> None:
-        self.typical_hold = seconds if self.typical_hold is None else 0.7 * self.typical_hold + 0.3 * seconds
-
-
-class Reservation:
-    """A place in a :class:`ModelGate`. ``async with reservation.hold():`` runs with a slot."""
-
-    def __init__(self, gate: ModelGate, deadline: float) -> None:
-        self.gate = gate
-        self.deadline = deadline
-        self.entered = False
-
-    def release(self) -> None:
-        self.gate._reservations.discard(self)
-
-    @contextlib.asynccontextmanager
-    async def hold(self, timeout: float) -> AsyncIterator[None]:
-        """Wait (at most ``timeout`` s) for a slot, hold it, and free the place afterwards."""
-        self.entered = True
-        gate = self.gate
-        try:
-            await asyncio.wait_for(gate._slots.acquire(), timeout=max(timeout, 0.0))
-        except BaseException:
-            self.release()
-            raise
-        gate.running += 1
-        started = gate._clock()
-        try:
-            yield
-        finally:
-            gate.running -= 1
-            gate._held(gate._clock() - started)
-            gate._slots.release()
-            self.release()

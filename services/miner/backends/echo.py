@@ -29,6 +29,7 @@ class EchoBackend:
     name = "echo"
     default_concurrency = 64
     max_concurrency: int | None = None  # no model: as many streams as the event loop carries
+    server_load = None
 
     def __init__(self, settings: EchoSettings) -> None:
         self.settings = settings

@@ -24,6 +24,7 @@ class HFBackend:
     # One model.generate at a time (batching concurrent requests is a server's job).
     default_concurrency = 1
     max_concurrency: int | None = 1
+    server_load = None  # the model is this miner's own
 
     def __init__(self, settings: HFSettings) -> None:
         self.settings = settings

@@ -27,6 +27,7 @@ class LlamaCppBackend:
     # One llama.cpp context generates one answer at a time; concurrent streams need a batching server.
     default_concurrency = 1
     max_concurrency: int | None = 1
+    server_load = None  # the model is this miner's own
 
     def __init__(self, settings: LlamaCppSettings) -> None:
         self.settings = settings

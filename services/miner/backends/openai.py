@@ -6,9 +6,14 @@ for the whole fleet. The API key comes from the environment and is never logged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import re
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+import aiohttp
 
 from services.miner.backends.base import GenerationRequest
 from services.miner.backends.spec import BackendSpec
@@ -34,6 +39,63 @@ def _connection_errors(openai: Any) -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+# llama-server's own gauges on /metrics (started with --metrics): requests in a slot, requests waiting.
+_GAUGE = re.compile(r"^llamacpp:(requests_processing|requests_deferred)\s+([0-9.eE+-]+)\s*$", re.MULTILINE)
+
+
+class LlamaServerLoad:
+    """How many of a shared llama-server's slots are free now, from its ``/metrics``.
+
+    One reading serves the requests of the next ``ttl`` seconds, less the ones this miner admitted since
+    (so a burst of requests to this miner does not overfill the server between two readings). Miners
+    sharing the server read it separately: at the very moment two bursts arrive together each may see
+    the same free slots, and what overfills them waits in the server's own queue (and is refused at the
+    deadline with a status, never an empty answer).
+    """
+
+    def __init__(
+        self, metrics_url: str, slots: int, ttl: float = 0.2, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.metrics_url = metrics_url
+        self.slots = slots
+        self.ttl = ttl
+        self.clock = clock
+        self._session: aiohttp.ClientSession | None = None  # made on the event loop, at first use
+        self._lock = asyncio.Lock()
+        self._read_at: float | None = None
+        self._free: int | None = None
+
+    async def free_slots(self) -> int | None:
+        async with self._lock:
+            now = self.clock()
+            if self._read_at is None or now - self._read_at >= self.ttl:
+                self._free = await self._read()
+                self._read_at = now
+            free = self._free
+            if free is not None and free > 0:
+                self._free = free - 1  # this request takes one of them
+            return free
+
+    async def _read(self) -> int | None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
+        try:
+            async with self._session.get(self.metrics_url) as response:
+                if response.status != 200:
+                    return None
+                text = await response.text()
+        except (aiohttp.ClientError, TimeoutError):
+            return None  # down or restarting: the request itself finds out and says so (503)
+        gauges = {name: float(value) for name, value in _GAUGE.findall(text)}
+        if "requests_processing" not in gauges:
+            return None
+        return self.slots - int(gauges["requests_processing"]) - int(gauges.get("requests_deferred", 0))
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
 class OpenAIBackend:
     name = "openai"
     # A batching server (llama-server's parallel slots, vLLM) runs many streams at once; how many this
@@ -45,6 +107,9 @@ class OpenAIBackend:
         self.settings = settings
         self._client: Any = None
         self._connection_errors: tuple[type[BaseException], ...] = ()
+        self.server_load: LlamaServerLoad | None = None
+        if settings.server_slots is not None:
+            self.server_load = LlamaServerLoad(f"{self.server_root}/metrics", settings.server_slots)
 
     def load(self) -> None:
         if not self.settings.base_url:
@@ -74,11 +139,12 @@ class OpenAIBackend:
             log.warning("model server not ready yet (%s: %s); answering 503 until it is", url, exc)
 
     @property
+    def server_root(self) -> str:
+        return (self.settings.base_url or "").rstrip("/").removesuffix("/v1")
+
+    @property
     def health_url(self) -> str:
-        if self.settings.health_url:
-            return self.settings.health_url
-        root = (self.settings.base_url or "").rstrip("/").removesuffix("/v1")
-        return f"{root}/health"
+        return self.settings.health_url or f"{self.server_root}/health"
 
     def prompt_tokens(self, chat: list[ChatMessage]) -> int | None:
         return None  # the server counts (and refuses) on its own: a 400 becomes a 413 answer
@@ -143,6 +209,8 @@ class OpenAIBackend:
         if self._client is not None:
             await self._client.close()
             self._client = None
+        if self.server_load is not None:
+            await self.server_load.aclose()
 
 
 SPEC = BackendSpec(
@@ -154,5 +222,6 @@ SPEC = BackendSpec(
     model_server=True,
     address="base_url",
     served_model="model",
+    shared_slots="server_slots",
     model_name=lambda group: group.model,
 )

@@ -47,6 +47,7 @@ class BackendSpec:
     model_server: bool = False  # may use one of the fleet's model servers instead of an address of its own
     address: str | None = None  # the setting holding that address of its own (base_url)
     served_model: str | None = None  # the setting naming the model asked of a server (default: the server's)
+    shared_slots: str | None = None  # the setting that gets a fleet model server's slots (shared admission)
     gpu_settings: tuple[str, ...] = ()  # settings that put it on a GPU (the fleet checks they have one)
     memory: Memory = Memory.python
     model_name: Callable[[Any], str] = lambda group: ""  # the model's own name, from its group's settings

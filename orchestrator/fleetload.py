@@ -1,0 +1,302 @@
+"""The fleet loaded the way validators load it: K validators, each asking every chosen miner at once.
+
+A validator's query round reaches many of a subnet's miners at the same moment, and several validators
+overlap, so a fleet is loaded as a whole: K validators (one dendrite each) send one stream request to
+every chosen miner together, K x M requests per round, for N rounds. Each request is counted by the
+capacity command's rules (:func:`orchestrator.capacity.classify`), per miner and for the fleet.
+
+Beside it, in the same run, each model server the chosen miners use is asked *on its own* (no miner,
+no axon) at the concurrency its miners had (K x its miners), with the same chat, ``max_tokens`` and
+temperature the miners send and the same cut (the miners' deadline): what the server gives is the
+ceiling the fleet's figures are read against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aiohttp
+
+from orchestrator.capacity import DEFAULT_MARGIN, CapacityReport, cut_after, percentile, summarize
+from orchestrator.fleet.load import LoadedFleet, Miner
+from orchestrator.health import targets
+from orchestrator.probe import CHARS_PER_TOKEN, Prober, ProbeReport, ProbeTarget
+from services.miner.chat import build_chat
+from services.miner.settings import MinerSettings
+
+SETTLE = 1.0  # seconds between rounds, so what a cut left running has stopped before the next round
+
+
+@dataclass(frozen=True)
+class ServerAlone:
+    """One model server asked directly at its miners' concurrency (the same run's ceiling)."""
+
+    name: str
+    url: str
+    miners: tuple[str, ...]
+    concurrency: int
+    rounds: int
+    requests: int
+    answered: int  # a stream that carried text before the cut
+    first_chunk_p50: float | None
+    first_chunk_p90: float | None
+    tokens_per_s: float | None  # characters / 4 over the rounds' wall time, as the miners' figure
+    wall_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FleetLoadReport:
+    """Every chosen miner under K validators at once, the fleet's totals, and each server alone."""
+
+    validators: int
+    rounds: int
+    timeout: float
+    miners: list[CapacityReport]
+    servers: list[ServerAlone] = field(default_factory=list)
+
+    @property
+    def requests(self) -> int:
+        return sum(m.requests for m in self.miners)
+
+    @property
+    def answered(self) -> int:
+        return sum(m.answered for m in self.miners)
+
+    @property
+    def empty_200(self) -> int:
+        """Answers with status 200 that carried no text: never an answer."""
+        return sum(m.outcomes.get("empty", 0) for m in self.miners)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return sum(m.tokens_per_s or 0.0 for m in self.miners)
+
+    def served_by(self, server: ServerAlone) -> list[CapacityReport]:
+        return [m for m in self.miners if m.name in server.miners]
+
+    def ratio(self, server: ServerAlone) -> float | None:
+        """Tokens/s of the server's miners under the fleet's load over the server's own at that load."""
+        through = sum(m.tokens_per_s or 0.0 for m in self.served_by(server))
+        return through / server.tokens_per_s if server.tokens_per_s else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": "fleet",
+            "validators": self.validators,
+            "rounds": self.rounds,
+            "timeout": self.timeout,
+            "tokens_per_s_estimate": f"characters / {CHARS_PER_TOKEN:g}",
+            "fleet": {
+                "requests": self.requests,
+                "answered": self.answered,
+                "empty_200": self.empty_200,
+                "tokens_per_s": self.tokens_per_s,
+            },
+            "miners": [m.as_dict() for m in self.miners],
+            "servers": [{**s.as_dict(), "fleet_ratio": self.ratio(s)} for s in self.servers],
+        }
+
+
+async def fleet_round(
+    probers: Sequence[Prober], chosen: Sequence[ProbeTarget]
+) -> tuple[list[list[ProbeReport]], float]:
+    """One round: every validator asks every chosen miner at once; the reports per miner and the wall."""
+    started = time.monotonic()
+    asks = [prober.stream(target, target.protocol) for prober in probers for target in chosen]
+    reports = await asyncio.gather(*asks)
+    wall = time.monotonic() - started
+    per_miner: list[list[ProbeReport]] = [[] for _ in chosen]
+    for i, report in enumerate(reports):
+        per_miner[i % len(chosen)].append(report)
+    return per_miner, wall
+
+
+async def load_fleet(
+    loaded: LoadedFleet,
+    host: str,
+    names: Sequence[str],
+    wallets: Sequence[Any],
+    rounds: int,
+    timeout: float,
+    prompt: str,
+    *,
+    servers_alone: bool = True,
+) -> FleetLoadReport:
+    """K validators (one per wallet) asking every chosen miner at once, N rounds; then each server alone."""
+    chosen = targets(loaded, host, names)
+    probers = [Prober(wallet, prompt, timeout, max_concurrency=len(chosen)) for wallet in wallets]
+    batches: list[list[list[ProbeReport]]] = [[] for _ in chosen]
+    walls: list[float] = []
+    try:
+        for index in range(rounds):
+            if index:
+                await asyncio.sleep(SETTLE)
+            per_miner, wall = await fleet_round(probers, chosen)
+            walls.append(wall)
+            for i, reports in enumerate(per_miner):
+                batches[i].append(reports)
+    finally:
+        for prober in probers:
+            await prober.aclose()
+    miners = [
+        summarize(target, batches[i], walls, cut_after(timeout, _margin(loaded.miner(target.name))))
+        for i, target in enumerate(chosen)
+    ]
+    servers = []
+    if servers_alone:
+        for server, users in _servers_of(loaded, [t.name for t in chosen]):
+            await asyncio.sleep(SETTLE)
+            servers.append(
+                await server_alone(loaded, server, users, host, len(wallets), rounds, timeout, prompt)
+            )
+    return FleetLoadReport(len(wallets), rounds, timeout, miners, servers)
+
+
+def _margin(miner: Miner) -> float:
+    margin = miner.options.deadline_margin
+    return DEFAULT_MARGIN if margin is None else margin
+
+
+def _servers_of(loaded: LoadedFleet, names: Sequence[str]) -> list[tuple[Any, tuple[str, ...]]]:
+    """Each model server used by the chosen miners, with those miners."""
+    out = []
+    for server in loaded.model_servers:
+        users = tuple(name for name in names if loaded.miner(name).model_server == server.name)
+        if users:
+            out.append((server, users))
+    return out
+
+
+def _request_body(miner: Miner, prompt: str, model: str) -> dict[str, Any]:
+    """What the miner itself sends the server for a one-message prompt (chat, max_tokens, temperature)."""
+    defaults = MinerSettings.model_fields
+    options = miner.options
+    system = options.system_prompt if options.system_prompt is not None else defaults["system_prompt"].default
+    chat = build_chat(["user"], [prompt], system_prompt=system, protocol=miner.protocols[0])
+    return {
+        "model": model,
+        "messages": [m.as_dict() for m in chat],
+        "max_tokens": options.max_tokens
+        if options.max_tokens is not None
+        else defaults["max_tokens"].default,
+        "temperature": options.temperature
+        if options.temperature is not None
+        else defaults["temperature"].default,
+        "stream": True,
+    }
+
+
+async def server_alone(
+    loaded: LoadedFleet,
+    server: Any,
+    users: Sequence[str],
+    host: str,
+    validators: int,
+    rounds: int,
+    timeout: float,
+    prompt: str,
+) -> ServerAlone:
+    """The server asked directly by K x its miners streams at once, read until the miners' cut."""
+    url = f"http://{host}:{server.spec.port}/v1/chat/completions"
+    miner = loaded.miner(users[0])
+    body = _request_body(miner, prompt, server.spec.model)
+    cut = cut_after(timeout, _margin(miner))
+    concurrency = validators * len(users)
+    firsts: list[float] = []
+    chars = answered = 0
+    wall = 0.0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        for index in range(rounds):
+            if index:
+                await asyncio.sleep(SETTLE)
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(_stream_direct(session, url, body, cut) for _ in range(concurrency))
+            )
+            wall += time.monotonic() - started
+            for first, text in results:
+                if first is not None:
+                    firsts.append(first)
+                if text.strip():
+                    answered += 1
+                chars += len(text)
+    return ServerAlone(
+        name=server.name,
+        url=url,
+        miners=tuple(users),
+        concurrency=concurrency,
+        rounds=rounds,
+        requests=concurrency * rounds,
+        answered=answered,
+        first_chunk_p50=percentile(firsts, 50),
+        first_chunk_p90=percentile(firsts, 90),
+        tokens_per_s=chars / CHARS_PER_TOKEN / wall if wall > 0 else None,
+        wall_s=wall,
+    )
+
+
+async def _stream_direct(
+    session: aiohttp.ClientSession, url: str, body: dict[str, Any], cut: float
+) -> tuple[float | None, str]:
+    """One streamed chat completion, read until it ends or ``cut`` seconds pass: (first text after, text)."""
+    started = time.monotonic()
+    first: float | None = None
+    parts: list[str] = []
+    try:
+        async with asyncio.timeout(cut):
+            async with session.post(url, json=body) as response:
+                if response.status != 200:
+                    return None, ""
+                async for raw in response.content:
+                    line = raw.decode("utf-8", "replace").strip()
+                    if not line.startswith("data:") or line == "data: [DONE]":
+                        continue
+                    choices = json.loads(line[5:]).get("choices") or [{}]
+                    text = (choices[0].get("delta") or {}).get("content") or ""
+                    if text:
+                        first = first if first is not None else time.monotonic() - started
+                        parts.append(text)
+    except (TimeoutError, aiohttp.ClientError, ValueError):
+        pass  # cut at the miners' deadline (as they would be), or the server failed: what came counts
+    return first, "".join(parts)
+
+
+def format_fleet(report: FleetLoadReport, table: str) -> str:
+    """The per-miner table (the capacity command's), then the fleet's totals and each server alone."""
+    lines = [table, ""]
+    lines.append(
+        f"fleet: {report.validators} validators x {len(report.miners)} miners at once, "
+        f"{report.rounds} round(s): {report.answered}/{report.requests} answered with text, "
+        f"{report.empty_200} empty 200s, ~{report.tokens_per_s:.1f} tok/s in all"
+    )
+    for server in report.servers:
+        through = sum(m.tokens_per_s or 0.0 for m in report.served_by(server))
+        ratio = report.ratio(server)
+        p90 = "-" if server.first_chunk_p90 is None else f"{server.first_chunk_p90:.2f}s"
+        lines.append(
+            f"model server {server.name} on its own, {server.concurrency} streams at once: "
+            f"{server.answered}/{server.requests} with text, first text p90 {p90}, "
+            f"~{server.tokens_per_s or 0:.1f} tok/s; through its miners ({', '.join(server.miners)}) "
+            f"~{through:.1f} tok/s = {'-' if ratio is None else f'{ratio:.2f}'} of it"
+        )
+    return "\n".join(lines)
+
+
+def run_fleet_load(
+    loaded: LoadedFleet,
+    host: str,
+    names: Sequence[str],
+    wallets: Sequence[Any],
+    rounds: int,
+    timeout: float,
+    prompt: str,
+) -> FleetLoadReport:
+    return asyncio.run(load_fleet(loaded, host, names, wallets, rounds, timeout, prompt))
