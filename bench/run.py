@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, str] = {
     "recovery": "Recovery from exit 75: supervisor and docker runtimes",
     "memory": "Memory per hotkey: shared model server vs a model per miner",
     "validators": "Validator load: K concurrent validators on three serving paths",
+    "fleet": "The shipped fleet (make up) under K validators asking every miner at once",
 }
 # The few figures printed in the final table (every figure is in the JSON files and summary.md).
 HEADLINES: dict[str, tuple[str, ...]] = {
@@ -88,6 +89,14 @@ HEADLINES: dict[str, tuple[str, ...]] = {
         "llama_server_k8_first_chunk_p90_ms",
         "llama_server_k8_tokens_per_s_vs_k1",
         "llama_server_k16_answered",
+    ),
+    "fleet": (
+        "k8_server_miners_answered",
+        "k8_server_miners_first_chunk_p90_s",
+        "k8_server_miners_vs_alone",
+        "k8_fleet_vs_server_alone",
+        "k16_server_miners_answered",
+        "single_stream_miner_vs_host_server",
     ),
 }
 

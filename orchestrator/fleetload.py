@@ -30,6 +30,7 @@ from services.miner.chat import build_chat
 from services.miner.settings import MinerSettings
 
 SETTLE = 1.0  # seconds between rounds, so what a cut left running has stopped before the next round
+IDLE_WITHIN = 60.0  # seconds to wait for a model server to finish what a round left there (bounded)
 
 
 @dataclass(frozen=True)
@@ -135,10 +136,13 @@ async def load_fleet(
     probers = [Prober(wallet, prompt, timeout, max_concurrency=len(chosen)) for wallet in wallets]
     batches: list[list[list[ProbeReport]]] = [[] for _ in chosen]
     walls: list[float] = []
+    used = _servers_of(loaded, [t.name for t in chosen])
     try:
         for index in range(rounds):
             if index:
                 await asyncio.sleep(SETTLE)
+            for server, _ in used:  # every round starts on idle servers, as the first one does
+                await until_idle(host, server.spec.port)
             per_miner, wall = await fleet_round(probers, chosen)
             walls.append(wall)
             for i, reports in enumerate(per_miner):
@@ -152,12 +156,37 @@ async def load_fleet(
     ]
     servers = []
     if servers_alone:
-        for server, users in _servers_of(loaded, [t.name for t in chosen]):
-            await asyncio.sleep(SETTLE)
+        for server, users in used:
+            await until_idle(host, server.spec.port)
             servers.append(
                 await server_alone(loaded, server, users, host, len(wallets), rounds, timeout, prompt)
             )
     return FleetLoadReport(len(wallets), rounds, timeout, miners, servers)
+
+
+async def until_idle(host: str, port: int, within: float = IDLE_WITHIN) -> None:
+    """Wait until a llama-server has no request in a slot or waiting (its /metrics), at most ``within``.
+
+    A stream its client abandoned ends at the server's next token; one still waiting in its queue only
+    when it would have started. Measuring on top of that leftover work would count it against the run.
+    """
+    deadline = time.monotonic() + within
+    url = f"http://{host}:{port}/metrics"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(url) as response:
+                    text = await response.text()
+            except (aiohttp.ClientError, TimeoutError):
+                return  # no metrics to read: nothing to wait for
+            busy = [
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith(("llamacpp:requests_processing", "llamacpp:requests_deferred"))
+            ]
+            if not any(busy):
+                return
+            await asyncio.sleep(0.2)
 
 
 def _margin(miner: Miner) -> float:
@@ -175,7 +204,7 @@ def _servers_of(loaded: LoadedFleet, names: Sequence[str]) -> list[tuple[Any, tu
     return out
 
 
-def _request_body(miner: Miner, prompt: str, model: str) -> dict[str, Any]:
+def request_body(miner: Miner, prompt: str, model: str) -> dict[str, Any]:
     """What the miner itself sends the server for a one-message prompt (chat, max_tokens, temperature)."""
     defaults = MinerSettings.model_fields
     options = miner.options
@@ -207,7 +236,7 @@ async def server_alone(
     """The server asked directly by K x its miners streams at once, read until the miners' cut."""
     url = f"http://{host}:{server.spec.port}/v1/chat/completions"
     miner = loaded.miner(users[0])
-    body = _request_body(miner, prompt, server.spec.model)
+    body = request_body(miner, prompt, server.spec.model)
     cut = cut_after(timeout, _margin(miner))
     concurrency = validators * len(users)
     firsts: list[float] = []
@@ -219,7 +248,7 @@ async def server_alone(
                 await asyncio.sleep(SETTLE)
             started = time.monotonic()
             results = await asyncio.gather(
-                *(_stream_direct(session, url, body, cut) for _ in range(concurrency))
+                *(stream_direct(session, url, body, cut) for _ in range(concurrency))
             )
             wall += time.monotonic() - started
             for first, text in results:
@@ -243,7 +272,7 @@ async def server_alone(
     )
 
 
-async def _stream_direct(
+async def stream_direct(
     session: aiohttp.ClientSession, url: str, body: dict[str, Any], cut: float
 ) -> tuple[float | None, str]:
     """One streamed chat completion, read until it ends or ``cut`` seconds pass: (first text after, text)."""

@@ -115,6 +115,14 @@ class Resources(_Strict):
         None, gt=0, description="CPU limit in cores, e.g. 1.5 (docker refuses more than the host has)."
     )
     pids: int | None = Field(None, ge=16, description="Most processes and threads.")
+    cpu_shares: int | None = Field(
+        None,
+        ge=2,
+        le=262144,
+        description="CPU weight when the box is busy (compose `cpu_shares`; 1024 is an even share). "
+        "Default: 256 for a miner holding its own model (llamacpp, hf), so under load the model servers "
+        "and the Python miners in front of them go first; unset (1024) for the rest.",
+    )
 
     @field_validator("memory")
     @classmethod

@@ -21,6 +21,9 @@ Gemma 3 270M, ``--threads 1``, one stream: 19.6 tok/s under ``cpus: 1``, 48.6 un
 46.7 on the host; ``bench.fleet`` measures it on the rendered limits). An in-process llama.cpp or
 transformers miner gets its thread count. Unset ``n_threads``: no CPU limit, since llama.cpp then
 spreads over every core and a quota would only throttle it. An ``echo``/``openai`` miner gets one core.
+CPU weight (``cpu_shares``): a miner holding its own model runs at :data:`IN_PROCESS_CPU_SHARES`, so
+when the box is busy the model servers and the miners streaming from them go first (a weight applies
+under compose; ``docker stack deploy`` ignores it).
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ KV_BYTES_PER_TOKEN_DIVISOR = 8000  # KV cache per token ~ model bytes / this
 ORCHESTRATOR_MIB = 512
 
 SERVER_EXTRA_CPUS = 1.0  # llama-server's HTTP, sampling and scheduling beside its n_threads
+# An in-process model miner's CPU weight: a quarter of the others'. It generates one answer at a time
+# flat out on its core; measured on the shipped fleet (2 cores, 8 validators asking every miner at once,
+# bench.fleet), an even weight took the model server's CPU and its miners' first chunk p90 went from
+# 0.6 s to 2.6-5.4 s, for no more answers from the in-process miner itself.
+IN_PROCESS_CPU_SHARES = 256
 PIDS_MINER = 256
 PIDS_HF = 1024  # torch starts a pool of threads per core
 PIDS_SERVER = 512  # llama-server: a thread per core for compute and for HTTP
@@ -55,11 +63,14 @@ class Limits:
     memory: str
     cpus: float | None
     pids: int
+    cpu_shares: int | None = None  # CPU weight under contention (None: docker's even 1024)
 
     def compose(self) -> dict[str, str | float | int]:
         out: dict[str, str | float | int] = {"mem_limit": self.memory}
         if self.cpus is not None:
             out["cpus"] = self.cpus
+        if self.cpu_shares is not None:
+            out["cpu_shares"] = self.cpu_shares
         out["pids_limit"] = self.pids
         return out
 
@@ -105,6 +116,7 @@ def _apply(default: Limits, written: Resources | None) -> Limits:
         written.memory or default.memory,
         written.cpus if written.cpus is not None else default.cpus,
         written.pids if written.pids is not None else default.pids,
+        written.cpu_shares if written.cpu_shares is not None else default.cpu_shares,
     )
 
 
@@ -122,10 +134,10 @@ def miner_limits(loaded: LoadedFleet, miner: Miner) -> Limits:
             + _kv_mib(loaded, miner.model, n_ctx)
             + LLAMACPP_EXTRA_MIB
         )
-        default = Limits(_memory(mib), threads, PIDS_MINER)
+        default = Limits(_memory(mib), threads, PIDS_MINER, IN_PROCESS_CPU_SHARES)
     elif described.memory is Memory.torch and miner.model is not None:
         mib = HF_BASE_MIB + HF_MODEL_FACTOR * _mib(model_bytes(loaded, miner.model))
-        default = Limits(_memory(mib), threads, PIDS_HF)
+        default = Limits(_memory(mib), threads, PIDS_HF, IN_PROCESS_CPU_SHARES)
     else:
         default = Limits(_memory(PYTHON_MIB), 1.0, PIDS_MINER)
     # Only what was written counts: the default of a field left unset is the backend's, not None's.

@@ -50,22 +50,20 @@ def _shared_miner(
     tmp_path: Path, wallets: Wallets, base_url: str, validators: list[str], **extra: str
 ) -> Any:
     """An openai miner on the shared server, configured as the fleet renders it (every slot, shared)."""
-    return running_miner(
-        tmp_path,
-        wallets,
-        backend="openai",
-        openai__base_url=base_url,
-        openai__model="gemma",
-        openai__use_chat="false",
-        openai__server_slots=str(SLOTS),
-        max_tokens=str(MAX_TOKENS),
-        temperature="0",
-        max_concurrency=str(SLOTS),
-        max_queue="0",
-        streaming_batch_size="4",
-        allowed_hotkeys=json.dumps(validators),
-        **extra,
-    )
+    settings = {
+        "backend": "openai",
+        "openai__base_url": base_url,
+        "openai__model": "gemma",
+        "openai__use_chat": "false",
+        "openai__server_slots": str(SLOTS),
+        "max_tokens": str(MAX_TOKENS),
+        "temperature": "0",
+        "max_concurrency": str(SLOTS),
+        "max_queue": "0",
+        "streaming_batch_size": "4",
+        "allowed_hotkeys": json.dumps(validators),
+    }
+    return running_miner(tmp_path, wallets, **{**settings, **extra})
 
 
 async def _ask_together(wallets: Wallets, port: int, hotkeys: list[Any], timeout: float = 60) -> list[Any]:
@@ -113,7 +111,9 @@ async def test_a_disconnect_or_a_deadline_frees_the_servers_slot_at_once(
     with llama_server(
         Path(gguf_model), free_port(), tmp_path / "server.log", slots=2, ctx_per_slot=2048
     ) as base_url:
-        with _shared_miner(tmp_path, wallets, base_url, [], max_tokens=str(long)) as miner:
+        with _shared_miner(
+            tmp_path, wallets, base_url, [wallets.probe_hotkey], max_tokens=str(long)
+        ) as miner:
             dendrite = make_dendrite(wallets.wallet("probe"))
             target = axon_info("127.0.0.1", miner.port, wallets.miner_hotkey)
             try:
@@ -138,7 +138,7 @@ async def test_a_disconnect_or_a_deadline_frees_the_servers_slot_at_once(
 async def test_an_in_process_model_is_free_again_as_soon_as_the_deadline_cuts_its_stream(
     tmp_path: Path, wallets: Wallets, gguf_model: str
 ) -> None:
-    with llama_miner(tmp_path, wallets, gguf_model, max_tokens="2000", max_queue="0") as miner:
+    with llama_miner(tmp_path, wallets, gguf_model, max_tokens="1500", max_queue="0") as miner:
         dendrite = make_dendrite(wallets.wallet("probe"))
         target = axon_info("127.0.0.1", miner.port, wallets.miner_hotkey)
         try:

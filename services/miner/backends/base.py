@@ -42,9 +42,12 @@ class Backend(Protocol):
     name: str
     default_concurrency: int
     max_concurrency: int | None
-    # A model server shared with other miners, which admission asks what it can start now (None: the
-    # model is this miner's own, and its gate alone decides).
-    server_load: ServerLoad | None
+
+    @property
+    def server_load(self) -> ServerLoad | None:
+        """A model server shared with other miners, which admission asks what it can start now (None:
+        the model is this miner's own, and its gate alone decides)."""
+        ...
 
     def load(self) -> None:
         """Load the model (blocking). Raise ``ConfigError`` for a missing or unusable model."""
