@@ -26,13 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from bench._common import ROOT, Figure, Result, machine, main_for, make_result, progress
 from devkit.local import free_port, llama_server, llama_server_binary
 from orchestrator.capacity import CapacityReport
 from orchestrator.fleet.load import LoadedFleet, load_fleet
-from orchestrator.fleetload import FleetLoadReport, request_body, stream_direct
+from orchestrator.fleetload import FleetLoadReport, direct_session, request_body, stream_direct
 from orchestrator.fleetload import load_fleet as load_the_fleet
 from orchestrator.health import probe_wallet
 from orchestrator.probe import CHARS_PER_TOKEN
@@ -63,8 +61,8 @@ def _fleet_figures(k: int, report: FleetLoadReport) -> list[Figure]:
         Figure(f"k{k}_fleet_answered", f"K={k}: every miner's requests answered with text",
                report.answered / report.requests if report.requests else None, "fraction"),
         Figure(f"k{k}_empty_200", f"K={k}: answers 200 without text (never an answer)", report.empty_200, ""),
-        Figure(f"k{k}_fleet_tokens_per_s", f"K={k}: the fleet's tokens/s (every miner)", report.tokens_per_s,
-               "tok/s"),
+        Figure(f"k{k}_fleet_tokens_per_s", f"K={k}: the fleet's tokens/s (models, not echo)",
+               report.tokens_per_s, "tok/s"),
     ]  # fmt: skip
     for server in report.servers:
         through = sum(m.tokens_per_s or 0.0 for m in report.served_by(server))
@@ -93,7 +91,7 @@ async def _host_single_stream(loaded: LoadedFleet, rounds: int) -> float | None:
         model, port, Path(tmp) / "server.log", slots=server.spec.slots, ctx_per_slot=server.ctx_per_slot,
         binary=llama_server_binary(),
     ) as base_url:  # fmt: skip
-        async with aiohttp.ClientSession() as session:
+        async with direct_session() as session:
             for _ in range(rounds + 1):  # the first one warms the server up
                 started = time.monotonic()
                 _, text = await stream_direct(session, f"{base_url}/chat/completions", body, TIMEOUT)

@@ -62,6 +62,7 @@ class FleetLoadReport:
     timeout: float
     miners: list[CapacityReport]
     servers: list[ServerAlone] = field(default_factory=list)
+    round_walls: list[float] = field(default_factory=list)  # each round: first send to the last byte
 
     @property
     def requests(self) -> int:
@@ -78,7 +79,10 @@ class FleetLoadReport:
 
     @property
     def tokens_per_s(self) -> float:
-        return sum(m.tokens_per_s or 0.0 for m in self.miners)
+        """Every model's tokens over the rounds' wall time (``echo`` streams the prompt back: no model)."""
+        tokens = sum((m.tokens_per_s or 0.0) * m.wall_s for m in self.miners if m.backend != "echo")
+        wall = sum(self.round_walls)
+        return tokens / wall if wall > 0 else 0.0
 
     def served_by(self, server: ServerAlone) -> list[CapacityReport]:
         return [m for m in self.miners if m.name in server.miners]
@@ -135,7 +139,8 @@ async def load_fleet(
     chosen = targets(loaded, host, names)
     probers = [Prober(wallet, prompt, timeout, max_concurrency=len(chosen)) for wallet in wallets]
     batches: list[list[list[ProbeReport]]] = [[] for _ in chosen]
-    walls: list[float] = []
+    walls: list[list[float]] = [[] for _ in chosen]  # per miner: its requests' first send to its last byte
+    round_walls: list[float] = []
     used = _servers_of(loaded, [t.name for t in chosen])
     try:
         for index in range(rounds):
@@ -143,15 +148,18 @@ async def load_fleet(
                 await asyncio.sleep(SETTLE)
             for server, _ in used:  # every round starts on idle servers, as the first one does
                 await until_idle(host, server.spec.port)
-            per_miner, wall = await fleet_round(probers, chosen)
-            walls.append(wall)
+            per_miner, round_wall = await fleet_round(probers, chosen)
+            round_walls.append(round_wall)
             for i, reports in enumerate(per_miner):
                 batches[i].append(reports)
+                # All of a round's requests leave together: a miner's wall is its slowest answer, not the
+                # round's (a slower miner beside it would dilute its tokens/s).
+                walls[i].append(max((r.elapsed for r in reports), default=0.0))
     finally:
         for prober in probers:
             await prober.aclose()
     miners = [
-        summarize(target, batches[i], walls, cut_after(timeout, _margin(loaded.miner(target.name))))
+        summarize(target, batches[i], walls[i], cut_after(timeout, _margin(loaded.miner(target.name))))
         for i, target in enumerate(chosen)
     ]
     servers = []
@@ -161,7 +169,7 @@ async def load_fleet(
             servers.append(
                 await server_alone(loaded, server, users, host, len(wallets), rounds, timeout, prompt)
             )
-    return FleetLoadReport(len(wallets), rounds, timeout, miners, servers)
+    return FleetLoadReport(len(wallets), rounds, timeout, miners, servers, round_walls)
 
 
 async def until_idle(host: str, port: int, within: float = IDLE_WITHIN) -> None:
@@ -242,7 +250,7 @@ async def server_alone(
     firsts: list[float] = []
     chars = answered = 0
     wall = 0.0
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+    async with direct_session(concurrency) as session:
         for index in range(rounds):
             if index:
                 await asyncio.sleep(SETTLE)
@@ -270,6 +278,12 @@ async def server_alone(
         tokens_per_s=chars / CHARS_PER_TOKEN / wall if wall > 0 else None,
         wall_s=wall,
     )
+
+
+def direct_session(limit: int = 100) -> aiohttp.ClientSession:
+    """A client session for streams straight to a llama-server: a new connection per request (it closes
+    a connection after a stream, and a reused one fails at once), as many at once as ``limit``."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, force_close=True))
 
 
 async def stream_direct(
@@ -304,7 +318,7 @@ def format_fleet(report: FleetLoadReport, table: str) -> str:
     lines.append(
         f"fleet: {report.validators} validators x {len(report.miners)} miners at once, "
         f"{report.rounds} round(s): {report.answered}/{report.requests} answered with text, "
-        f"{report.empty_200} empty 200s, ~{report.tokens_per_s:.1f} tok/s in all"
+        f"{report.empty_200} empty 200s, ~{report.tokens_per_s:.1f} tok/s from its models"
     )
     for server in report.servers:
         through = sum(m.tokens_per_s or 0.0 for m in report.served_by(server))

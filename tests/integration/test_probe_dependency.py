@@ -28,4 +28,5 @@ async def test_an_openai_miner_whose_server_is_down_is_dependency_down(
         finally:
             await prober.aclose()
     assert report.verdict is Verdict.dependency_down, report
-    assert report.reason.startswith(f"dependency down: model server http://127.0.0.1:{port}/v1")
+    # named once: the verdict says "dependency-down", the reason says what is down
+    assert report.reason.startswith(f"model server http://127.0.0.1:{port}/v1")
