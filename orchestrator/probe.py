@@ -238,6 +238,45 @@ class Prober:
         name, verdict, reason = failed
         return replace(main, verdict=verdict, reason=f"/{name}: {reason}", routes=routes)
 
+    async def first_chunk(self, target: ProbeTarget) -> ProbeReport:
+        """The miner's first protocol, signed as by a validator, read only to its first chunk of text.
+
+        Enough to tell that what it depends on answers again (its model server is back), in about a
+        second, where a whole probe reads every route's full answer. Used to follow a recovery at once;
+        the next full probe judges the rest.
+        """
+        if self._dendrite is None:
+            self._dendrite = make_dendrite(self.wallet)
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.alive_timeout))
+        axon = axon_info(target.host, target.port, target.hotkey)
+        synapse = make_synapse(target.protocol, self.prompt, timeout=self.timeout)
+        synapse = self._dendrite.preprocess_synapse_for_request(axon, synapse, self.timeout)
+        url = f"http://{target.host}:{target.port}/{_route_name(target.protocol)}"
+        result = StreamResult()
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.timeout), self._session.post(
+                url, headers=synapse.to_headers(), json=synapse.model_dump(),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as response:  # fmt: skip
+                result.status_code = response.status
+                result.status_message = response.headers.get(
+                    "bt_header_axon_status_message", response.reason or ""
+                )
+                while response.status == 200:
+                    chunk = await response.content.readany()
+                    if not chunk or chunk.strip():
+                        result.completion = chunk.decode("utf-8", "replace")
+                        break
+            result.first_chunk_after = time.monotonic() - started if result.completion else None
+        except TimeoutError:
+            result = StreamResult(status_code=408, status_message="probe timeout")
+        except aiohttp.ClientError as exc:
+            result = StreamResult(status_code=None, status_message=f"connection failed: {exc}")
+        result.elapsed = time.monotonic() - started
+        return report(target, result, self.timeout)
+
     async def _plain(self, target: ProbeTarget, synapse: Any) -> tuple[Verdict, str]:
         """A non-streaming route (availability, plain completion): it must answer 200 in time."""
         if self._dendrite is None:

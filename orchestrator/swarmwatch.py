@@ -74,6 +74,9 @@ class AtNode:
     async def alive(self, target: Any) -> Any:
         return await self.inner.alive(self._moved(target))
 
+    async def first_chunk(self, target: Any) -> Any:
+        return await self.inner.first_chunk(self._moved(target))
+
 
 def with_nodes(snapshot: Snapshot, runtime: _Located, loaded: LoadedFleet) -> Snapshot:
     """The status with each miner's and model server's node and address."""

@@ -87,6 +87,10 @@ class Probe(Protocol):
         """None when the miner's HTTP server answers at all; else why not."""
         ...
 
+    async def first_chunk(self, target: ProbeTarget) -> ProbeReport:
+        """The first protocol's stream, read to its first chunk only (a recovery, followed at once)."""
+        ...
+
 
 class ServerHealth(Protocol):
     """What the watch needs to check a model server (``orchestrator.modelservers.ServerChecker``)."""
@@ -107,6 +111,7 @@ class Watched:
     probing: bool = False
     last_alive_at: float | None = None  # monotonic: the last liveness check's end
     checking_alive: bool = False
+    probe_requested: bool = False  # probe at the loop's next pass (its model server is back)
     log_tail: list[str] = field(default_factory=list)
 
 
@@ -257,14 +262,18 @@ class Watcher:
     def due_for_probe(self, watched: Watched, now: float) -> bool:
         if watched.probing or watched.record.state not in (State.STARTING, State.RUNNING, State.UNHEALTHY):
             return False
+        if watched.probe_requested:
+            return True
         interval = STARTING_PROBE_INTERVAL if watched.record.state is State.STARTING else self.probe_interval
         interval = min(interval, self.probe_interval)
         return watched.last_probe_at is None or now - watched.last_probe_at >= interval
 
     async def probe_one(self, watched: Watched) -> None:
         watched.probing = True
+        quick = watched.probe_requested  # its model server is back: a first chunk tells enough
+        watched.probe_requested = False  # a request made while this probe runs asks for another one
         try:
-            result = await self._probe(watched)
+            result = await self._probe(watched, quick=quick)
         finally:
             watched.probing = False
         if not result.ok and self.fleet_changed is not None:
@@ -281,7 +290,8 @@ class Watcher:
         for name in self.dependents.get(server, ()):
             miner = self.miners.get(name)
             if miner is not None:
-                miner.last_probe_at = None
+                # Even one probing now: that probe may have asked before the server was back.
+                miner.probe_requested = True
 
     def due_for_liveness(self, watched: Watched, now: float) -> bool:
         if watched.role is not Role.miner or watched.checking_alive:
@@ -305,8 +315,9 @@ class Watcher:
         if watched.record.state in (State.RUNNING, State.UNHEALTHY):
             await self.handle(watched.target.name, ProbeResult(self.clock(), False, problem, Blame.SELF))
 
-    async def _probe(self, watched: Watched) -> ProbeResult:
-        """Probe a unit the way its role needs; the result as the policy reads it."""
+    async def _probe(self, watched: Watched, quick: bool = False) -> ProbeResult:
+        """Probe a unit the way its role needs (``quick``: a miner to its first chunk only); the result as
+        the policy reads it."""
         report: ProbeReport | ServerReport
         blame = Blame.SELF
         if isinstance(watched.target, ServerTarget):
@@ -317,7 +328,8 @@ class Watcher:
             if self.metrics is not None:
                 self.metrics.checked(watched.target.name, report)
         else:
-            report = await self.prober.probe(watched.target)
+            probe = self.prober.first_chunk if quick else self.prober.probe
+            report = await probe(watched.target)
             if report.verdict is Verdict.dependency_down:
                 blame = Blame.DEPENDENCY  # restarting the miner cannot bring its server back
             if self.metrics is not None:

@@ -82,10 +82,15 @@ class FakeProber:
         self.probes = 0
         self.hung: set[str] = set()  # these do not answer HTTP at all (paused)
         self.liveness_checks = 0
+        self.first_chunks = 0  # quick probes: to the first chunk only
 
     async def alive(self, target: ProbeTarget) -> str | None:
         self.liveness_checks += 1
         return "unresponsive: no HTTP answer within 5s" if target.name in self.hung else None
+
+    async def first_chunk(self, target: ProbeTarget) -> ProbeReport:
+        self.first_chunks += 1
+        return await self.probe(target)
 
     async def probe(self, target: ProbeTarget) -> ProbeReport:
         self.probes += 1
@@ -485,6 +490,28 @@ async def test_a_model_server_back_up_gets_its_miners_probed_again_at_once() -> 
     assert watcher.due_for_probe(miner, clock.now)  # at the loop's next pass, not an hour later
     await watcher.probe_one(miner)
     assert miner.record.state is State.RUNNING
+    assert prober.first_chunks == 1  # read to its first chunk: a recovery followed in about a second
+    assert not watcher.due_for_probe(miner, clock.now)  # once
+    await watcher.probe_one(miner)
+    assert prober.first_chunks == 1  # the probes after it are whole again
+
+
+async def test_a_probe_in_flight_when_the_server_comes_back_is_followed_by_another() -> None:
+    runtime = FakeRuntime({"shared-1": True, "model-server": True})
+    clock = Clock()
+    watcher = Watcher(
+        [(_target("shared-1"), POLICY)], runtime, FakeProber(), probe_interval=3600, clock=clock,
+        servers=[(ServerTarget("model-server", "model-server", 8000), POLICY)], checker=FakeChecker(),
+        dependents={"model-server": ["shared-1"]},
+    )  # fmt: skip
+    await watcher.adopt()
+    miner = watcher.miners["shared-1"]
+    miner.probing = True  # a probe that asked while the server was still down
+    watcher.reprobe_dependents("model-server")
+    assert not watcher.due_for_probe(miner, clock.now)  # not two at once
+    miner.probing = False
+    miner.last_probe_at = clock.now  # it ended just now (with the stale answer)
+    assert watcher.due_for_probe(miner, clock.now)  # yet another follows at once
 
 
 def _with_server(runtime: FakeRuntime, checker: FakeChecker) -> tuple[Watcher, Clock]:
