@@ -2,7 +2,12 @@
 
 A miner runs ``concurrency`` generations at once and lets ``max_queue`` more wait; the rest get
 ``503 busy`` at once. A request that would only start after its deadline is refused at once too: a fast
-503 lets the validator's time go elsewhere, a late start is cut. See docs/ARCHITECTURE.md, "Admission".
+503 lets the validator's time go elsewhere, a late start is cut.
+
+High stake first: each request carries its caller's priority (its stake; the fleet's probe and
+``allowed_hotkeys`` above everyone). A slot that frees goes to the highest-priority waiter (first come
+first served among equals), and when every place is taken a caller with more stake takes the place of
+the lowest-staked waiter, who is told "busy" at once.
 
 A miner whose model server is shared with other miners (the fleet's llama-server) also asks the server
 (:class:`ServerLoad`) what it can start now: the slots are the server's, not divided among its miners, so
@@ -14,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -55,7 +62,9 @@ class ModelGate:
         self.max_queue = max_queue
         self.capacity = concurrency + max_queue
         self.server = server
-        self._slots = asyncio.Semaphore(concurrency)
+        self._free = concurrency
+        self._waiters: list[tuple[float, int, Reservation]] = []  # heap: highest priority, then oldest
+        self._order = itertools.count()
         self._reservations: set[Reservation] = set()
         self._clock = clock
         self.running = 0
@@ -72,6 +81,10 @@ class ModelGate:
         return len(self._reservations)
 
     @property
+    def idle_slots(self) -> int:
+        return self._free
+
+    @property
     def waiting(self) -> int:
         return max(0, self.load - self.running)
 
@@ -83,27 +96,39 @@ class ModelGate:
         waves = math.floor(ahead / self.concurrency)
         return self.typical_hold * (waves - 0.5)
 
-    def reserve(self, deadline: float) -> Reservation:
+    def reserve(self, deadline: float, priority: float = 0.0) -> Reservation:
         """A place here (this miner's own slots and queue), or :class:`BusyError` at once."""
         load = self.load
-        if load >= self.capacity:
+        if load >= self.capacity and not self._make_room(priority):
             raise BusyError(
                 f"busy: {min(load, self.concurrency)} running and {max(0, load - self.concurrency)} "
                 f"waiting (max_concurrency {self.concurrency} + max_queue {self.max_queue})"
             )
-        wait = self.expected_wait(load)
+        ahead = sum(1 for r in self._reservations if r.running or r.priority >= priority)
+        wait = self.expected_wait(ahead)
         if wait and self._clock() + wait >= deadline:
             raise BusyError(
                 f"busy: would start in about {wait:.1f}s, after this request's deadline "
-                f"({load} ahead, max_concurrency {self.concurrency})"
+                f"({ahead} ahead, max_concurrency {self.concurrency})"
             )
-        reservation = Reservation(self, deadline)
+        reservation = Reservation(self, deadline, priority)
         self._reservations.add(reservation)
         return reservation
 
-    async def admit(self, deadline: float) -> Reservation:
+    def _make_room(self, priority: float) -> bool:
+        """Every place is taken: turn away the lowest-priority waiter if it is below ``priority``."""
+        waiting = [r for r in self._reservations if not r.running]
+        if not waiting:
+            return False
+        lowest = min(waiting, key=lambda r: (r.priority, -r.order))
+        if lowest.priority >= priority:
+            return False
+        lowest.evict(BusyError("busy: a caller with more stake took this request's place in the queue"))
+        return True
+
+    async def admit(self, deadline: float, priority: float = 0.0) -> Reservation:
         """:meth:`reserve`, then (with a shared server) whether the server can start it in time."""
-        reservation = self.reserve(deadline)
+        reservation = self.reserve(deadline, priority)
         if self.server is None:
             return reservation
         try:
@@ -136,34 +161,79 @@ class ModelGate:
     def _held(self, seconds: float) -> None:
         self.typical_hold = seconds if self.typical_hold is None else 0.7 * self.typical_hold + 0.3 * seconds
 
+    async def _acquire(self, reservation: Reservation, timeout: float) -> None:
+        """A slot for ``reservation``: at once if one is free and nobody waits, else when it is its turn."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        heapq.heappush(self._waiters, (-reservation.priority, reservation.order, reservation))
+        reservation.turn = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(reservation.turn), timeout=max(timeout, 0.0))
+        except BaseException:
+            turn = reservation.turn
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
+                self._release_slot()  # the slot came as we gave up: hand it on
+            else:
+                turn.cancel()
+                self._waiters = [w for w in self._waiters if w[2] is not reservation]
+                heapq.heapify(self._waiters)
+            raise
+
+    def _release_slot(self) -> None:
+        """A slot freed: to the highest-priority waiter still waiting, else back to the pool."""
+        while self._waiters:
+            _, _, waiter = heapq.heappop(self._waiters)
+            if waiter.turn is not None and not waiter.turn.done():
+                waiter.turn.set_result(None)
+                return
+        self._free += 1
+
 
 class Reservation:
     """A place in a :class:`ModelGate`. ``async with reservation.hold():`` runs with a slot."""
 
-    def __init__(self, gate: ModelGate, deadline: float) -> None:
+    def __init__(self, gate: ModelGate, deadline: float, priority: float = 0.0) -> None:
         self.gate = gate
         self.deadline = deadline
+        self.priority = priority
+        self.order = next(gate._order)
         self.entered = False
+        self.running = False
+        self.turn: asyncio.Future[None] | None = None  # set while it waits for a slot
+        self.evicted: BusyError | None = None
 
     def release(self) -> None:
         self.gate._reservations.discard(self)
 
+    def evict(self, reason: BusyError) -> None:
+        """Give this waiting place to a caller with more stake: it is answered ``reason`` (busy)."""
+        self.evicted = reason
+        self.release()
+        if self.turn is not None and not self.turn.done():
+            self.turn.set_exception(reason)
+
     @contextlib.asynccontextmanager
     async def hold(self, timeout: float) -> AsyncIterator[None]:
-        """Wait (at most ``timeout`` s) for a slot, hold it, and free the place afterwards."""
+        """Wait (at most ``timeout`` s) for a slot, hold it, and free the place afterwards. Raises the
+        :class:`BusyError` of an eviction (a caller with more stake took the place)."""
         self.entered = True
         gate = self.gate
+        if self.evicted is not None:
+            raise self.evicted
         try:
-            await asyncio.wait_for(gate._slots.acquire(), timeout=max(timeout, 0.0))
+            await gate._acquire(self, timeout)
         except BaseException:
             self.release()
             raise
+        self.running = True
         gate.running += 1
         started = gate._clock()
         try:
             yield
         finally:
+            self.running = False
             gate.running -= 1
             gate._held(gate._clock() - started)
-            gate._slots.release()
+            gate._release_slot()
             self.release()

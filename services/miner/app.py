@@ -15,9 +15,12 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from services.miner.blacklist import SyncLoop
+from services.miner.chain import Announcer, build_gatekeeper, external_ip, first_sync, not_registered
 from services.miner.errors import ConfigError, ExitCode, exit_now
 from services.miner.guard import RequestGuard, guarded_protocol
 from services.miner.settings import MinerSettings, Network, describe_settings, load_settings
@@ -125,49 +128,17 @@ def check_port_free(ip: str, port: int, variable: str = "MINER_AXON_PORT") -> No
             raise ConfigError(f"{variable}: cannot bind {ip}:{port}: {exc.strerror}") from exc
 
 
-def build_gatekeeper(
-    settings: MinerSettings, wallet: Any, extra_allowed: list[str] | None = None
-) -> tuple[Any, Any, Any]:
-    """(gatekeeper, subtensor or None, sync loop or None). ``network: local`` touches no chain."""
-    from services.miner.blacklist import Gatekeeper, SubtensorChain, SyncLoop
-
-    allowed = [*settings.allowed_hotkeys, *(extra_allowed or [])]
-
-    if settings.network is Network.local:
-        return Gatekeeper(allowed_hotkeys=allowed, chain=None), None, None
-    import bittensor as bt
-
-    subtensor = bt.Subtensor(network=settings.chain_endpoint or settings.network.value)
-    hotkey = wallet.hotkey.ss58_address
-    if not subtensor.is_hotkey_registered(hotkey_ss58=hotkey, netuid=settings.netuid):
-        raise ConfigError(
-            f"MINER_WALLET_HOTKEY: hotkey {hotkey} is not registered on netuid {settings.netuid} "
-            f"({settings.network.value}); register it with: btcli subnet register --netuid {settings.netuid} "
-            f"--wallet.name {settings.wallet_name} --wallet.hotkey {settings.wallet_hotkey}"
-        )
-    gatekeeper = Gatekeeper(
-        allowed_hotkeys=allowed,
-        chain=SubtensorChain(subtensor, settings.netuid),
-        require_validator_permit=settings.require_validator_permit,
-        min_stake=settings.min_stake,
-    )
-    gatekeeper.sync()
-    return gatekeeper, subtensor, SyncLoop(gatekeeper, settings.metagraph_sync_interval)
-
-
-def build_axon(settings: MinerSettings, wallet: Any, metrics: Any = None) -> Any:
+def build_axon(settings: MinerSettings, wallet: Any, metrics: Any = None, external: str | None = None) -> Any:
+    """The axon; ``external``: the address announced (else :func:`external_ip`)."""
     import bittensor as bt
 
     from services.miner.protocols import PROTOCOLS
 
-    external_ip = settings.axon_external_ip
-    if external_ip is None and settings.network is Network.local:
-        external_ip = "127.0.0.1" if settings.axon_ip == "0.0.0.0" else settings.axon_ip
     axon = bt.Axon(
         wallet=wallet,
         ip=settings.axon_ip,
         port=settings.axon_port,
-        external_ip=external_ip,
+        external_ip=external if external is not None else external_ip(settings),
         external_port=settings.axon_external_port or settings.axon_port,
     )
     # bittensor binds uvicorn to 0.0.0.0 whatever ``ip`` says; honour the setting (127.0.0.1 in tests).
@@ -233,13 +204,17 @@ def stop_while_starting(signum: int, _frame: Any) -> None:
     exit_now(ExitCode.OK)
 
 
-def serve(settings: MinerSettings) -> int:
-    """Everything after the settings: checks (exit 78 on failure), then the axon until told to stop."""
+def serve(settings: MinerSettings, connect: Callable[[], Any] | None = None, exit_request: Any = None) -> int:
+    """Everything after the settings: checks (exit 78 on failure), then the axon until told to stop.
+
+    ``connect`` makes the chain's Subtensor (default: bittensor's, for the network); ``exit_request``
+    stops it from another thread (tests run a miner in-process against bittensor's mock chain).
+    """
     from services.miner.backends import make_backend
     from services.miner.metrics import MetricsServer, MinerMetrics
     from services.miner.service import ExitRequest, MinerService, admitted_concurrency
 
-    exit_request = ExitRequest()
+    exit_request = exit_request or ExitRequest()
     wallet = open_wallet(settings)
     extra_allowed = read_allowed_hotkey_files(settings)
     check_port_free(settings.axon_ip, settings.axon_port)
@@ -247,6 +222,20 @@ def serve(settings: MinerSettings) -> int:
         check_port_free(settings.axon_ip, settings.metrics_port, "MINER_METRICS_PORT")
     backend = make_backend(settings)
     admitted_concurrency(settings, backend)  # a setting the backend cannot honour fails before loading
+    # The chain's word before the model loads: not registered, or no public address, is exit 78 now.
+    gatekeeper, chain = build_gatekeeper(settings, wallet, extra_allowed, connect)
+    first_sync(settings, gatekeeper)
+    announce_at = external_ip(settings)
+    sync_loop = None
+    if chain is not None:
+
+        def deregistered() -> None:
+            message = not_registered(settings, wallet.hotkey.ss58_address, any_more=True)
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            exit_request.request(ExitCode.CONFIG, message)
+
+        sync_loop = SyncLoop(gatekeeper, settings.metagraph_sync_interval, on_deregistered=deregistered)
+        sync_loop.start()  # retries a chain that did not answer while the model loads
     started = time.monotonic()
     backend.load()
     log.info("backend %s loaded in %.1fs", backend.name, time.monotonic() - started)
@@ -258,10 +247,9 @@ def serve(settings: MinerSettings) -> int:
             log.error("warm-up generation failed: %s", exc)
             return ExitCode.FORWARD_EXCEPTION
         log.info("backend %s warmed up in %.1fs", backend.name, time.monotonic() - started)
-    gatekeeper, subtensor, sync_loop = build_gatekeeper(settings, wallet, extra_allowed)
     metrics = MinerMetrics(settings.name, backend.name)
     service = MinerService(settings, backend, gatekeeper, exit_request, metrics=metrics)
-    axon = build_axon(settings, wallet, metrics)
+    axon = build_axon(settings, wallet, metrics, announce_at)
     service.attach(axon)
     metrics_server = None
     if settings.metrics_port is not None:
@@ -269,10 +257,11 @@ def serve(settings: MinerSettings) -> int:
         metrics_server.start()
         log.info("metrics on http://%s:%d/metrics", settings.axon_ip, settings.metrics_port)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(
-            sig, lambda signum, _frame: exit_request.request(ExitCode.OK, signal.Signals(signum).name)
-        )
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(
+                sig, lambda signum, _frame: exit_request.request(ExitCode.OK, signal.Signals(signum).name)
+            )
 
     server = axon.fast_server
     thread = threading.Thread(target=server.run, name="axon", daemon=True)
@@ -283,9 +272,10 @@ def serve(settings: MinerSettings) -> int:
                 f"MINER_AXON_PORT: the axon could not start on {settings.axon_ip}:{settings.axon_port}"
             )
         time.sleep(0.01)
-    if subtensor is not None:
-        axon.serve(netuid=settings.netuid, subtensor=subtensor)
-        sync_loop.start()
+    if chain is not None and sync_loop is not None:
+        external = (axon.external_ip, axon.external_port)
+        sync_loop.on_synced = Announcer(settings, gatekeeper, chain, axon, external)
+        sync_loop.poke()  # announce now (or as soon as the chain answers)
     log.info(
         "miner %s serving %s on %s:%d (hotkey %s, backend %s, network %s)",
         settings.name,

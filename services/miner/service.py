@@ -22,7 +22,7 @@ from bittensor.core.stream import BTStreamingResponseModel
 from services.miner.admission import ModelGate, Reservation
 from services.miner.backends.base import Backend, GenerationRequest
 from services.miner.blacklist import Gatekeeper
-from services.miner.errors import BusyError, ConfigError, ExitCode, RefusedError
+from services.miner.errors import BusyError, ConfigError, DependencyError, ExitCode, RefusedError
 from services.miner.metrics import MinerMetrics
 from services.miner.protocols import PROTOCOLS, ROUTES, Route
 from services.miner.requests import build_request, served_models
@@ -212,8 +212,11 @@ class MinerService:
     ) -> tuple[GenerationRequest, Reservation] | RefusedError:
         """The request and its place in the model's queue, or the counted refusal to answer."""
         try:
+            unavailable = self.gatekeeper.unavailable()
+            if unavailable:  # the chain has not answered yet: nobody can be judged, the probe included
+                raise DependencyError(unavailable)
             request = await self._request(synapse, protocol)
-            return request, await self.gate.admit(deadline)
+            return request, await self.gate.admit(deadline, self.gatekeeper.priority(_caller(synapse)))
         except RefusedError as exc:
             log.warning("%s from %s: %d %s", label, caller, exc.status, exc)
             self.metrics.refused(protocol, exc, self.clock() - arrived)
@@ -243,6 +246,10 @@ class MinerService:
         except TimeoutError:
             busy = BusyError("busy: waited for the model until the request's deadline")
             log.warning("%s from %s: waited for the model until the deadline", protocol, caller)
+            self.metrics.refused(protocol, busy, self.clock() - arrived)
+            return busy
+        except BusyError as busy:  # its place went to a caller with more stake
+            log.warning("%s from %s: %s", protocol, caller, busy)
             self.metrics.refused(protocol, busy, self.clock() - arrived)
             return busy
         except BaseException:

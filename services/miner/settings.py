@@ -175,11 +175,17 @@ class MinerSettings(BaseSettings):
     axon_external_ip: str | None = Field(
         None, description="Address announced to the network (default: axon_ip on local, looked up otherwise)."
     )
-    require_validator_permit: bool = Field(
-        False, description="On a chain network, refuse hotkeys without a validator permit."
+    require_validator_permit: bool | None = Field(
+        None,
+        description="On a chain network, refuse hotkeys without a validator permit (default: yes on a "
+        "chain, so other miners cannot take this one's slots; set false to open it to any registered "
+        "hotkey).",
     )
     min_stake: float = Field(
-        0.0, ge=0, description="On a chain network, refuse hotkeys with less stake (TAO)."
+        0.0,
+        ge=0,
+        description="On a chain network, refuse hotkeys with less stake on the subnet: the metagraph's "
+        "`stake` (bittensor 10.5 neurons_lite), which under dynamic TAO is the subnet's alpha, not TAO.",
     )
     metagraph_sync_interval: float = Field(600.0, gt=0, description="Seconds between metagraph re-syncs.")
     streaming_batch_size: int = Field(
@@ -268,6 +274,18 @@ class MinerSettings(BaseSettings):
         from services.miner.keys import hotkey_file
 
         return self.wallet_path.expanduser() / hotkey_file(self.wallet_name, self.wallet_hotkey)
+
+    @property
+    def permit_required(self) -> bool:
+        """``require_validator_permit`` as set, else yes on a chain network (no chain: nothing to ask)."""
+        if self.require_validator_permit is not None:
+            return self.require_validator_permit
+        return self.network is not Network.local
+
+    @property
+    def chain(self) -> str:
+        """The chain the miner talks to: its endpoint, else the network's name (bittensor resolves it)."""
+        return self.chain_endpoint or self.network.value
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -96,11 +96,16 @@ def test_chain_allows_registered_and_refuses_unregistered() -> None:
     assert "not registered" in reason
 
 
-def test_chain_refuses_everyone_until_the_first_sync() -> None:
-    gatekeeper = Gatekeeper(allowed_hotkeys=[PROBE], chain=FakeChain(subnet()))
+def test_until_the_first_sync_nobody_is_judged_and_the_chain_is_named_as_down() -> None:
+    gatekeeper = Gatekeeper(allowed_hotkeys=[PROBE], chain=FakeChain(subnet()), endpoint="ws://chain:9944")
     assert gatekeeper.synced is False
-    assert gatekeeper.blacklist(VALIDATOR)[0] is True
-    assert gatekeeper.blacklist(PROBE)[0] is False
+    # Not a 403 "not registered" for a validator the miner simply could not look up yet: every request,
+    # the probe's too, is answered 503 "dependency down: chain ... unreachable" (MinerService).
+    assert gatekeeper.blacklist(VALIDATOR)[0] is False
+    assert gatekeeper.unavailable() == "chain ws://chain:9944 unreachable (not synced yet)"
+    assert gatekeeper.registered is None
+    gatekeeper.sync()
+    assert gatekeeper.unavailable() is None
 
 
 def test_allowed_hotkeys_pass_on_a_chain_without_being_registered() -> None:
@@ -154,13 +159,26 @@ def test_a_failing_sync_keeps_the_last_view() -> None:
     assert gatekeeper.priority(VALIDATOR) == 5000.0
 
 
-def test_a_failing_first_sync_keeps_denying() -> None:
+def test_a_failing_first_sync_names_the_chain_and_its_error() -> None:
     chain = FakeChain(subnet())
-    chain.error = TimeoutError("no chain")
-    gatekeeper = Gatekeeper(allowed_hotkeys=[PROBE], chain=chain)
+    chain.error = ConnectionError("[Errno 111] Connection refused")
+    gatekeeper = Gatekeeper(allowed_hotkeys=[PROBE], chain=chain, endpoint="ws://127.0.0.1:1")
     assert gatekeeper.sync() is False
     assert gatekeeper.synced is False
-    assert gatekeeper.blacklist(VALIDATOR)[0] is True
+    assert gatekeeper.unavailable() == (
+        "chain ws://127.0.0.1:1 unreachable: ConnectionError: [Errno 111] Connection refused"
+    )
+
+
+def test_own_registration_is_read_from_each_sync() -> None:
+    chain = FakeChain(subnet())
+    gatekeeper = Gatekeeper(allowed_hotkeys=[], chain=chain, own_hotkey=MINER)
+    assert gatekeeper.registered is None  # not known before a sync
+    gatekeeper.sync()
+    assert gatekeeper.registered is True
+    del chain.view[MINER]
+    gatekeeper.sync()
+    assert gatekeeper.registered is False
 
 
 def test_a_later_sync_replaces_the_view() -> None:
@@ -203,7 +221,7 @@ def test_subtensor_chain_reads_registered_neurons(mock_subtensor: MockSubtensor)
     uid_alice = mock_subtensor.force_register_neuron(NETUID, alice, coldkey, stake=1500.0)
     uid_bob = mock_subtensor.force_register_neuron(NETUID, bob, coldkey, stake=3.5)
 
-    neurons = SubtensorChain(mock_subtensor, NETUID).neurons()
+    neurons = SubtensorChain(lambda: mock_subtensor, NETUID, "mock").neurons()
 
     assert neurons == {
         alice: Neuron(uid=uid_alice, stake=1500.0, validator_permit=False),
@@ -218,7 +236,9 @@ def test_gatekeeper_on_the_mock_chain(mock_subtensor: MockSubtensor) -> None:
     mock_subtensor.force_register_neuron(NETUID, alice, coldkey, stake=1500.0)
     mock_subtensor.force_register_neuron(NETUID, bob, coldkey, stake=3.5)
     mock_subtensor.force_register_neuron(NETUID, charlie, coldkey, stake=40.0)
-    gatekeeper = Gatekeeper(allowed_hotkeys=[probe], chain=SubtensorChain(mock_subtensor, NETUID))
+    gatekeeper = Gatekeeper(
+        allowed_hotkeys=[probe], chain=SubtensorChain(lambda: mock_subtensor, NETUID, "mock")
+    )
 
     assert gatekeeper.sync() is True
 
@@ -241,7 +261,7 @@ def test_permit_and_stake_rules_on_the_mock_chain(mock_subtensor: MockSubtensor)
     set_validator_permit(mock_subtensor, uid_bob, True)
     gatekeeper = Gatekeeper(
         allowed_hotkeys=[],
-        chain=SubtensorChain(mock_subtensor, NETUID),
+        chain=SubtensorChain(lambda: mock_subtensor, NETUID, "mock"),
         require_validator_permit=True,
         min_stake=10.0,
     )
@@ -259,7 +279,7 @@ def test_a_neuron_registered_later_is_seen_after_the_next_sync(mock_subtensor: M
     coldkey = hotkey("//Owner")
     alice, dave = hotkey("//Alice"), hotkey("//Dave")
     mock_subtensor.force_register_neuron(NETUID, alice, coldkey, stake=1.0)
-    gatekeeper = Gatekeeper(allowed_hotkeys=[], chain=SubtensorChain(mock_subtensor, NETUID))
+    gatekeeper = Gatekeeper(allowed_hotkeys=[], chain=SubtensorChain(lambda: mock_subtensor, NETUID, "mock"))
     gatekeeper.sync()
     assert gatekeeper.blacklist(dave)[0] is True
 
@@ -273,9 +293,9 @@ def test_a_missing_subnet_fails_the_sync_and_keeps_the_view(mock_subtensor: Mock
     coldkey = hotkey("//Owner")
     alice = hotkey("//Alice")
     mock_subtensor.force_register_neuron(NETUID, alice, coldkey, stake=1.0)
-    gatekeeper = Gatekeeper(allowed_hotkeys=[], chain=SubtensorChain(mock_subtensor, NETUID))
+    gatekeeper = Gatekeeper(allowed_hotkeys=[], chain=SubtensorChain(lambda: mock_subtensor, NETUID, "mock"))
     gatekeeper.sync()
-    gatekeeper.chain = SubtensorChain(mock_subtensor, NETUID + 1)  # "Subnet does not exist"
+    gatekeeper.chain = SubtensorChain(lambda: mock_subtensor, NETUID + 1, "mock")  # "Subnet does not exist"
     assert gatekeeper.sync() is False
     assert gatekeeper.blacklist(alice)[0] is False
 
@@ -326,6 +346,47 @@ def test_sync_loop_stops_at_once_even_with_a_long_interval() -> None:
     loop.stop()
     loop._thread.join(timeout=2.0)
     assert not loop._thread.is_alive(), "stop() must wake the loop, not wait out the interval"
+
+
+def test_sync_loop_retries_a_failed_sync_after_1_s_doubling_to_30_s_never_the_interval() -> None:
+    loop = SyncLoop(Gatekeeper(allowed_hotkeys=[], chain=FakeChain()), interval=600.0)
+    assert [loop.next_wait(n) for n in range(8)] == [600.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+def test_a_first_sync_that_fails_then_works_2_s_later_refuses_for_a_few_seconds_only() -> None:
+    chain = FakeChain(subnet())
+    chain.error = ConnectionError("refused")
+    gatekeeper = Gatekeeper(allowed_hotkeys=[], chain=chain)
+    assert gatekeeper.sync() is False  # the miner's own first try, before the model loads
+    loop = SyncLoop(gatekeeper, interval=600.0)
+    started = time.monotonic()
+    loop.start()
+    try:
+        time.sleep(2.0)
+        chain.error = None  # the chain answers again 2 s later
+        assert wait_until(lambda: gatekeeper.synced, timeout=30.0)
+        took = time.monotonic() - started
+    finally:
+        loop.stop()
+    # Retries at 1, 2 (then 4) s: synced by ~3 s after the start, not after the 600 s interval.
+    assert took < 60.0, took
+    assert gatekeeper.unavailable() is None and gatekeeper.blacklist(VALIDATOR)[0] is False
+
+
+def test_sync_loop_reports_a_deregistration_once_and_stops() -> None:
+    chain = FakeChain(subnet())
+    gatekeeper = Gatekeeper(allowed_hotkeys=[], chain=chain, own_hotkey=MINER)
+    gatekeeper.sync()
+    reported: list[bool] = []
+    loop = SyncLoop(gatekeeper, interval=0.01, on_deregistered=lambda: reported.append(True))
+    loop.start()
+    try:
+        del chain.view[MINER]
+        assert wait_until(lambda: bool(reported))
+        assert wait_until(lambda: not loop._thread.is_alive(), timeout=2.0)
+    finally:
+        loop.stop()
+    assert reported == [True]
 
 
 def test_sync_loop_survives_a_failing_sync() -> None:

@@ -170,7 +170,7 @@ async def test_a_place_is_freed_when_the_holder_fails() -> None:
         async with reservation.hold(timeout=1.0):
             raise RuntimeError("backend blew up")
     assert gate.load == 0
-    assert not gate._slots.locked()
+    assert gate.idle_slots == 1
 
 
 def test_a_reservation_never_entered_expires_at_its_deadline() -> None:
@@ -364,3 +364,89 @@ async def test_the_event_loop_is_not_blocked_while_the_thread_works() -> None:
 
     items, _ = await asyncio.gather(collect(), other_request())
     assert items == ["done"]
+
+
+# --- high stake first -----------------------------------------------------------------------------
+
+
+async def test_a_freed_slot_goes_to_the_highest_stake_waiting() -> None:
+    gate = ModelGate(concurrency=1, max_queue=3)
+    holder = gate.reserve(time.monotonic() + FAR, priority=0)
+    order: list[float] = []
+
+    async def wait_turn(reservation: Reservation) -> None:
+        async with reservation.hold(timeout=10):
+            order.append(reservation.priority)
+
+    release = asyncio.Event()
+
+    async def hold_first() -> None:
+        async with holder.hold(timeout=1):
+            await release.wait()
+
+    first = asyncio.create_task(hold_first())
+    await asyncio.sleep(0)
+    waiters = []
+    for stake in (1.0, 500.0, 30.0):  # arrive low, high, middle
+        waiters.append(asyncio.create_task(wait_turn(gate.reserve(time.monotonic() + FAR, priority=stake))))
+        await asyncio.sleep(0)  # each is waiting for the slot before the next arrives
+    release.set()
+    await asyncio.gather(first, *waiters)
+    assert order == [500.0, 30.0, 1.0]
+    assert gate.load == 0 and gate.idle_slots == 1
+
+
+async def test_equal_stakes_wait_in_arrival_order() -> None:
+    gate = ModelGate(concurrency=1, max_queue=3)
+    release = asyncio.Event()
+    order: list[int] = []
+
+    async def run(reservation: Reservation, tag: int) -> None:
+        async with reservation.hold(timeout=10):
+            order.append(tag)
+            if tag == 0:
+                await release.wait()
+
+    tasks = []
+    for tag in range(4):
+        tasks.append(asyncio.create_task(run(gate.reserve(time.monotonic() + FAR, priority=7.0), tag)))
+        await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(*tasks)
+    assert order == [0, 1, 2, 3]
+
+
+async def test_a_full_queue_gives_the_lowest_stake_waiters_place_to_a_higher_stake() -> None:
+    clock = FakeClock()
+    gate = ModelGate(concurrency=1, max_queue=1, clock=clock)
+    running = gate.reserve(clock.now + FAR, priority=1.0)
+    async with running.hold(timeout=1):  # generating: a running request is never turned away
+        low = gate.reserve(clock.now + FAR, priority=2.0)  # waits
+        with pytest.raises(BusyError, match="max_queue 1"):
+            gate.reserve(clock.now + FAR, priority=2.0)  # not more than the waiter: told busy at once
+        high = gate.reserve(clock.now + FAR, priority=900.0)  # takes the low waiter's place
+        assert gate.load == 2
+        with pytest.raises(BusyError, match="more stake took this request's place"):
+            async with low.hold(timeout=1):
+                pass
+    high.release()
+
+
+async def test_a_waiter_evicted_while_it_waits_is_told_busy_at_once() -> None:
+    gate = ModelGate(concurrency=1, max_queue=1)
+    release = asyncio.Event()
+
+    async def hold_it(reservation: Reservation) -> None:
+        async with reservation.hold(timeout=10):
+            await release.wait()
+
+    holder = asyncio.create_task(hold_it(gate.reserve(time.monotonic() + FAR, priority=5.0)))
+    await asyncio.sleep(0)
+    low = gate.reserve(time.monotonic() + FAR, priority=1.0)
+    waiting = asyncio.create_task(hold_it(low))
+    await asyncio.sleep(0)
+    gate.reserve(time.monotonic() + FAR, priority=50.0)  # a bigger stake arrives with the queue full
+    with pytest.raises(BusyError, match="more stake"):
+        await asyncio.wait_for(waiting, timeout=5)
+    release.set()
+    await holder

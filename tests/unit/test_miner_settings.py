@@ -291,7 +291,8 @@ def test_settings_are_frozen() -> None:
 
 
 def test_allowed_hotkey_files_add_their_addresses_to_the_gatekeeper(tmp_path: Path) -> None:
-    from services.miner.app import build_gatekeeper, read_allowed_hotkey_files
+    from services.miner.app import read_allowed_hotkey_files
+    from services.miner.chain import build_gatekeeper
 
     pub = tmp_path / "defaultpub.txt"
     pub.write_text('{"accountId": "0x00", "ss58Address": "5ProbeAddress"}', encoding="utf-8")
@@ -301,7 +302,7 @@ def test_allowed_hotkey_files_add_their_addresses_to_the_gatekeeper(tmp_path: Pa
     assert settings.allowed_hotkey_files == [pub]
     addresses = read_allowed_hotkey_files(settings)
     assert addresses == ["5ProbeAddress"]
-    gatekeeper, _, _ = build_gatekeeper(settings, wallet=None, extra_allowed=addresses)
+    gatekeeper, _ = build_gatekeeper(settings, wallet=None, extra_allowed=addresses)
     assert gatekeeper.blacklist("5ProbeAddress") == (False, "allowed hotkey")
     assert gatekeeper.blacklist("5Other") == (False, "allowed hotkey")
     assert gatekeeper.blacklist("5Stranger")[0] is True
