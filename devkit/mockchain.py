@@ -26,7 +26,7 @@ from bittensor.utils.balance import Balance
 from bittensor.utils.mock import MockSubtensor
 
 
-class MockChain(MockSubtensor):  # type: ignore[misc]
+class MockChain(MockSubtensor):
     """``MockSubtensor`` with registration lookups, ``neurons_lite`` and ``serve_axon`` that work."""
 
     def _module(self) -> Any:
@@ -77,7 +77,7 @@ class MockChain(MockSubtensor):  # type: ignore[misc]
 
     # --- what a test sets up -------------------------------------------------------------------------
 
-    def register(
+    def add_neuron(
         self, netuid: int, hotkey: str, coldkey: str, stake_tao: float = 0.0, permit: bool = False
     ) -> int:
         """Register ``hotkey`` with ``stake_tao`` of stake and, if ``permit``, a validator permit; its uid."""

@@ -117,9 +117,9 @@ async def test_a_registered_miner_announces_itself_and_serves_validators_by_perm
     validator, validator_wallet = _validator(wallets, "validator-big")
     peer, peer_wallet = _validator(wallets, "peer-miner")
     stranger_wallet = wallets.wallet("stranger")
-    chain.register(NETUID, wallets.miner_hotkey, OWNER)
-    chain.register(NETUID, validator, OWNER, stake_tao=5000.0, permit=True)
-    chain.register(NETUID, peer, OWNER, stake_tao=900.0)  # registered, a miner: no validator permit
+    chain.add_neuron(NETUID, wallets.miner_hotkey, OWNER)
+    chain.add_neuron(NETUID, validator, OWNER, stake_tao=5000.0, permit=True)
+    chain.add_neuron(NETUID, peer, OWNER, stake_tao=900.0)  # registered, a miner: no validator permit
     port = free_port()
     with _miner_in_process(_settings(wallets, port), chain) as miner:
         assert _wait(lambda: _serving(port) or not miner["thread"].is_alive()), miner
@@ -163,7 +163,7 @@ def test_a_hotkey_that_is_not_registered_exits_78_before_the_model_loads(
 async def test_a_deregistered_hotkey_is_reported_and_exits_78(
     chain: MockChain, wallets: Wallets, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    chain.register(NETUID, wallets.miner_hotkey, OWNER)
+    chain.add_neuron(NETUID, wallets.miner_hotkey, OWNER)
     port = free_port()
     with _miner_in_process(_settings(wallets, port), chain) as miner:
         assert _wait(lambda: _serving(port) or not miner["thread"].is_alive())
@@ -178,9 +178,9 @@ async def test_when_stake_waits_the_highest_stake_is_served_first(chain: MockCha
     low, low_wallet = _validator(wallets, "validator-low")
     second, second_wallet = _validator(wallets, "validator-second")
     high, high_wallet = _validator(wallets, "validator-high")
-    chain.register(NETUID, wallets.miner_hotkey, OWNER)
+    chain.add_neuron(NETUID, wallets.miner_hotkey, OWNER)
     for hotkey, stake in ((low, 10.0), (second, 20.0), (high, 9000.0)):
-        chain.register(NETUID, hotkey, OWNER, stake_tao=stake, permit=True)
+        chain.add_neuron(NETUID, hotkey, OWNER, stake_tao=stake, permit=True)
     port = free_port()
     # One stream at a time, two may wait: the first runs ~3 s (echo, 0.1 s a word) while two wait.
     settings = _settings(wallets, port, max_concurrency="1", max_queue="2", echo__delay_per_token="0.1")
