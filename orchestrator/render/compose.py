@@ -32,6 +32,7 @@ from orchestrator.render.places import (
 )
 from orchestrator.render.resources import ORCHESTRATOR_LIMITS, Limits, miner_limits, server_limits
 from services.miner import keys
+from services.miner.settings import Network
 
 GENERATED_DIR = Path("config/generated")
 COMPOSE_FILE = Path("docker-compose.yml")
@@ -254,8 +255,18 @@ def _init_service(loaded: LoadedFleet) -> dict[str, Any]:
 
     Root, because it writes into bind-mounted host folders that may not exist yet (docker makes them
     root-owned); it hands them to the containers' uid, as `python -m orchestrator wallets` does.
+
+    It gets only what it writes. On network local: the folders of the fleet's own wallets (the keys it
+    creates there are throwaway local ones), never the wallet root, which may hold other coldkeys. On a
+    chain network: no wallet at all (the keys are the operator's, made with btcli and checked on the
+    host by `python -m orchestrator wallets`), so no coldkey is ever inside a container.
     """
     config = loaded.display_path
+    wallets: list[str] = []
+    if loaded.fleet.network == Network.local:
+        root = compose_host_path(loaded.fleet.wallet_path).rstrip("/")
+        names = dict.fromkeys([loaded.fleet.probe.wallet, *(miner.wallet for miner in loaded.miners)])
+        wallets = [f"{root}/{name}:{CONTAINER_WALLETS}/{name}" for name in names]
     return {
         "build": _build("orchestrator"),
         "image": "minerfleet/orchestrator",
@@ -269,7 +280,7 @@ def _init_service(loaded: LoadedFleet) -> dict[str, Any]:
         },
         "volumes": [
             f"{compose_host_path(config)}:{CONTAINER_APP}/{config}:ro",
-            f"{compose_host_path(loaded.fleet.wallet_path)}:{CONTAINER_WALLETS}",
+            *wallets,
             f"./models:{CONTAINER_APP}/models",
             f"./{STATE_DIR}:{CONTAINER_STATE}",
         ],

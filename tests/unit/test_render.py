@@ -23,6 +23,7 @@ from orchestrator.fleet.load import LoadedFleet, load_fleet
 from orchestrator.render import (
     COMPOSE_FILE,
     GENERATED_DIR,
+    STACK_FILE,
     SUPERVISOR_FILE,
     RenderError,
     compose_hash,
@@ -618,3 +619,45 @@ def test_the_orchestrator_keeps_its_state_in_a_mounted_folder(tmp_path: Path) ->
     # init, as root, hands the folder docker creates to the containers' user
     assert "./state:/app/state" in services["init"]["volumes"]
     assert services["init"]["environment"]["MINERFLEET_STATE"] == "/app/state/orchestrator.json"
+
+
+# --- no coldkey in any container (issue 22) -------------------------------------------------------
+
+
+def _mounts(service: dict[str, object]) -> list[str]:
+    """Every host source a service gets: bind mounts (``src:dst[:mode]``) and secrets' files."""
+    volumes = [str(v).split(":")[0] for v in service.get("volumes", []) or []]  # type: ignore[union-attr]
+    return volumes
+
+
+@pytest.mark.parametrize("network", ["local", "test", "finney"])
+def test_no_rendered_service_mounts_the_wallet_root_or_a_coldkey(tmp_path: Path, network: str) -> None:
+    shipped = SHIPPED_FLEET.read_text(encoding="utf-8").replace("network: local ", f"network: {network} ")
+    assert f"network: {network} " in shipped
+    make_project(tmp_path, shipped)
+    files = render(_load(tmp_path, check_files=False))
+    compose = yaml.safe_load(files[COMPOSE_FILE])["services"]
+    stack = yaml.safe_load(files[STACK_FILE])
+    sources = [(name, src) for name, service in compose.items() for src in _mounts(service)]
+    sources += [(f"secret {name}", str(spec["file"])) for name, spec in (stack.get("secrets") or {}).items()]
+    wallet_sources = [(name, src) for name, src in sources if src.startswith("./wallets")]
+    for name, src in wallet_sources:
+        assert src.rstrip("/") != "./wallets", f"{name} mounts the wallet root"
+        assert not src.endswith("/coldkey"), f"{name} mounts a coldkey: {src}"
+        kind = src.removeprefix("./wallets/").split("/")
+        if network == "local":  # init: the fleet's own wallet folders, where it makes the local keys
+            allowed = len(kind) == 1 and name == "init" or "hotkeys" in kind or kind[-1] == "coldkeypub.txt"
+        else:  # a chain: only hotkeys and coldkeypub.txt, read-only, into the services that use them
+            allowed = "hotkeys" in kind or kind[-1] == "coldkeypub.txt"
+        assert allowed, f"{name} mounts {src}"
+    init_wallets = [src for name, src in wallet_sources if name == "init"]
+    if network == "local":
+        assert sorted(init_wallets) == ["./wallets/fleet", "./wallets/probe"]
+    else:
+        assert init_wallets == []  # no wallet at all in init on a chain network
+    for name, service in compose.items():
+        if name == "init":
+            continue
+        for volume in service.get("volumes", []) or []:
+            if str(volume).startswith("./wallets"):
+                assert str(volume).endswith(":ro"), f"{name}: {volume} is not read-only"
