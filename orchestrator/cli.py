@@ -73,16 +73,10 @@ def cmd_wallets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     # The files that do not exist yet are what this command creates: don't require them.
     loaded = _load(args, err, check_files=False)
-    if loaded.fleet.network != Network.local:
-        # No wallet is mounted into init on a chain network: the keys are the operator's (btcli), and
-        # `python -m orchestrator wallets` checks them on the host; each miner names a missing one.
-        print(f"keys: network {loaded.fleet.network.value}: checked on the host, not here", file=out)
-        report = None
-    else:
-        report = ensure_wallets(loaded)
-        for line in report.lines:
-            print(line, file=out)
-    if report is not None and report.missing:
+    report = ensure_wallets(loaded)
+    for line in report.lines:
+        print(line, file=out)
+    if report.missing:
         print(
             "error: some keys are missing; run the commands above, then `python -m orchestrator validate`",
             file=err,
@@ -92,9 +86,9 @@ def cmd_wallets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """What the stack needs before it starts, idempotently: the local hotkeys (chain networks: only checked)
-    and the bundled model. The compose stack's one-shot `init` service runs this, so a plain
-    `docker compose up` works right after a clone."""
+    """What the stack needs before it starts, idempotently: the local hotkeys (chain networks: none, and
+    no wallet is mounted) and the bundled model. The compose stack's one-shot `init` service runs this,
+    so a plain `docker compose up` works right after a clone."""
     from orchestrator.model import bundled_models_needed, ensure_gguf
     from orchestrator.supervise import in_container_view
     from orchestrator.wallets import container_user, ensure_wallets

@@ -646,7 +646,7 @@ def test_no_rendered_service_mounts_the_wallet_root_or_a_coldkey(tmp_path: Path,
         assert not src.endswith("/coldkey"), f"{name} mounts a coldkey: {src}"
         kind = src.removeprefix("./wallets/").split("/")
         if network == "local":  # init: the fleet's own wallet folders, where it makes the local keys
-            allowed = len(kind) == 1 and name == "init" or "hotkeys" in kind or kind[-1] == "coldkeypub.txt"
+            allowed = (len(kind) == 1 and name == "init") or "hotkeys" in kind or kind[-1] == "coldkeypub.txt"
         else:  # a chain: only hotkeys and coldkeypub.txt, read-only, into the services that use them
             allowed = "hotkeys" in kind or kind[-1] == "coldkeypub.txt"
         assert allowed, f"{name} mounts {src}"
