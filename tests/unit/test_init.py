@@ -43,7 +43,7 @@ def test_init_creates_the_local_keys_and_is_idempotent(
     assert code == cli.EXIT_OK and "created" not in out
 
 
-def test_init_on_a_chain_network_leaves_the_keys_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_init_on_a_chain_network_leaves_keys_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No wallet is mounted into init on a chain network (no coldkey in any container): it neither makes
     nor reads keys; `python -m orchestrator wallets` checks them on the host (tests/unit/test_render)."""
     make_project(tmp_path, ECHO_ONLY.replace("network: local", "network: test"), keys=False, model=False)
