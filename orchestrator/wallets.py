@@ -135,11 +135,16 @@ def ensure_wallets(loaded: LoadedFleet, user: tuple[int, int] | None = None) -> 
             lines.append(f"created {shown_hotkey} (unencrypted): {wallet.hotkey.ss58_address}")
         else:
             missing = True
-            lines.append(
+            made = (
                 f"missing {shown_hotkey}: run `btcli wallet new_hotkey --wallet.name {wallet_name} "
-                f"--wallet.hotkey {hotkey}`, then register it on subnet {fleet.netuid} "
-                f"(`btcli subnet register --netuid {fleet.netuid} --wallet.name {wallet_name} "
-                f"--wallet.hotkey {hotkey}`)"
+                f"--wallet.hotkey {hotkey}`"
             )
+            if (wallet_name, hotkey) == (fleet.probe.wallet, fleet.probe.hotkey):
+                lines.append(f"{made} (the probe's key signs health checks only: no registration needed)")
+            else:
+                lines.append(
+                    f"{made}, then register it on subnet {fleet.netuid} (`btcli subnet register --netuid "
+                    f"{fleet.netuid} --wallet.name {wallet_name} --wallet.hotkey {hotkey}`)"
+                )
     handed, unreadable = hand_over(loaded, user or container_user(), local=local)
     return WalletReport(lines + handed, missing or unreadable)

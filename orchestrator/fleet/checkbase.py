@@ -49,13 +49,15 @@ class Checks:
             return self.at("miners", index, sub)
         return self.at("miners", index)
 
-    def _fix_for_hotkey(self, wallet: str, hotkey: str) -> str:
+    def _fix_for_hotkey(self, wallet: str, hotkey: str, *, probe: bool = False) -> str:
         if self.fleet.network == Network.local:
             return "run `python -m orchestrator wallets` (creates the fleet's missing hotkeys, unencrypted)"
-        return (
-            f"run `btcli wallet new_hotkey --wallet.name {wallet} --wallet.hotkey {hotkey}` "
-            f"and register it on subnet {self.fleet.netuid}"
-        )
+        made = f"run `btcli wallet new_hotkey --wallet.name {wallet} --wallet.hotkey {hotkey}`"
+        if probe:
+            # The probe only signs the fleet's own health requests, which every miner admits by its
+            # address: registering it would spend a registration fee for nothing.
+            return f"{made} (the probe's key needs no registration)"
+        return f"{made} and register it on subnet {self.fleet.netuid}"
 
     def _model_ref(self, name: str | None, where: tuple[int, str], user: str, used: dict[str, Any]) -> bool:
         """Check a reference to a named model; remember where it is used."""

@@ -41,21 +41,22 @@ class FileChecks(Checks):
     def _check_wallet_files(self, miners: list[Miner]) -> None:
         wallet_dir = resolve_path(self.project_dir, self.fleet.wallet_path)
         probe = self.fleet.probe
-        checks: list[tuple[str, str, tuple[int, str]]] = [
-            (probe.wallet, probe.hotkey, self.at("probe", "hotkey"))
+        checks: list[tuple[str, str, tuple[int, str], bool]] = [
+            (probe.wallet, probe.hotkey, self.at("probe", "hotkey"), True)
         ]
-        checks += [(m.wallet, m.hotkey, self.at("miners", m.index, "hotkey")) for m in miners]
-        for wallet, hotkey, where in checks:
+        checks += [(m.wallet, m.hotkey, self.at("miners", m.index, "hotkey"), False) for m in miners]
+        for wallet, hotkey, where, is_probe in checks:
             path = wallet_dir / keys.hotkey_file(wallet, hotkey)
             shown = display(self.project_dir, path)
             if path.is_dir():
                 self.error(
                     where,
                     f"{shown} is a directory, not a hotkey file (docker makes one for a missing mount)",
-                    f"remove that directory, then {self._fix_for_hotkey(wallet, hotkey)}",
+                    f"remove that directory, then {self._fix_for_hotkey(wallet, hotkey, probe=is_probe)}",
                 )
             elif not path.exists():
-                self.error(where, f"hotkey file {shown} does not exist", self._fix_for_hotkey(wallet, hotkey))
+                fix = self._fix_for_hotkey(wallet, hotkey, probe=is_probe)
+                self.error(where, f"hotkey file {shown} does not exist", fix)
         seen: set[str] = set()
         for miner in miners:
             if miner.wallet in seen:
