@@ -487,12 +487,17 @@ def test_missing_hotkey_on_chain_names_the_btcli_command(
         """,
     )
     (tmp_path / "wallets" / "fleet" / "hotkeys" / "one").unlink()
+    (tmp_path / "wallets" / "fleet" / "hotkeys" / "probe").unlink()
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FleetInvalid) as info:
         load_fleet(Path(F))
     assert info.value.messages() == [
+        # The probe's key signs the fleet's own health checks only: registering it would cost a fee.
+        f"{F}:4: probe.hotkey: hotkey file wallets/fleet/hotkeys/probe does not exist; fix: run "
+        "`btcli wallet new_hotkey --wallet.name fleet --wallet.hotkey probe` (the probe's key needs no "
+        "registration)",
         f"{F}:8: miners[0].hotkey: hotkey file wallets/fleet/hotkeys/one does not exist; fix: run "
-        "`btcli wallet new_hotkey --wallet.name fleet --wallet.hotkey one` and register it on subnet 35"
+        "`btcli wallet new_hotkey --wallet.name fleet --wallet.hotkey one` and register it on subnet 35",
     ]
 
 
