@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from orchestrator.errors import EXIT_FAILED, EXIT_INVALID, OrchestratorError
 from orchestrator.fleet.load import DEFAULT_FLEET_FILE, FleetInvalid, LoadedFleet, load_fleet
@@ -137,7 +137,13 @@ def cmd_health(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     stale = compose_staleness(loaded)
     if stale.stale:
         print(f"WARNING: {stale.message}", file=err)
-    reports = run_health(loaded, args.host, args.miner, args.timeout)
+    chosen: list[Any] | None = None
+    unannounced: list[Any] = []
+    if args.announced:
+        from orchestrator.chainview import announced
+
+        chosen, unannounced = announced(loaded, args.host, args.miner)  # OrchestratorError: said, exit 1
+    reports = run_health(loaded, args.host, args.miner, args.timeout, chosen) + unannounced
     print_reports(reports, out, as_json=args.json, stale=stale.message if stale.stale else None)
     return EXIT_OK if all(r.healthy for r in reports) else EXIT_FAILED
 
@@ -167,17 +173,12 @@ def _fleet_capacity(
     args: argparse.Namespace, loaded: LoadedFleet, timeout: float, prompt: str, out: TextIO
 ) -> int:
     """``capacity --fleet``: K validators each asking every chosen miner at once, each server alone beside."""
-
-    from orchestrator.capacity import format_table
-    from orchestrator.fleetload import format_fleet, run_fleet_load
+    from orchestrator.fleetload import print_fleet, run_fleet_load
     from orchestrator.health import probe_wallet
 
     wallets = [probe_wallet(loaded)] * args.concurrency
     report = run_fleet_load(loaded, args.host, args.miner, wallets, args.rounds, timeout, prompt)
-    if args.json:
-        out.write(json.dumps({**report.as_dict(), "prompt": prompt}, indent=2) + "\n")
-    else:
-        out.write(format_fleet(report, format_table(report.miners, timeout)) + "\n")
+    print_fleet(report, out, as_json=args.json, prompt=prompt)
     return EXIT_OK
 
 
@@ -200,10 +201,18 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     loaded = _load(args, err, check_files=False)
     status = fetch_status(args.url or f"http://127.0.0.1:{loaded.fleet.status_api.port}")
+    from orchestrator.chainview import status_view
+
+    chain = status_view(loaded)
     if args.json:
-        out.write(json.dumps(status.to_json(), indent=2) + "\n")
+        document = status.to_json()
+        if chain is not None:
+            document["chain"] = chain[1]
+        out.write(json.dumps(document, indent=2) + "\n")
     else:
         out.write(format_status(status) + "\n")
+        if chain is not None:
+            out.write(chain[0] + "\n")
     return EXIT_OK
 
 
@@ -325,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "health", cmd_health, "stream a prompt through every miner; exit 1 if any is unhealthy"
     )
     health.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    health.add_argument(
+        "--announced",
+        action="store_true",
+        help="probe each miner at the address the chain holds for its hotkey (what validators reach), "
+        "not at --host; a miner the chain holds no address for is unhealthy",
+    )
     _add_miner_choice(health, "check", "miner")
     capacity = add_command(
         sub,

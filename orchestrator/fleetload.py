@@ -18,11 +18,18 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import aiohttp
 
-from orchestrator.capacity import DEFAULT_MARGIN, CapacityReport, cut_after, percentile, summarize
+from orchestrator.capacity import (
+    DEFAULT_MARGIN,
+    CapacityReport,
+    cut_after,
+    format_table,
+    percentile,
+    summarize,
+)
 from orchestrator.fleet.load import LoadedFleet, Miner
 from orchestrator.health import targets
 from orchestrator.probe import CHARS_PER_TOKEN, Prober, ProbeReport, ProbeTarget
@@ -310,6 +317,13 @@ async def stream_direct(
     except (TimeoutError, aiohttp.ClientError, ValueError):
         pass  # cut at the miners' deadline (as they would be), or the server failed: what came counts
     return first, "".join(parts)
+
+
+def print_fleet(report: FleetLoadReport, out: TextIO, *, as_json: bool, prompt: str) -> None:
+    if as_json:
+        out.write(json.dumps({**report.as_dict(), "prompt": prompt}, indent=2) + "\n")
+    else:
+        out.write(format_fleet(report, format_table(report.miners, report.timeout)) + "\n")
 
 
 def format_fleet(report: FleetLoadReport, table: str) -> str:

@@ -56,12 +56,17 @@ def targets(loaded: LoadedFleet, host: str, names: Sequence[str] = ()) -> list[P
 
 
 async def check(
-    loaded: LoadedFleet, host: str, names: Sequence[str] = (), timeout: float | None = None
+    loaded: LoadedFleet,
+    host: str,
+    names: Sequence[str] = (),
+    timeout: float | None = None,
+    chosen: Sequence[ProbeTarget] | None = None,
 ) -> list[ProbeReport]:
+    """Every miner (or the ``names``) probed at ``host``, or the ``chosen`` targets where they say."""
     probe = loaded.fleet.probe
     prober = Prober(probe_wallet(loaded), probe.prompt, timeout or probe.timeout, probe.max_concurrency)
     try:
-        return await prober.probe_all(targets(loaded, host, names))
+        return await prober.probe_all(targets(loaded, host, names) if chosen is None else chosen)
     finally:
         await prober.aclose()
 
@@ -79,6 +84,10 @@ def print_reports(reports: list[ProbeReport], out: TextIO, *, as_json: bool, sta
 
 
 def run_health(
-    loaded: LoadedFleet, host: str, names: Sequence[str], timeout: float | None
+    loaded: LoadedFleet,
+    host: str,
+    names: Sequence[str],
+    timeout: float | None,
+    chosen: Sequence[ProbeTarget] | None = None,
 ) -> list[ProbeReport]:
-    return asyncio.run(check(loaded, host, names, timeout))
+    return asyncio.run(check(loaded, host, names, timeout, chosen))

@@ -157,6 +157,20 @@ def judge(result: StreamResult, timeout: float) -> tuple[Verdict, str]:
     return Verdict.error, f"HTTP {code}: {message}" if message else f"HTTP {code}"
 
 
+def not_announced(target: ProbeTarget, *, registered: bool) -> ProbeReport:
+    """The row of a miner validators cannot reach: the chain holds no axon address for its hotkey."""
+    reason = (
+        "the chain holds no axon address for this hotkey (not announced: see the miner's log for serve_axon)"
+        if registered
+        else "the subnet does not list this hotkey (not registered, or deregistered)"
+    )
+    return ProbeReport(
+        name=target.name, hotkey=target.hotkey, port=target.port, backend=target.backend,
+        protocol=target.protocol, verdict=Verdict.down, reason=reason, status_code=None,
+        first_chunk_after=None, chunks=0, tokens_per_s=None, completion_chars=0, elapsed=0.0,
+    )  # fmt: skip
+
+
 def report(target: ProbeTarget, result: StreamResult, timeout: float) -> ProbeReport:
     verdict, reason = judge(result, timeout)
     streaming_time = (result.elapsed - result.first_chunk_after) if result.first_chunk_after else None
