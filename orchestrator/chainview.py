@@ -26,11 +26,8 @@ Connect = Callable[[], Any]
 
 
 def chain_endpoint(loaded: LoadedFleet) -> str:
-    """The chain the fleet's miners use: the first ``chain_endpoint`` set, else the network's name."""
-    for miner in loaded.miners:
-        if miner.options.chain_endpoint:
-            return str(miner.options.chain_endpoint)
-    return loaded.fleet.network.value
+    """The chain the fleet's miners use: its ``chain_endpoint``, else the network's name."""
+    return loaded.fleet.chain_endpoint or loaded.fleet.network.value
 
 
 def subtensor_for(loaded: LoadedFleet) -> Connect:

@@ -231,3 +231,56 @@ def test_an_unreachable_chain_is_a_503_naming_it_and_the_miner_keeps_running(
     assert report.verdict is Verdict.dependency_down, report
     assert report.reason.startswith(f"chain {refused} unreachable"), report.reason
     assert "starting anyway" in log and "Traceback" not in log
+
+
+def _chain_fleet(tmp_path: Path, wallets: Wallets, port: int) -> Path:
+    """A fleet file on the test network: the miner running here, and one the chain holds no address for."""
+    path = tmp_path / "config" / "miners.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"""network: test
+netuid: {NETUID}
+wallet_path: {wallets.path}
+probe: {{wallet: fleet, hotkey: probe}}
+defaults: {{wallet: fleet, backend: echo, axon_external_ip: 127.0.0.1}}
+miners:
+  - {{name: chain-1, hotkey: miner, axon_port: {port}}}
+  - {{name: ghost-1, hotkey: stranger, axon_port: {free_port()}}}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+async def test_health_announced_probes_each_miner_where_the_chain_says_and_status_shows_it(
+    chain: MockChain, wallets: Wallets, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import json
+
+    from orchestrator import chainview, cli
+    from orchestrator.fleet.load import load_fleet
+
+    chain.add_neuron(NETUID, wallets.miner_hotkey, OWNER)
+    chain.add_neuron(NETUID, wallets.stranger_hotkey, OWNER)  # registered, never started: not announced
+    port = free_port()
+    fleet = _chain_fleet(tmp_path, wallets, port)
+    monkeypatch.setattr(chainview, "subtensor_for", lambda loaded: lambda: chain)
+    with _miner_in_process(_settings(wallets, port), chain) as miner:
+        assert _wait(lambda: _serving(port) or not miner["thread"].is_alive())
+        loaded = load_fleet(fleet, tmp_path, check_files=False)
+        assert _wait(lambda: "127.0.0.1:" in (chainview.status_view(loaded) or ("", ""))[0])
+        table, document = chainview.status_view(loaded) or ("", [])
+        out, err = io.StringIO(), io.StringIO()
+        code = await asyncio.to_thread(
+            cli.main, ["health", "--config", str(fleet), "--announced", "--json"], out, err
+        )
+    rows = {r["name"]: r for r in json.loads(out.getvalue())["miners"]}
+    assert rows["chain-1"]["verdict"] == "healthy", rows["chain-1"]
+    assert rows["chain-1"]["port"] == port  # reached at the address the chain holds
+    assert rows["ghost-1"]["verdict"] == "down" and "no axon address" in rows["ghost-1"]["reason"]
+    assert code == cli.EXIT_FAILED  # one miner validators cannot reach
+    by_name = {r["name"]: r for r in document}
+    assert by_name["chain-1"]["announced"] == f"127.0.0.1:{port}" and by_name["chain-1"]["matches"] is True
+    assert by_name["ghost-1"]["registered"] is True and by_name["ghost-1"]["announced"] is None
+    assert "not announced" in table and f"127.0.0.1:{port}" in table
