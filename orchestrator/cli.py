@@ -73,7 +73,7 @@ def cmd_wallets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     # The files that do not exist yet are what this command creates: don't require them.
     loaded = _load(args, err, check_files=False)
-    report = ensure_wallets(loaded)
+    report = ensure_wallets(loaded, give=args.hand_over)
     for line in report.lines:
         print(line, file=out)
     if report.missing:
@@ -318,11 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if the rendered files are not up to date"
     )
-    add_command(
+    wallets = add_command(
         sub,
         "wallets",
         cmd_wallets,
         "network local: create missing hotkeys; chain networks: list what is missing",
+    )
+    wallets.add_argument(
+        "--hand-over",
+        action="store_true",
+        help="chain networks, as root: give the fleet's hotkeys, their pub.txt and coldkeypub.txt to the "
+        "containers' user (MINERFLEET_UID, 1000), so btcli keys made by root can be mounted; never a coldkey",
     )
     add_command(
         sub,

@@ -48,11 +48,12 @@ def readable_by(path: Path, uid: int, gid: int) -> bool:
     return bool(st.st_mode & 0o004)
 
 
-def hand_over(loaded: LoadedFleet, user: tuple[int, int], *, local: bool) -> tuple[list[str], bool]:
+def hand_over(loaded: LoadedFleet, user: tuple[int, int], *, give: bool) -> tuple[list[str], bool]:
     """Make the files containers read (hotkeys, their pub.txt, coldkeypub.txt) readable by ``user``.
 
-    On network local, as root, they are given to that uid (mode stays 0600: nobody else reads them).
-    On a chain network nothing is changed: each unreadable file is named with the command that fixes it.
+    With ``give`` (network local, or ``wallets --hand-over`` on a chain), as root, they are given to that
+    uid (mode stays 0600: nobody else reads them); a coldkey is never touched. Otherwise nothing is
+    changed: each unreadable file is named with the command that fixes it.
     """
     uid, gid = user
     lines: list[str] = []
@@ -65,14 +66,15 @@ def hand_over(loaded: LoadedFleet, user: tuple[int, int], *, local: bool) -> tup
         if not path.is_file() or readable_by(path, uid, gid):
             continue
         shown = display(loaded.project_dir, path)
-        if local and os.geteuid() == 0:
+        if give and os.geteuid() == 0:
             os.chown(path, uid, gid)
             lines.append(f"owner   {shown} -> {uid}:{gid} (the containers' user)")
         else:
             problem = True
             lines.append(
-                f"unreadable for the containers (uid {uid}): {shown}; run `sudo chown {uid}:{gid} {path}` "
-                f"or set MINERFLEET_UID/MINERFLEET_GID to its owner"
+                f"unreadable for the containers (uid {uid}): {shown}; run `python -m orchestrator wallets "
+                f"--hand-over` as root (or `sudo chown {uid}:{gid} {path}`), or set "
+                f"MINERFLEET_UID/MINERFLEET_GID to its owner"
             )
     return lines, problem
 
@@ -86,9 +88,11 @@ def _clear_mount_stub(path: Path) -> str | None:
     return None
 
 
-def ensure_wallets(loaded: LoadedFleet, user: tuple[int, int] | None = None) -> WalletReport:
+def ensure_wallets(
+    loaded: LoadedFleet, user: tuple[int, int] | None = None, *, give: bool = False
+) -> WalletReport:
     """Create the missing keys (local) or list them with the commands that create them (chain), then
-    make sure the containers' user can read what they mount."""
+    make sure the containers' user can read what they mount (``give``: hand them over on a chain too)."""
     from bittensor_wallet import Wallet
 
     fleet = loaded.fleet
@@ -146,5 +150,5 @@ def ensure_wallets(loaded: LoadedFleet, user: tuple[int, int] | None = None) -> 
                     f"{made}, then register it on subnet {fleet.netuid} (`btcli subnet register --netuid "
                     f"{fleet.netuid} --wallet.name {wallet_name} --wallet.hotkey {hotkey}`)"
                 )
-    handed, unreadable = hand_over(loaded, user or container_user(), local=local)
+    handed, unreadable = hand_over(loaded, user or container_user(), give=local or give)
     return WalletReport(lines + handed, missing or unreadable)

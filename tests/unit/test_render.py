@@ -417,6 +417,40 @@ def test_wallets_hands_local_keys_to_the_containers_user(
     assert coldkey.st_uid == 0  # the coldkey is never handed over
 
 
+def test_wallets_hand_over_gives_root_made_btcli_keys_to_the_containers_user_on_a_chain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (as CI and `make up` on a fresh machine run)")
+    make_project(
+        tmp_path,
+        """
+        network: finney
+        wallet_path: ./wallets
+        defaults: {wallet: fleet, backend: echo}
+        miners:
+          - {name: one, hotkey: one}
+        """,
+    )
+    coldkey = tmp_path / "wallets" / "fleet" / "coldkey"
+    coldkey.write_text("the operator's coldkey", encoding="utf-8")
+    coldkey.chmod(0o600)
+    for key in (tmp_path / "wallets").rglob("*"):
+        if key.is_file():
+            key.chmod(0o600)  # as btcli leaves them, owned by root
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINERFLEET_UID", "4321")
+    monkeypatch.setenv("MINERFLEET_GID", "4322")
+    out = io.StringIO()
+    assert cli.main(["wallets"], out=out, err=io.StringIO()) == cli.EXIT_FAILED  # unreadable: said, how
+    assert "unreadable for the containers (uid 4321)" in out.getvalue() and "--hand-over" in out.getvalue()
+    assert cli.main(["wallets", "--hand-over"], out=io.StringIO(), err=io.StringIO()) == cli.EXIT_OK
+    for key in ("fleet/hotkeys/one", "fleet/hotkeys/onepub.txt", "fleet/coldkeypub.txt"):
+        st = (tmp_path / "wallets" / key).stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (4321, 4322, 0o600), key
+    assert coldkey.stat().st_uid == 0  # the coldkey is never handed over
+
+
 def test_the_committed_rendered_files_match_the_shipped_fleet() -> None:
     # They are committed so `docker compose up` works right after a clone: they must not go stale.
     root = SHIPPED_FLEET.parent.parent
