@@ -75,9 +75,9 @@ model-hf: model
 	@$(PY) scripts/model.py --hf
 
 # llama.cpp's llama-server (the fleet's model server), compiled once (3-6 min on 2 cores) and cached;
-# `bash scripts/llama-server.sh` prints its path.
+# prints where it is, built now or cached.
 llama-server:
-	@bash scripts/llama-server.sh >/dev/null
+	@path="$$(bash scripts/llama-server.sh)" || exit 1; echo "llama-server: $$(printf '%s\n' "$$path" | tail -n 1)"
 
 # CI's check that the CUDA build configures (toolkit from PyPI, no GPU); gpu-check needs a GPU.
 cuda-configure:
