@@ -211,12 +211,13 @@ class Prober:
     async def alive(self, target: ProbeTarget) -> str | None:
         """Whether the miner's HTTP server answers at all: ``None`` if it does (any status), else why not.
 
-        A ``GET`` on its stream route, which the miner's edge answers ``405`` on its event loop without
-        touching the model or the chain: a paused or hung miner does not answer; a busy one does.
+        A ``GET /health``, which the miner's edge answers on its event loop without touching the model or
+        the chain, and counts nowhere (a validator's request it would count): a paused or hung miner
+        does not answer; a busy one does.
         """
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.alive_timeout))
-        url = f"http://{target.host}:{target.port}/{_route_name(target.protocol)}"
+        url = f"http://{target.host}:{target.port}/health"
         try:
             async with self._session.get(url) as response:
                 await response.read()

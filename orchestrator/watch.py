@@ -66,8 +66,8 @@ OPERATOR_HOLD = 30.0
 started meanwhile would be left running, and the network with it."""
 FLEET_CHECK_INTERVAL = 5.0  # how often the watch looks whether its fleet file changed under it
 LIVENESS_INTERVAL = 5.0
-"""Seconds between a running miner's liveness checks (one HTTP request its event loop must answer, any
-status), between its stream probes: a hung miner (paused, deadlocked) fails one every interval, and
+"""Seconds between a running miner's liveness checks (``GET /health``, which its event loop answers and
+counts nowhere), between its stream probes: a hung miner (paused, deadlocked) fails one every interval, and
 ``unhealthy_after_failed_probes`` of them restart it, in well under a minute with the shipped numbers."""
 
 

@@ -21,6 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
+LIVENESS_PATH = "/health"  # GET: 200 while the miner's event loop runs
+
 # Headers a dendrite signs with; without them the axon cannot verify anything.
 SIGNED_HEADERS = (
     "bt_header_dendrite_hotkey",
@@ -49,6 +51,14 @@ class RequestGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["path"] == LIVENESS_PATH and scope["method"] in ("GET", "HEAD"):
+            # The fleet's liveness check: answered on the event loop every request runs on (a paused or
+            # hung miner does not answer), touching neither the model nor the chain, counted nowhere.
+            body = b'{"status": "ok"}'
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
             return
         synapse_class = self.routes.get(scope["path"])
         if synapse_class is None:

@@ -152,3 +152,16 @@ async def test_a_client_that_disconnects_stops_the_generation(tmp_path: Path, wa
     assert first
     assert again.completion == "after"
     assert "disconnect" in log and "forward exception" not in log
+
+
+async def test_the_liveness_route_answers_on_the_event_loop(tmp_path: Path, wallets: Wallets) -> None:
+    """``GET /health``: what the watch checks between stream probes (counted in no request metric: the
+    monitoring test counts a fleet's requests exactly while the watch checks it)."""
+
+    with running_miner(tmp_path, wallets, backend="echo") as miner:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{miner.port}/health") as response:
+                status, body = response.status, await response.json()
+            async with session.head(f"http://127.0.0.1:{miner.port}/health") as response:
+                head = response.status
+    assert (status, body, head) == (200, {"status": "ok"}, 200)
