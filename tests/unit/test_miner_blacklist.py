@@ -403,3 +403,20 @@ def test_sync_loop_survives_a_failing_sync() -> None:
     finally:
         loop.stop()
         loop._thread.join(timeout=2.0)
+
+
+def test_the_fields_read_are_the_ones_bittensor_10_5_returns() -> None:
+    """What SubtensorChain reads of each neuron (hotkey, uid, stake, validator_permit, axon_info) is what
+    bittensor 10.5's neurons_lite returns; its ``stake`` is a Balance made without a netuid (printed τ),
+    though under dynamic TAO the chain fills it with the hotkey's alpha on the subnet (TotalHotkeyAlpha):
+    min_stake is compared with that number (the setting's description says so)."""
+    import dataclasses
+
+    from bittensor.core.chain_data import NeuronInfoLite
+
+    from services.miner.settings import MinerSettings
+
+    fields = {f.name for f in dataclasses.fields(NeuronInfoLite)}
+    assert {"hotkey", "uid", "stake", "validator_permit", "axon_info"} <= fields
+    described = MinerSettings.model_fields["min_stake"].description or ""
+    assert "alpha" in described and "not TAO" in described
