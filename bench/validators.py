@@ -83,8 +83,8 @@ PATHS = {
     "llama_cpp_server": "openai miner on llama_cpp.server",
     "llama_server": f"openai miner on llama-server ({SLOTS} slots)",
 }
-# The miner setting that admits more than one generation at once (DESIGN.md); a miner refuses an
-# unknown MINER_* variable, so it is only set where the miner has it.
+# The miner setting that admits more than one generation at once (docs/ARCHITECTURE.md, "Admission");
+# a miner refuses an unknown MINER_* variable, so it is only set where the miner has it.
 HAS_MAX_CONCURRENCY = "max_concurrency" in MinerSettings.model_fields
 
 

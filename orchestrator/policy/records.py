@@ -81,7 +81,8 @@ class MinerRecord:
 
 
 def classify_exit(exit_code: int | None, signal: int | None, oom: bool) -> str:
-    """Name why a miner's process ended, following the miner's exit-code contract (DESIGN.md).
+    """Name why a miner's process ended, following the miner's exit-code contract
+    (docs/ARCHITECTURE.md, "Exit codes").
 
     ``clean-exit`` (0), ``forward-exception`` (75), ``config-error`` (78), ``oom``, ``killed:SIGKILL``
     (a signal, or a shell-style exit code 128+N as docker reports it), ``crash:exit-N`` otherwise.

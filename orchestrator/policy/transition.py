@@ -5,7 +5,7 @@ exited, a stream probe answered, time passed, the operator asked for something) 
 with the current monotonic time in the event, and gets back the miner's new record and the actions
 to hand to the runtime. Tests drive it with plain floats as time.
 
-States (DESIGN.md, "Supervision")::
+States (docs/ARCHITECTURE.md, "Supervision")::
 
     STOPPED --start--> STARTING --probe ok--> RUNNING --probe fails--> UNHEALTHY
                           ^                     |  ^                      |

@@ -1,6 +1,6 @@
 """``python -m services.miner``: load settings once, check everything, serve, exit with a meaningful code.
 
-Exit codes (the orchestrator's contract, DESIGN.md): 0 clean stop on SIGTERM/SIGINT; 75 after a
+Exit codes (the orchestrator's contract, docs/ARCHITECTURE.md): 0 clean stop on SIGTERM/SIGINT; 75 after a
 forward exception when ``stop_on_forward_exception`` is set; 78 for a configuration error (a one-line
 message on stderr naming the setting); anything else is a crash.
 """

@@ -6,7 +6,8 @@ import os
 
 
 class ExitCode:
-    """Process exit codes. The orchestrator reads them to decide what to do (DESIGN.md)."""
+    """Process exit codes. The orchestrator reads them to decide what to do (docs/ARCHITECTURE.md,
+    "Exit codes")."""
 
     OK = 0  # clean stop (SIGTERM/SIGINT): nothing to do
     FORWARD_EXCEPTION = 75  # stop_on_forward_exception fired (EX_TEMPFAIL): restart with backoff
@@ -29,7 +30,7 @@ class RefusedError(MinerError):
     """A request answered with an HTTP error status and a reason; the miner keeps serving.
 
     Never a forward exception: no input a caller sends, and no outage of something the miner depends
-    on, may make a miner exit (DESIGN.md, exit codes).
+    on, may make a miner exit (docs/ARCHITECTURE.md, "Exit codes").
     """
 
     status = 400

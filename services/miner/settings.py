@@ -20,7 +20,7 @@ from services.miner.errors import ConfigError
 
 ENV_PREFIX = "MINER_"
 NESTED_DELIMITER = "__"
-# Validators penalise bigger chunks (DESIGN.md): the streamer never sends more tokens than this at once.
+# Validators penalise bigger chunks: the streamer never sends more tokens than this at once.
 MAX_STREAMING_BATCH_SIZE = 200
 
 

@@ -1,7 +1,7 @@
 """The one token streamer every backend goes through.
 
 Backends only produce text pieces (an ``AsyncIterator[str]``); this module owns batching, deadlines and
-``send``. Its rules (DESIGN.md):
+``send``. Its rules (docs/ARCHITECTURE.md, "Admission"; the seeds' token streamer):
 
 - a chunk goes out when it holds ``batch_size`` pieces, or when its oldest piece has waited
   ``max_delay`` seconds (``first_chunk_delay`` for the first chunk), whichever comes first
