@@ -173,11 +173,13 @@ def _fleet_capacity(
     args: argparse.Namespace, loaded: LoadedFleet, timeout: float, prompt: str, out: TextIO
 ) -> int:
     """``capacity --fleet``: K validators each asking every chosen miner at once, each server alone beside."""
-    from orchestrator.fleetload import print_fleet, run_fleet_load
+    import asyncio
+
+    from orchestrator.fleetload import load_fleet, print_fleet
     from orchestrator.health import probe_wallet
 
     wallets = [probe_wallet(loaded)] * args.concurrency
-    report = run_fleet_load(loaded, args.host, args.miner, wallets, args.rounds, timeout, prompt)
+    report = asyncio.run(load_fleet(loaded, args.host, args.miner, wallets, args.rounds, timeout, prompt))
     print_fleet(report, out, as_json=args.json, prompt=prompt)
     return EXIT_OK
 

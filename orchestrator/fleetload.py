@@ -345,15 +345,3 @@ def format_fleet(report: FleetLoadReport, table: str) -> str:
             f"~{through:.1f} tok/s = {'-' if ratio is None else f'{ratio:.2f}'} of it"
         )
     return "\n".join(lines)
-
-
-def run_fleet_load(
-    loaded: LoadedFleet,
-    host: str,
-    names: Sequence[str],
-    wallets: Sequence[Any],
-    rounds: int,
-    timeout: float,
-    prompt: str,
-) -> FleetLoadReport:
-    return asyncio.run(load_fleet(loaded, host, names, wallets, rounds, timeout, prompt))

@@ -30,6 +30,7 @@ __all__ = [
     "ROOT",
     "MinerProcess",
     "Wallets",
+    "ask_together",
     "ask_until_not_busy",
     "free_port",
     "free_ports",
@@ -43,6 +44,25 @@ __all__ = [
     "supervisord",
     "wait_for_port",
 ]
+
+
+async def ask_together(
+    port: int, miner_hotkey: str, wallets: list[Any], prompt: str, timeout: float = 60.0
+) -> list[Any]:
+    """K validators (one wallet and one dendrite each) asking one miner the same prompt at one moment."""
+    from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
+
+    target = axon_info("127.0.0.1", port, miner_hotkey)
+    dendrites = [make_dendrite(wallet) for wallet in wallets]
+    try:
+        asks = [
+            stream_once(d, target, make_synapse("prompting", prompt, timeout=timeout), timeout)
+            for d in dendrites
+        ]
+        return list(await asyncio.gather(*asks))
+    finally:
+        for dendrite in dendrites:
+            await dendrite.aclose_session()
 
 
 async def stream_then_drop(

@@ -55,10 +55,10 @@ class RequestGuard:
         if scope["path"] == LIVENESS_PATH and scope["method"] in ("GET", "HEAD"):
             # The fleet's liveness check: answered on the event loop every request runs on (a paused or
             # hung miner does not answer), touching neither the model nor the chain, counted nowhere.
-            body = b'{"status": "ok"}'
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+            alive = b'{"status": "ok"}'
+            ok = [(b"content-type", b"application/json"), (b"content-length", str(len(alive)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": ok})
+            await send({"type": "http.response.body", "body": alive, "more_body": False})
             return
         synapse_class = self.routes.get(scope["path"])
         if synapse_class is None:

@@ -3,18 +3,15 @@ llama-server, real miner process, K real dendrites with their own hotkeys. Count
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from devkit.local import llama_server
-from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
-from tests.helpers import Wallets, free_port, make_hotkey, running_miner
+from tests.helpers import Wallets, ask_together, free_port, make_hotkey, running_miner
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -31,24 +28,6 @@ def _predicted_tokens(base_url: str) -> int:
     match = re.search(r"^llamacpp:tokens_predicted_total (\S+)$", text, re.MULTILINE)
     assert match, text[:500]
     return int(float(match.group(1)))
-
-
-async def _validators(wallets: Wallets, port: int, hotkeys: list[Any], prompt: str) -> list[Any]:
-    """K validators asking at the same moment, each with its own dendrite."""
-    target = axon_info("127.0.0.1", port, wallets.miner_hotkey)
-    dendrites = [make_dendrite(wallet) for wallet in hotkeys]
-    try:
-        return list(
-            await asyncio.gather(
-                *(
-                    stream_once(d, target, make_synapse("prompting", prompt, timeout=60), 60)
-                    for d in dendrites
-                )
-            )
-        )
-    finally:
-        for dendrite in dendrites:
-            await dendrite.aclose_session()
 
 
 async def test_concurrent_streams_through_one_openai_miner_are_all_answered_in_full(
@@ -75,10 +54,10 @@ async def test_concurrent_streams_through_one_openai_miner_are_all_answered_in_f
             allowed_hotkeys=json.dumps(addresses),
         ) as miner:
             before = _predicted_tokens(base_url)
-            answers = await _validators(wallets, miner.port, hotkeys[:K], PROMPT)
+            answers = await ask_together(miner.port, wallets.miner_hotkey, hotkeys[:K], PROMPT)
             generated = _predicted_tokens(base_url) - before
             # One more than it runs at once and no queue: refused at once, with the reason.
-            crowd = await _validators(wallets, miner.port, hotkeys, PROMPT)
+            crowd = await ask_together(miner.port, wallets.miner_hotkey, hotkeys, PROMPT)
     assert [a.status_code for a in answers] == [200] * K, [a.status_message for a in answers]
     assert all(a.completion.strip() for a in answers)
     # Every stream ran to its own end: the server generated every token of every answer (a server that

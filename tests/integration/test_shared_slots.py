@@ -6,7 +6,6 @@ Real llama-server, real miner processes, real dendrites. Judged by the server's 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -19,7 +18,15 @@ from bittensor_wallet import Wallet
 
 from devkit.local import llama_server
 from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
-from tests.helpers import Wallets, free_port, llama_miner, make_hotkey, running_miner, stream_then_drop
+from tests.helpers import (
+    Wallets,
+    ask_together,
+    free_port,
+    llama_miner,
+    make_hotkey,
+    running_miner,
+    stream_then_drop,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -66,23 +73,6 @@ def _shared_miner(
     return running_miner(tmp_path, wallets, **{**settings, **extra})
 
 
-async def _ask_together(wallets: Wallets, port: int, hotkeys: list[Any], timeout: float = 60) -> list[Any]:
-    target = axon_info("127.0.0.1", port, wallets.miner_hotkey)
-    dendrites = [make_dendrite(wallet) for wallet in hotkeys]
-    try:
-        return list(
-            await asyncio.gather(
-                *(
-                    stream_once(d, target, make_synapse("prompting", COUNTING, timeout=timeout), timeout)
-                    for d in dendrites
-                )
-            )
-        )
-    finally:
-        for dendrite in dendrites:
-            await dendrite.aclose_session()
-
-
 async def test_one_miner_can_use_every_slot_of_a_shared_server_while_the_other_is_idle(
     tmp_path: Path, wallets: Wallets, gguf_model: str
 ) -> None:
@@ -96,7 +86,7 @@ async def test_one_miner_can_use_every_slot_of_a_shared_server_while_the_other_i
         ):
             for miner in (first, second):  # each in turn takes all the slots, the other idle
                 before = _gauges(base_url)["tokens_predicted_total"]
-                answers = await _ask_together(wallets, miner.port, hotkeys)
+                answers = await ask_together(miner.port, wallets.miner_hotkey, hotkeys, COUNTING)
                 generated = _wait_until_idle(base_url)["tokens_predicted_total"] - before
                 assert [a.status_code for a in answers] == [200] * SLOTS, [a.status_message for a in answers]
                 assert all(a.completion.strip() for a in answers)
