@@ -230,7 +230,9 @@ def serve(settings: MinerSettings, connect: Callable[[], Any] | None = None, exi
     if chain is not None:
 
         def deregistered() -> None:
-            message = not_registered(settings, wallet.hotkey.ss58_address, any_more=True)
+            message = not_registered(
+                settings, wallet.hotkey.ss58_address, any_more=gatekeeper.seen_registered
+            )
             print(f"error: {message}", file=sys.stderr, flush=True)
             exit_request.request(ExitCode.CONFIG, message)
 

@@ -109,6 +109,7 @@ class Gatekeeper:
         self.endpoint = endpoint
         self._view: dict[str, Neuron] = {}
         self.synced = False
+        self.seen_registered = False  # a sync has listed this miner's own hotkey
         self.last_error = ""
 
     def sync(self) -> bool:
@@ -124,6 +125,8 @@ class Gatekeeper:
         self._view = view  # one reference swap: readers on the event loop never see a half-built dict
         self.synced = True
         self.last_error = ""
+        if self.own_hotkey is not None and self.own_hotkey in view:
+            self.seen_registered = True
         log.info("metagraph synced: %d registered hotkeys", len(view))
         return True
 

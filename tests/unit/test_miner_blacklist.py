@@ -175,10 +175,11 @@ def test_own_registration_is_read_from_each_sync() -> None:
     gatekeeper = Gatekeeper(allowed_hotkeys=[], chain=chain, own_hotkey=MINER)
     assert gatekeeper.registered is None  # not known before a sync
     gatekeeper.sync()
-    assert gatekeeper.registered is True
+    assert gatekeeper.registered is True and gatekeeper.seen_registered
     del chain.view[MINER]
     gatekeeper.sync()
     assert gatekeeper.registered is False
+    assert gatekeeper.seen_registered  # so it is reported as deregistered, not as never registered
 
 
 def test_a_later_sync_replaces_the_view() -> None:
