@@ -53,8 +53,9 @@ validate: venv
 wallets: venv
 	$(ORCH) wallets --config $(CONFIG)
 
-images:
-	bash scripts/images.sh
+# The images the fleet uses (ALL=1: every one but cuda, as before; MINERFLEET_IMAGES="..." names them).
+images: venv
+	@MINERFLEET_IMAGES="$${MINERFLEET_IMAGES:-$$([ -n "$(ALL)" ] && echo "cpu hf orchestrator prometheus" || $(ORCH) images --config $(CONFIG))}" bash scripts/images.sh
 
 bench: venv model
 	$(PY) -m bench.run $(ARGS)

@@ -242,6 +242,15 @@ def cmd_prometheus_config(args: argparse.Namespace, out: TextIO, err: TextIO) ->
     return EXIT_OK
 
 
+def cmd_images(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """The images the fleet's services use, as scripts/images.sh names them (`make up` builds only these)."""
+    loaded = _load(args, err, check_files=False)
+    used = {unit.image.value for unit in (*loaded.miners, *loaded.model_servers)}
+    names = [name for name in ("cpu", "cuda", "hf") if name in used] + ["orchestrator"]
+    out.write(" ".join(names + (["prometheus"] if args.monitoring else [])) + "\n")
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from orchestrator.fleet import json_schema
 
@@ -399,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the file the watch keeps its decisions in, across its own restarts (default: "
         "$MINERFLEET_STATE or state/orchestrator.json under the project dir)",
     )
+    images = add_command(sub, "images", cmd_images, "the images the fleet uses (for scripts/images.sh)")
+    images.add_argument("--monitoring", action="store_true", help="with the monitoring profile's Prometheus")
     status = add_command(sub, "status", cmd_status, "print the watch loop's view of every miner")
     status.add_argument("--json", action="store_true", help="print the /status JSON")
     status.add_argument(

@@ -31,11 +31,16 @@ $PY -m orchestrator render --config "$CONFIG"
 $PY -m orchestrator validate --config "$CONFIG"
 
 profile=()
+monitoring=()
 if [ -n "$MONITORING" ] && [ "$MONITORING" != 0 ]; then
   profile=(--profile monitoring)
-  export MINERFLEET_IMAGES=${MINERFLEET_IMAGES:-cpu hf orchestrator prometheus}
+  monitoring=(--monitoring)
 fi
-step "images (first time ~15 min on 2 cores: base image ~1 min, llama.cpp compiled ~5 min, torch layer; later runs reuse them)"
+# Only the images the rendered fleet uses (an hf image is built only for a fleet with an hf miner);
+# `make images ALL=1` builds every one.
+MINERFLEET_IMAGES=${MINERFLEET_IMAGES:-$($PY -m orchestrator images --config "$CONFIG" "${monitoring[@]}")}
+export MINERFLEET_IMAGES
+step "images: $MINERFLEET_IMAGES (first time ~5 min on 2 cores: base image ~1 min, llama.cpp compiled ~4 min; later runs reuse them)"
 bash scripts/images.sh
 
 step "compose up${profile:+ (with the monitoring profile: Prometheus on 127.0.0.1:9090)}"
