@@ -245,7 +245,7 @@ def cmd_prometheus_config(args: argparse.Namespace, out: TextIO, err: TextIO) ->
 def cmd_images(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """The images the fleet's services use, as scripts/images.sh names them (`make up` builds only these)."""
     loaded = _load(args, err, check_files=False)
-    used = {unit.image.value for unit in (*loaded.miners, *loaded.model_servers)}
+    used = {miner.image.value for miner in loaded.miners} | {s.image.value for s in loaded.model_servers}
     names = [name for name in ("cpu", "cuda", "hf") if name in used] + ["orchestrator"]
     out.write(" ".join(names + (["prometheus"] if args.monitoring else [])) + "\n")
     return EXIT_OK

@@ -2,8 +2,11 @@
 
 A validator's query round reaches many of a subnet's miners at the same moment, and several validators
 overlap, so a fleet is loaded as a whole: K validators (one dendrite each) send one stream request to
-every chosen miner together, K x M requests per round, for N rounds. Each request is counted by the
-capacity command's rules (:func:`orchestrator.capacity.classify`), per miner and for the fleet.
+every chosen miner together, K x M requests per round, for N rounds. As SN1's validators do, each
+validator asks its own question in a round, the same to every miner, and a new one the next round
+(:func:`round_prompts`): a server that has just answered a question keeps its prompt cached, and one
+question asked of everyone would measure that cache rather than the fleet. Each request is counted by
+the capacity command's rules (:func:`orchestrator.capacity.classify`), per miner and for the fleet.
 
 Beside it, in the same run, each model server the chosen miners use is asked *on its own* (no miner,
 no axon) at the concurrency its miners had (K x its miners), with the same chat, ``max_tokens`` and
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +41,29 @@ from services.miner.chat import build_chat
 from services.miner.settings import MinerSettings
 
 SETTLE = 1.0  # seconds between rounds, so what a cut left running has stopped before the next round
+# What the questions of a round are about: each validator's question starts with its own subject, so no
+# two validators' prompts share more than the system prompt (as different validators' challenges).
+SUBJECTS = (
+    "volcanoes", "the printing press", "photosynthesis", "jazz", "glaciers", "the Roman roads",
+    "bees", "tides", "the telegraph", "coral reefs", "chess openings", "bread yeast", "comets",
+    "the Silk Road", "lighthouses", "octopuses", "monsoons", "the abacus", "wind turbines", "deserts",
+    "the piano", "vaccines", "rainbows", "the compass", "penguins", "earthquakes", "paper money",
+    "the moon's phases", "honey", "bridges", "the violin", "caves",
+)  # fmt: skip
+
+
+ASPECTS = ("history", "science", "uses", "dangers", "future", "economics", "art", "myths")
+
+
+def round_prompts(prompt: str, validators: int, round_index: int, offset: int = 0) -> list[str]:
+    """Each validator's question in round ``round_index``: ``prompt`` about a topic of its own, a new one
+    each round (256 topics: a run starts at a random ``offset`` so that a second run does not find the
+    first one's questions cached in the server's slots)."""
+    topics = [f"the {aspect} of {subject}" for subject in SUBJECTS for aspect in ASPECTS]
+    start = offset + round_index * validators
+    return [f"About {topics[(start + i) % len(topics)]}: {prompt}" for i in range(validators)]
+
+
 IDLE_WITHIN = 60.0  # seconds to wait for a model server to finish what a round left there (bounded)
 
 
@@ -118,11 +145,16 @@ class FleetLoadReport:
 
 
 async def fleet_round(
-    probers: Sequence[Prober], chosen: Sequence[ProbeTarget]
+    probers: Sequence[Prober], chosen: Sequence[ProbeTarget], prompts: Sequence[str]
 ) -> tuple[list[list[ProbeReport]], float]:
-    """One round: every validator asks every chosen miner at once; the reports per miner and the wall."""
+    """One round: every validator asks every chosen miner at once (its own question, ``prompts[i]``);
+    the reports per miner and the wall."""
     started = time.monotonic()
-    asks = [prober.stream(target, target.protocol) for prober in probers for target in chosen]
+    asks = [
+        prober.stream(target, target.protocol, question)
+        for prober, question in zip(probers, prompts, strict=True)
+        for target in chosen
+    ]
     reports = await asyncio.gather(*asks)
     wall = time.monotonic() - started
     per_miner: list[list[ProbeReport]] = [[] for _ in chosen]
@@ -149,13 +181,15 @@ async def load_fleet(
     walls: list[list[float]] = [[] for _ in chosen]  # per miner: its requests' first send to its last byte
     round_walls: list[float] = []
     used = _servers_of(loaded, [t.name for t in chosen])
+    offset = random.randrange(1 << 16)  # fresh questions each run; the server alone gets others again
     try:
         for index in range(rounds):
             if index:
                 await asyncio.sleep(SETTLE)
             for server, _ in used:  # every round starts on idle servers, as the first one does
                 await until_idle(host, server.spec.port)
-            per_miner, round_wall = await fleet_round(probers, chosen)
+            prompts = round_prompts(prompt, len(probers), index, offset)
+            per_miner, round_wall = await fleet_round(probers, chosen, prompts)
             round_walls.append(round_wall)
             for i, reports in enumerate(per_miner):
                 batches[i].append(reports)
@@ -174,7 +208,9 @@ async def load_fleet(
         for server, users in used:
             await until_idle(host, server.spec.port)
             servers.append(
-                await server_alone(loaded, server, users, host, len(wallets), rounds, timeout, prompt)
+                await server_alone(
+                    loaded, server, users, host, len(wallets), rounds, timeout, prompt, offset + 128
+                )
             )
     return FleetLoadReport(len(wallets), rounds, timeout, miners, servers, round_walls)
 
@@ -247,11 +283,13 @@ async def server_alone(
     rounds: int,
     timeout: float,
     prompt: str,
+    offset: int = 0,
 ) -> ServerAlone:
-    """The server asked directly by K x its miners streams at once, read until the miners' cut."""
+    """The server asked directly by K x its miners streams at once, read until the miners' cut: each round
+    K questions (each validator's, once per each of its miners), new ones (``offset``), so that what the
+    miners' rounds left in its slots' cache does not favour it."""
     url = f"http://{host}:{server.spec.port}/v1/chat/completions"
     miner = loaded.miner(users[0])
-    body = request_body(miner, prompt, server.spec.model)
     cut = cut_after(timeout, _margin(miner))
     concurrency = validators * len(users)
     firsts: list[float] = []
@@ -261,10 +299,13 @@ async def server_alone(
         for index in range(rounds):
             if index:
                 await asyncio.sleep(SETTLE)
+            bodies = [
+                request_body(miner, question, server.spec.model)
+                for question in round_prompts(prompt, validators, index, offset)
+                for _ in users
+            ]
             started = time.monotonic()
-            results = await asyncio.gather(
-                *(stream_direct(session, url, body, cut) for _ in range(concurrency))
-            )
+            results = await asyncio.gather(*(stream_direct(session, url, body, cut) for body in bodies))
             wall += time.monotonic() - started
             for first, text in results:
                 if first is not None:

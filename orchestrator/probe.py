@@ -312,11 +312,12 @@ class Prober:
             return Verdict.healthy, ""
         return judge(result, self.timeout)
 
-    async def stream(self, target: ProbeTarget, protocol: str) -> ProbeReport:
-        """One stream request of ``protocol`` to the miner, read whole: what a validator sees."""
+    async def stream(self, target: ProbeTarget, protocol: str, prompt: str | None = None) -> ProbeReport:
+        """One stream request of ``protocol`` to the miner (``prompt``: else the prober's), read whole:
+        what a validator sees."""
         if self._dendrite is None:
             self._dendrite = make_dendrite(self.wallet)
-        synapse = make_synapse(protocol, self.prompt, timeout=self.timeout)
+        synapse = make_synapse(protocol, prompt or self.prompt, timeout=self.timeout)
         started = time.monotonic()
         try:
             # The dendrite enforces the timeout itself; this outer bound only guards against a hang

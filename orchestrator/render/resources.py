@@ -14,13 +14,15 @@ before it takes the whole box, not reservations: they leave the usual load room 
 
 The KV cache per token is estimated from the model's size (1/8000 of the file per token, which covers
 grouped-query models and most older full-attention ones); set ``resources.memory`` for anything exotic.
-CPUs: a model server (llama-server) gets its compute threads plus :data:`SERVER_EXTRA_CPUS`: besides
-``n_threads`` decoding, its HTTP threads, sampling and the batch bookkeeping need CPU of their own, and a
-quota equal to ``n_threads`` throttles the whole process, decoding included (measured on 2 cores,
-Gemma 3 270M, ``--threads 1``, one stream: 19.6 tok/s under ``cpus: 1``, 48.6 under ``cpus: 2``,
-46.7 on the host; ``bench.fleet`` measures it on the rendered limits). An in-process llama.cpp or
-transformers miner gets its thread count. Unset ``n_threads``: no CPU limit, since llama.cpp then
-spreads over every core and a quota would only throttle it. An ``echo``/``openai`` miner gets one core.
+CPUs: a model server (llama-server) gets no CPU quota by default. Its CPU is bounded by its own threads
+(``n_threads`` decoding, plus its HTTP and sampling threads), and a quota can only throttle decoding:
+measured on 2 cores (Gemma 3 270M, ``--threads 1``, one stream), 19.6 tok/s under ``cpus: 1``, 48.6 under
+``cpus: 2``, 46.7 on the host; ``bench.fleet`` compares one stream through the stack with the host's.
+A quota above the threads' needs would not throttle, but docker refuses one above the host's core count,
+which the render cannot know: so there is none (``resources.cpus`` sets one on purpose). An in-process
+llama.cpp or transformers miner gets its thread count. Unset ``n_threads``: no CPU limit, since
+llama.cpp then spreads over every core and a quota would only throttle it. An ``echo``/``openai`` miner
+gets one core.
 CPU weight (``cpu_shares``): a miner holding its own model runs at :data:`IN_PROCESS_CPU_SHARES`, so
 when the box is busy the model servers and the miners streaming from them go first (a weight applies
 under compose; ``docker stack deploy`` ignores it).
@@ -45,12 +47,14 @@ SERVER_EXTRA_MIB = 256  # llama-server's compute buffers and HTTP threads
 KV_BYTES_PER_TOKEN_DIVISOR = 8000  # KV cache per token ~ model bytes / this
 ORCHESTRATOR_MIB = 512
 
-SERVER_EXTRA_CPUS = 1.0  # llama-server's HTTP, sampling and scheduling beside its n_threads
-# An in-process model miner's CPU weight: a quarter of the others'. It generates one answer at a time
-# flat out on its core; measured on the shipped fleet (2 cores, 8 validators asking every miner at once,
-# bench.fleet), an even weight took the model server's CPU and its miners' first chunk p90 went from
-# 0.6 s to 2.6-5.4 s, for no more answers from the in-process miner itself.
-IN_PROCESS_CPU_SHARES = 256
+# An in-process model miner's CPU weight: the least docker allows. It generates one answer at a time flat
+# out, where a model server answers many at once from the same CPU; when the box is saturated the
+# server goes first. Measured on the shipped fleet (2 cores, 8 validators asking every miner at once
+# with questions of their own, capacity --fleet): at an even weight, or 256, the model-server miners'
+# first-chunk p90 was 2.5-4.8 s and their tokens/s 0.56-0.60 of the server's own; at 2, 1.5-2.0 s and
+# 0.95-0.98, while solo-1 answered 1-2 of its 16 instead of 9-10 (it runs flat out again when the box
+# has room: one validator at a time is answered at full speed).
+IN_PROCESS_CPU_SHARES = 2
 PIDS_MINER = 256
 PIDS_HF = 1024  # torch starts a pool of threads per core
 PIDS_SERVER = 512  # llama-server: a thread per core for compute and for HTTP
@@ -151,8 +155,8 @@ def server_limits(loaded: LoadedFleet, server: ModelServer) -> Limits:
         + _kv_mib(loaded, spec.model, server.ctx_size)
         + SERVER_EXTRA_MIB
     )
-    cpus = None if spec.n_threads is None else spec.n_threads + SERVER_EXTRA_CPUS
-    return _apply(Limits(_memory(mib), cpus, PIDS_SERVER), spec.resources)
+    # No quota: its threads bound its CPU, and a quota would only throttle decoding (module docstring).
+    return _apply(Limits(_memory(mib), None, PIDS_SERVER), spec.resources)
 
 
 def _threads(n_threads: int | None) -> float | None:

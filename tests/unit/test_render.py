@@ -548,8 +548,8 @@ def test_compose_services_are_hardened_with_limits_by_backend_and_model_size(tmp
     }  # fmt: skip
     assert limits == {
         # the bundled model (241 MiB) + KV for 8 * 512 tokens + 256 MiB, rounded up to 64 MiB
-        # CPUs: its 2 compute threads + 1 for HTTP, sampling and batching (a quota of 2 would throttle it)
-        "model-server-small": ("640m", 3.0, 512),
+        # CPUs: no quota (its threads bound its CPU; a quota would only throttle its decoding)
+        "model-server-small": ("640m", None, 512),
         "model-server-big": ("2g", 2.5, 512),  # as written
         "a": ("384m", 1.0, 128),  # no model; pids from defaults
         "b": ("384m", 1.0, 128),
@@ -565,7 +565,7 @@ def test_compose_services_are_hardened_with_limits_by_backend_and_model_size(tmp
 def test_an_in_process_model_miner_yields_the_cpu_to_the_model_servers_under_load(tmp_path: Path) -> None:
     make_project(tmp_path, TWO_SERVERS)
     services = yaml.safe_load(render(_load(tmp_path))[COMPOSE_FILE])["services"]
-    assert services["f"]["cpu_shares"] == 256  # llamacpp: its own model, one answer at a time
+    assert services["f"]["cpu_shares"] == 2  # llamacpp: its own model, one answer at a time
     for name in ("model-server-small", "model-server-big", "a", "e"):
         assert "cpu_shares" not in services[name], name  # docker's even share
 
@@ -581,12 +581,17 @@ def test_a_llamacpp_miner_without_n_threads_gets_no_cpu_quota(tmp_path: Path) ->
 @pytest.mark.parametrize("threads", [1, 2, 4])
 def test_a_model_servers_cpu_limit_is_above_its_thread_count(tmp_path: Path, threads: int) -> None:
     """llama-server needs CPU beside its compute threads (HTTP, sampling, batching): a quota equal to
-    n_threads throttles decoding itself (one stream at 40% of its speed, measured in the stack)."""
+    n_threads throttles decoding itself (one stream at 40% of its speed, measured in the stack). Its
+    threads bound its CPU, so it gets no quota at all (unless resources.cpus says otherwise)."""
     make_project(tmp_path, TWO_SERVERS.replace("ctx_per_slot: 512, n_threads: 2}", f"n_threads: {threads}}}"))
-    services = yaml.safe_load(render(_load(tmp_path))[COMPOSE_FILE])["services"]
-    server = services["model-server-small"]
+    files = render(_load(tmp_path))
+    server = yaml.safe_load(files[COMPOSE_FILE])["services"]["model-server-small"]
     assert server["command"][server["command"].index("--threads") + 1] == str(threads)
-    assert server["cpus"] >= threads + 1
+    assert "cpus" not in server  # no quota: nothing can throttle its decoding
+    limits = yaml.safe_load(files[STACK_FILE])["services"]["model-server-small"]["deploy"]["resources"][
+        "limits"
+    ]
+    assert "cpus" not in limits
 
 
 def test_a_model_outside_the_bundle_is_sized_from_its_file_or_named_as_the_fix(tmp_path: Path) -> None:

@@ -46,35 +46,55 @@ _GAUGE = re.compile(r"^llamacpp:(requests_processing|requests_deferred)\s+([0-9.
 class LlamaServerLoad:
     """How many of a shared llama-server's slots are free now, from its ``/metrics``.
 
-    One reading serves the requests of the next ``ttl`` seconds, less the ones this miner admitted since
-    (so a burst of requests to this miner does not overfill the server between two readings). Miners
-    sharing the server read it separately: at the very moment two bursts arrive together each may see
-    the same free slots, and what overfills them waits in the server's own queue (and is refused at the
-    deadline with a status, never an empty answer).
+    Admission never waits on the server once it has a reading: a reading serves the requests of the next
+    ``ttl`` seconds, less the ones this miner admitted since (so a burst to this miner does not overfill
+    the server between two readings), and a stale one is refreshed in the background. That matters: the
+    server answers ``/metrics`` between two batches, so while it digests a burst's prompts a reading can
+    take seconds, and requests waiting for it would lose them. Only the very first reading is waited
+    for, at most ``first_wait`` seconds.
+
+    Miners sharing the server read it separately: at the very moment two bursts arrive together each may
+    see the same free slots, and what overfills them waits in the server's own queue (and is refused at
+    the deadline with a status, never an empty answer).
     """
 
     def __init__(
-        self, metrics_url: str, slots: int, ttl: float = 0.2, clock: Callable[[], float] = time.monotonic
+        self,
+        metrics_url: str,
+        slots: int,
+        ttl: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+        first_wait: float = 0.5,
     ) -> None:
         self.metrics_url = metrics_url
         self.slots = slots
         self.ttl = ttl
         self.clock = clock
+        self.first_wait = first_wait
         self._session: aiohttp.ClientSession | None = None  # made on the event loop, at first use
-        self._lock = asyncio.Lock()
+        self._refreshing: asyncio.Task[None] | None = None
         self._read_at: float | None = None
         self._free: int | None = None
+        self.reads = 0
 
     async def free_slots(self) -> int | None:
-        async with self._lock:
-            now = self.clock()
-            if self._read_at is None or now - self._read_at >= self.ttl:
-                self._free = await self._read()
-                self._read_at = now
-            free = self._free
-            if free is not None and free > 0:
-                self._free = free - 1  # this request takes one of them
-            return free
+        stale = self._read_at is None or self.clock() - self._read_at >= self.ttl
+        if stale and self._refreshing is None:
+            self._refreshing = asyncio.create_task(self._refresh(), name="llama-server-load")
+        if self._read_at is None and self._refreshing is not None:
+            await asyncio.wait({self._refreshing}, timeout=self.first_wait)
+        free = self._free
+        if free is not None and free > 0:
+            self._free = free - 1  # this request takes one of them
+        return free
+
+    async def _refresh(self) -> None:
+        try:
+            self._free = await self._read()
+            self._read_at = self.clock()
+            self.reads += 1
+        finally:
+            self._refreshing = None
 
     async def _read(self) -> int | None:
         if self._session is None:
@@ -92,6 +112,8 @@ class LlamaServerLoad:
         return self.slots - int(gauges["requests_processing"]) - int(gauges.get("requests_deferred", 0))
 
     async def aclose(self) -> None:
+        if self._refreshing is not None:
+            self._refreshing.cancel()
         if self._session is not None:
             await self._session.close()
 
