@@ -89,7 +89,7 @@ async def _host_single_stream(loaded: LoadedFleet, rounds: int) -> float | None:
     rates = []
     with tempfile.TemporaryDirectory() as tmp, llama_server(
         model, port, Path(tmp) / "server.log", slots=server.spec.slots, ctx_per_slot=server.ctx_per_slot,
-        binary=llama_server_binary(),
+        binary=llama_server_binary(), threads=server.spec.n_threads or 1,
     ) as base_url:  # fmt: skip
         async with direct_session() as session:
             for _ in range(rounds + 1):  # the first one warms the server up

@@ -233,16 +233,24 @@ def llama_server_binary() -> str:
 
 @contextmanager
 def llama_server(
-    gguf: Path, port: int, log_path: Path, *, slots: int, ctx_per_slot: int = 512, binary: str | None = None
+    gguf: Path,
+    port: int,
+    log_path: Path,
+    *,
+    slots: int,
+    ctx_per_slot: int = 512,
+    binary: str | None = None,
+    threads: int = 1,
 ) -> Iterator[str]:
-    """A real ``llama-server`` on 127.0.0.1:``port`` (one thread, ``slots`` parallel slots, metrics on),
-    yielding its OpenAI base URL once the model is loaded (``/health`` answers 200)."""
+    """A real ``llama-server`` on 127.0.0.1:``port`` (``threads`` threads, one for tests; ``slots``
+    parallel slots, metrics on), yielding its OpenAI base URL once the model is loaded (``/health``
+    answers 200)."""
     import urllib.request
 
     args = [
         binary or llama_server_binary(), "--model", str(gguf), "--alias", "gemma", "--host", "127.0.0.1",
         "--port", str(port), "--parallel", str(slots), "--ctx-size", str(slots * ctx_per_slot),
-        "--threads", "1", "--cont-batching", "--metrics",
+        "--threads", str(threads), "--cont-batching", "--metrics",
     ]  # fmt: skip
     with log_path.open("wb") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
