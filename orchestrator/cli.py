@@ -179,7 +179,12 @@ def _fleet_capacity(
     from orchestrator.health import probe_wallet
 
     wallets = [probe_wallet(loaded)] * args.concurrency
-    report = asyncio.run(load_fleet(loaded, args.host, args.miner, wallets, args.rounds, timeout, prompt))
+    report = asyncio.run(
+        load_fleet(
+            loaded, args.host, args.miner, wallets, args.rounds, timeout, prompt,
+            same_question=args.same_question,
+        )
+    )  # fmt: skip
     print_fleet(report, out, as_json=args.json, prompt=prompt)
     return EXIT_OK
 
@@ -376,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="as validators load a fleet: K validators each ask every chosen miner at the same moment "
         "(K x miners requests per round), and each model server is then asked on its own at that load",
+    )
+    capacity.add_argument(
+        "--same-question",
+        action="store_true",
+        help="with --fleet: every validator asks the same question every round (by default each asks its "
+        "own, new each round, as validators do; one question lets llama-server answer from its prompt cache)",
     )
     _add_miner_choice(capacity, "measure", "request")
     capacity.add_argument("--prompt", default=None, help="the prompt sent (default: probe.prompt)")

@@ -173,6 +173,7 @@ async def load_fleet(
     prompt: str,
     *,
     servers_alone: bool = True,
+    same_question: bool = False,
 ) -> FleetLoadReport:
     """K validators (one per wallet) asking every chosen miner at once, N rounds; then each server alone."""
     chosen = targets(loaded, host, names)
@@ -188,7 +189,11 @@ async def load_fleet(
                 await asyncio.sleep(SETTLE)
             for server, _ in used:  # every round starts on idle servers, as the first one does
                 await until_idle(host, server.spec.port)
-            prompts = round_prompts(prompt, len(probers), index, offset)
+            prompts = (
+                [prompt] * len(probers)
+                if same_question
+                else round_prompts(prompt, len(probers), index, offset)
+            )
             per_miner, round_wall = await fleet_round(probers, chosen, prompts)
             round_walls.append(round_wall)
             for i, reports in enumerate(per_miner):
@@ -209,7 +214,15 @@ async def load_fleet(
             await until_idle(host, server.spec.port)
             servers.append(
                 await server_alone(
-                    loaded, server, users, host, len(wallets), rounds, timeout, prompt, offset + 128
+                    loaded,
+                    server,
+                    users,
+                    host,
+                    len(wallets),
+                    rounds,
+                    timeout,
+                    prompt,
+                    None if same_question else offset + 128,
                 )
             )
     return FleetLoadReport(len(wallets), rounds, timeout, miners, servers, round_walls)
@@ -283,7 +296,7 @@ async def server_alone(
     rounds: int,
     timeout: float,
     prompt: str,
-    offset: int = 0,
+    offset: int | None = 0,
 ) -> ServerAlone:
     """The server asked directly by K x its miners streams at once, read until the miners' cut: each round
     K questions (each validator's, once per each of its miners), new ones (``offset``), so that what the
@@ -301,7 +314,11 @@ async def server_alone(
                 await asyncio.sleep(SETTLE)
             bodies = [
                 request_body(miner, question, server.spec.model)
-                for question in round_prompts(prompt, validators, index, offset)
+                for question in (
+                    [prompt] * validators
+                    if offset is None
+                    else round_prompts(prompt, validators, index, offset)
+                )
                 for _ in users
             ]
             started = time.monotonic()
