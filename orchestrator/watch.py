@@ -111,6 +111,9 @@ class Watched:
     probing: bool = False
     last_alive_at: float | None = None  # monotonic: the last liveness check's end
     checking_alive: bool = False
+    # A stream probe has passed since the process last started: only then can a liveness failure mean
+    # a hang (before, an adopted container may still be loading its model, its port not yet open).
+    proven: bool = False
     probe_requested: bool = False  # probe at the loop's next pass (its model server is back)
     log_tail: list[str] = field(default_factory=list)
 
@@ -206,7 +209,12 @@ class Watcher:
     async def handle(self, name: str, event: Event) -> None:
         if self.stopping:
             return  # SIGTERM: no decision after it, so none can fight the teardown that sent it
-        await self.execute(name, self.apply(name, event))
+        if isinstance(event, Started | Exited):
+            self.units[name].proven = False  # a new process: it proves itself again
+        actions = self.apply(name, event)
+        if any(a in (Action.START, Action.RESTART) for a in actions):
+            self.units[name].proven = False
+        await self.execute(name, actions)
 
     # --- the loops --------------------------------------------------------------------------------
 
@@ -279,6 +287,8 @@ class Watcher:
         if not result.ok and self.fleet_changed is not None:
             return  # probed where the old fleet file said: no restart on that (shown in the status)
         was = watched.record.state
+        if result.ok:
+            watched.proven = True
         await self.handle(watched.target.name, result)
         if watched.role is Role.model_server and was is not State.RUNNING:
             if watched.record.state is State.RUNNING:
@@ -294,7 +304,7 @@ class Watcher:
                 miner.probe_requested = True
 
     def due_for_liveness(self, watched: Watched, now: float) -> bool:
-        if watched.role is not Role.miner or watched.checking_alive:
+        if watched.role is not Role.miner or watched.checking_alive or not watched.proven:
             return False
         if watched.record.state not in (State.RUNNING, State.UNHEALTHY) or watched.last_probe_at is None:
             return False  # starting (the model may be loading): the stream probes and the grace decide

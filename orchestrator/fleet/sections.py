@@ -120,8 +120,8 @@ class Resources(_Strict):
         ge=2,
         le=262144,
         description="CPU weight when the box is busy (compose `cpu_shares`; 1024 is an even share). "
-        "Default: 2 (the least) for a miner holding its own model (llamacpp, hf), so under load the model "
-        "servers and the Python miners in front of them go first; unset (1024) for the rest.",
+        "Default: 256 for a miner holding its own model (llamacpp, hf), so under load the model servers "
+        "and the Python miners in front of them go first; unset (1024) for the rest.",
     )
 
     @field_validator("memory")

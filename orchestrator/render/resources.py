@@ -47,14 +47,13 @@ SERVER_EXTRA_MIB = 256  # llama-server's compute buffers and HTTP threads
 KV_BYTES_PER_TOKEN_DIVISOR = 8000  # KV cache per token ~ model bytes / this
 ORCHESTRATOR_MIB = 512
 
-# An in-process model miner's CPU weight: the least docker allows. It generates one answer at a time flat
-# out, where a model server answers many at once from the same CPU; when the box is saturated the
-# server goes first. Measured on the shipped fleet (2 cores, 8 validators asking every miner at once
-# with questions of their own, capacity --fleet): at an even weight, or 256, the model-server miners'
-# first-chunk p90 was 2.5-4.8 s and their tokens/s 0.56-0.60 of the server's own; at 2, 1.5-2.0 s and
-# 0.95-0.98, while solo-1 answered 1-2 of its 16 instead of 9-10 (it runs flat out again when the box
-# has room: one validator at a time is answered at full speed).
-IN_PROCESS_CPU_SHARES = 2
+# An in-process model miner's CPU weight: a quarter of the others'. It generates one answer at a time
+# flat out, where a model server answers many at once from the same CPU; when the box is saturated the
+# server and the miners in front of it go first. Measured on the shipped fleet (2 cores, one server
+# thread, 8 validators asking every miner at once, capacity --fleet): at an even weight the shared
+# miners' first-chunk p90 was 2.6-5.4 s, at 256 0.6-0.8 s (one question for all), for no fewer answers
+# from solo-1 itself.
+IN_PROCESS_CPU_SHARES = 256
 PIDS_MINER = 256
 PIDS_HF = 1024  # torch starts a pool of threads per core
 PIDS_SERVER = 512  # llama-server: a thread per core for compute and for HTTP

@@ -438,6 +438,8 @@ async def test_a_hung_miner_fails_its_liveness_checks_and_is_restarted_between_s
     watcher = Watcher([(_target("hung-1"), POLICY)], runtime, prober, probe_interval=30, clock=clock)
     await watcher.adopt()
     miner = watcher.miners["hung-1"]
+    clock.now += 5
+    assert not watcher.due_for_liveness(miner, clock.now)  # adopted, not yet proven by a stream probe
     await watcher.probe_one(miner)  # a healthy stream probe: the next one is 30 s away
     clock.now += 5
     assert watcher.due_for_liveness(miner, clock.now) and not watcher.due_for_probe(miner, clock.now)
@@ -451,6 +453,25 @@ async def test_a_hung_miner_fails_its_liveness_checks_and_is_restarted_between_s
     assert runtime.calls == [("restart", "hung-1")]
     assert miner.record.restarts_by_reason == {"probe-failed": 1}
     assert "unresponsive: no HTTP answer" in miner.record.detail
+    clock.now += 60
+    assert not watcher.due_for_liveness(miner, clock.now)  # restarted: it proves itself again first
+
+
+async def test_an_adopted_miner_still_loading_is_not_restarted_by_liveness_checks() -> None:
+    """A container that runs but whose miner still loads its model has no open port yet: only the stream
+    probes and the grace decide until one has passed (CI once saw such a miner restarted at once)."""
+    runtime = FakeRuntime({"loading-1": True})
+    prober = FakeProber()
+    prober.hung.add("loading-1")  # nothing answers on its port yet
+    clock = Clock()
+    watcher = Watcher([(_target("loading-1"), POLICY)], runtime, prober, probe_interval=30, clock=clock)
+    await watcher.adopt()
+    miner = watcher.miners["loading-1"]
+    assert miner.record.state is State.RUNNING  # adopted as running
+    for _ in range(10):
+        clock.now += 5
+        assert not watcher.due_for_liveness(miner, clock.now)
+    assert runtime.calls == []
 
 
 async def test_a_starting_miner_gets_no_liveness_checks() -> None:
