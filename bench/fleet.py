@@ -19,6 +19,7 @@ up`` sets one up). Tokens are estimated as characters / 4, on every path alike.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import tempfile
 import time
@@ -45,7 +46,9 @@ HOST = "127.0.0.1"
 def _up() -> None:
     """``make up``: the shipped fleet as a user runs it (reuses images and running containers)."""
     progress("make up (the shipped fleet, as rendered)")
-    subprocess.run(["make", "up"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    # Not with a test's llama-server path: render would write it into the committed supervisord.conf.
+    env = {k: v for k, v in os.environ.items() if k != "MINERFLEET_LLAMA_SERVER"}
+    subprocess.run(["make", "up"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env=env)
 
 
 def _fleet_figures(k: int, report: FleetLoadReport) -> list[Figure]:
