@@ -37,6 +37,7 @@ from orchestrator.capacity import (
 from orchestrator.fleet.load import LoadedFleet, Miner
 from orchestrator.health import targets
 from orchestrator.probe import CHARS_PER_TOKEN, Prober, ProbeReport, ProbeTarget
+from services.miner.backends.openai import llama_server_load
 from services.miner.chat import build_chat
 from services.miner.settings import MinerSettings
 
@@ -243,12 +244,8 @@ async def until_idle(host: str, port: int, within: float = IDLE_WITHIN) -> None:
                     text = await response.text()
             except (aiohttp.ClientError, TimeoutError):
                 return  # no metrics to read: nothing to wait for
-            busy = [
-                float(line.split()[-1])
-                for line in text.splitlines()
-                if line.startswith(("llamacpp:requests_processing", "llamacpp:requests_deferred"))
-            ]
-            if not any(busy):
+            load = llama_server_load(text)
+            if load is None or not any(load):
                 return
             await asyncio.sleep(0.2)
 

@@ -208,6 +208,12 @@ class Prober:
         self._dendrite: Any = None
         self._session: aiohttp.ClientSession | None = None
 
+    def _http(self) -> aiohttp.ClientSession:
+        """The plain HTTP session beside the dendrite (liveness, first chunks), made on first use."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.alive_timeout))
+        return self._session
+
     async def alive(self, target: ProbeTarget) -> str | None:
         """Whether the miner's HTTP server answers at all: ``None`` if it does (any status), else why not.
 
@@ -215,11 +221,9 @@ class Prober:
         the chain, and counts nowhere (a validator's request it would count): a paused or hung miner
         does not answer; a busy one does.
         """
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.alive_timeout))
         url = f"http://{target.host}:{target.port}/health"
         try:
-            async with self._session.get(url) as response:
+            async with self._http().get(url) as response:
                 await response.read()
         except TimeoutError:
             return f"unresponsive: no HTTP answer within {self.alive_timeout:g}s"
@@ -262,8 +266,6 @@ class Prober:
         """
         if self._dendrite is None:
             self._dendrite = make_dendrite(self.wallet)
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.alive_timeout))
         axon = axon_info(target.host, target.port, target.hotkey)
         synapse = make_synapse(target.protocol, self.prompt, timeout=self.timeout)
         synapse = self._dendrite.preprocess_synapse_for_request(axon, synapse, self.timeout)
@@ -271,7 +273,7 @@ class Prober:
         result = StreamResult()
         started = time.monotonic()
         try:
-            async with asyncio.timeout(self.timeout), self._session.post(
+            async with asyncio.timeout(self.timeout), self._http().post(
                 url, headers=synapse.to_headers(), json=synapse.model_dump(),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             ) as response:  # fmt: skip

@@ -43,6 +43,14 @@ def _connection_errors(openai: Any) -> tuple[type[BaseException], ...]:
 _GAUGE = re.compile(r"^llamacpp:(requests_processing|requests_deferred)\s+([0-9.eE+-]+)\s*$", re.MULTILINE)
 
 
+def llama_server_load(metrics_text: str) -> tuple[int, int] | None:
+    """(requests in a slot, requests waiting) from llama-server's ``/metrics`` text; None if absent."""
+    gauges = {name: float(value) for name, value in _GAUGE.findall(metrics_text)}
+    if "requests_processing" not in gauges:
+        return None
+    return int(gauges["requests_processing"]), int(gauges.get("requests_deferred", 0))
+
+
 class LlamaServerLoad:
     """How many of a shared llama-server's slots are free now, from its ``/metrics``.
 
@@ -106,10 +114,8 @@ class LlamaServerLoad:
                 text = await response.text()
         except (aiohttp.ClientError, TimeoutError):
             return None  # down or restarting: the request itself finds out and says so (503)
-        gauges = {name: float(value) for name, value in _GAUGE.findall(text)}
-        if "requests_processing" not in gauges:
-            return None
-        return self.slots - int(gauges["requests_processing"]) - int(gauges.get("requests_deferred", 0))
+        load = llama_server_load(text)
+        return None if load is None else self.slots - sum(load)
 
     async def aclose(self) -> None:
         if self._refreshing is not None:
