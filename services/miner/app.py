@@ -8,6 +8,7 @@ message on stderr naming the setting); anything else is a crash.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import signal
@@ -17,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from services.miner.blacklist import SyncLoop
 from services.miner.chain import Announcer, build_gatekeeper, external_ip, first_sync, not_registered
@@ -168,6 +169,49 @@ def build_axon(settings: MinerSettings, wallet: Any, metrics: Any = None, extern
     return axon
 
 
+def open_door(settings: MinerSettings, service: Any, hotkey: str, axon: Any) -> Any:
+    """The HTTP door (docs/ARCHITECTURE.md, "Doors"): in front of the axon on its port, or a server of
+    its own on ``http.port`` (returned, to run beside the axon's on the same event loop). None: no door
+    of its own."""
+    if not settings.http.auth:
+        return None
+    import uvicorn
+
+    from services.miner.httpdoor import HttpDoor
+    from services.miner.signed import Verifier
+
+    verifier = Verifier(hotkey, tuple(settings.http.auth))
+    if settings.http.port is None:
+        axon.app.add_middleware(HttpDoor, service=service, verifier=verifier)
+        return None
+    config = uvicorn.Config(
+        HttpDoor(None, service=service, verifier=verifier),
+        host=settings.axon_ip,
+        port=settings.http.port,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=KEEP_ALIVE,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        limit_concurrency=settings.max_connections,
+        http=guarded_protocol(
+            _uvicorn_http_protocol(), header_timeout=settings.header_timeout, keep_alive=KEEP_ALIVE
+        ),
+    )
+    return uvicorn.Server(config)
+
+
+def run_servers(axon_server: Any, door: Any) -> Callable[[], None]:
+    """The axon thread's work: the axon's server, and the HTTP door's beside it on the same event loop
+    (one admission gate for both)."""
+    if door is None:
+        return cast(Callable[[], None], axon_server.run)
+
+    async def both() -> None:
+        await asyncio.gather(axon_server.serve(), door.serve())
+
+    return lambda: asyncio.run(both())
+
+
 def _uvicorn_http_protocol() -> type[Any]:
     """The HTTP protocol class uvicorn would pick itself ("auto": httptools when installed, else h11)."""
     try:
@@ -220,6 +264,8 @@ def serve(settings: MinerSettings, connect: Callable[[], Any] | None = None, exi
     check_port_free(settings.axon_ip, settings.axon_port)
     if settings.metrics_port is not None:
         check_port_free(settings.axon_ip, settings.metrics_port, "MINER_METRICS_PORT")
+    if settings.http.auth and settings.http.port is not None:
+        check_port_free(settings.axon_ip, settings.http.port, "MINER_HTTP__PORT")
     backend = make_backend(settings)
     admitted_concurrency(settings, backend)  # a setting the backend cannot honour fails before loading
     # The chain's word before the model loads: not registered, or no public address, is exit 78 now.
@@ -253,6 +299,7 @@ def serve(settings: MinerSettings, connect: Callable[[], Any] | None = None, exi
     service = MinerService(settings, backend, gatekeeper, exit_request, metrics=metrics)
     axon = build_axon(settings, wallet, metrics, announce_at)
     service.attach(axon)
+    door = open_door(settings, service, wallet.hotkey.ss58_address, axon)
     metrics_server = None
     if settings.metrics_port is not None:
         metrics_server = MetricsServer(metrics, settings.axon_ip, settings.metrics_port)
@@ -266,7 +313,7 @@ def serve(settings: MinerSettings, connect: Callable[[], Any] | None = None, exi
             )
 
     server = axon.fast_server
-    thread = threading.Thread(target=server.run, name="axon", daemon=True)
+    thread = threading.Thread(target=run_servers(server, door), name="axon", daemon=True)
     thread.start()
     while not server.started:
         if not thread.is_alive():
@@ -278,6 +325,13 @@ def serve(settings: MinerSettings, connect: Callable[[], Any] | None = None, exi
         external = (axon.external_ip, axon.external_port)
         sync_loop.on_synced = Announcer(settings, gatekeeper, chain, axon, external)
         sync_loop.poke()  # announce now (or as soon as the chain answers)
+    if settings.http.auth:
+        log.info(
+            "HTTP door (OpenAI chat completions, %s) on %s:%d",
+            ",".join(settings.http.auth),
+            settings.axon_ip,
+            settings.http.port or settings.axon_port,
+        )
     log.info(
         "miner %s serving %s on %s:%d (hotkey %s, backend %s, network %s)",
         settings.name,
@@ -296,6 +350,8 @@ def serve(settings: MinerSettings, connect: Callable[[], Any] | None = None, exi
     if sync_loop is not None:
         sync_loop.stop()
     server.should_exit = True
+    if door is not None:
+        door.should_exit = True
     thread.join(GRACEFUL_SHUTDOWN + 2.0)
     if metrics_server is not None:
         metrics_server.stop()

@@ -117,3 +117,76 @@ async def stream_once(
         result.status_message = str(getattr(final.dendrite, "status_message", "") or "")
         result.completion = final.completion or ""
     return result
+
+
+CHAT_PATH = "/v1/chat/completions"
+
+
+async def chat_once(
+    session: Any,
+    base_url: str,
+    keypair: Any,
+    receiver: str,
+    scheme: str,
+    prompt: str,
+    timeout: float = 12.0,
+    **fields: Any,
+) -> StreamResult:
+    """One streamed chat completion through a miner's HTTP door, signed with ``scheme`` (epistula or
+    btauth) by ``keypair`` for ``receiver``, read as the OpenAI client reads it (server-sent events).
+
+    ``session``: an ``aiohttp.ClientSession``; ``fields``: more of the body (``max_tokens``, ``seed``...).
+    """
+    import json
+
+    import aiohttp
+
+    from services.miner.signed import sign
+
+    body = json.dumps({"messages": [{"role": "user", "content": prompt}], "stream": True, **fields}).encode()
+    headers = {
+        **sign(scheme, keypair, "POST", CHAT_PATH, body, receiver, timeout),  # type: ignore[arg-type]
+        "Content-Type": "application/json",
+    }
+    result = StreamResult()
+    started = time.monotonic()
+    try:
+        async with session.post(
+            base_url.rstrip("/") + CHAT_PATH,
+            data=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as response:
+            result.status_code = response.status
+            if response.status != 200:
+                result.status_message = _error_message(await response.read())
+                return result
+            async for line in response.content:
+                if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                for choice in chunk.get("choices", []):
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        if result.first_chunk_after is None:
+                            result.first_chunk_after = time.monotonic() - started
+                        result.chunks.append(text)
+    except TimeoutError:
+        result.status_code, result.status_message = 408, f"timed out after {timeout:g}s"
+    except aiohttp.ClientError as exc:
+        result.status_code, result.status_message = 503, f"connection failed: {exc}"
+    finally:
+        result.elapsed = time.monotonic() - started
+        result.completion = "".join(result.chunks)
+    return result
+
+
+def _error_message(body: bytes) -> str:
+    """The reason of an OpenAI-style error answer (``{"error": {"message": ...}}``), else the body."""
+    import json
+
+    try:
+        error = json.loads(body).get("error") or {}
+        return str(error.get("message") or body[:200].decode("utf-8", "replace"))
+    except (ValueError, AttributeError):
+        return body[:200].decode("utf-8", "replace")

@@ -81,7 +81,7 @@ class RequestGuard:
         if missing:
             await self._refuse(scope, send, 401, f"unsigned request: missing {', '.join(missing)}")
             return
-        body = await _read_body(receive, self.max_body)
+        body = await read_body(receive, self.max_body)
         if body is None:
             await self._refuse(scope, send, 413, f"request body is over this miner's {self.max_body} bytes")
             return
@@ -123,7 +123,7 @@ def _body_problem(body: bytes, synapse_class: type[Any], signed_hash: str) -> st
     return None
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
+async def read_body(receive: Receive, limit: int) -> bytes | None:
     """The whole body, or None as soon as it grows past ``limit`` (chunked bodies have no length)."""
     parts: list[bytes] = []
     size = 0

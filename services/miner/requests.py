@@ -26,6 +26,17 @@ def served_models(settings: MinerSettings) -> list[str]:
     return [name for name in dict.fromkeys([own, *settings.model_names]) if name]
 
 
+def availabilities(
+    settings: MinerSettings, tasks: list[str], models: list[str]
+) -> tuple[dict[str, bool], dict[str, bool]]:
+    """SN1's availability question: which of these tasks and models this miner serves (its settings)."""
+    served = served_models(settings)
+    return (
+        {task: settings.tasks is None or task in settings.tasks for task in tasks},
+        {model: model in served for model in models},
+    )
+
+
 async def build_request(
     settings: MinerSettings, backend: Backend, synapse: Any, protocol: str
 ) -> GenerationRequest:

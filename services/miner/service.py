@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from inspect import Parameter, Signature
 from typing import Any, Tuple  # noqa: UP035 - bittensor compares signatures against typing.Tuple
 
@@ -25,10 +25,10 @@ from services.miner.blacklist import Gatekeeper
 from services.miner.errors import BusyError, ConfigError, DependencyError, ExitCode, RefusedError
 from services.miner.metrics import MinerMetrics
 from services.miner.protocols import PROTOCOLS, ROUTES, Route
-from services.miner.requests import build_request, served_models
+from services.miner.requests import availabilities, build_request
 from services.miner.responses import DisconnectAwareResponse, Refusal, refuse
 from services.miner.settings import MinerSettings
-from services.miner.streamer import Ending, Send, StreamOutcome, TokenStreamer
+from services.miner.streamer import Ending, Send, StreamOutcome, TokenStreamer, until_stop
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class MinerService:
         )
         self.metrics = metrics or MinerMetrics(settings.name, backend.name, process=False)
         self.metrics.watch_gate(self.gate)
-        self.metrics.zero(list(settings.protocols))
+        self.metrics.zero([*settings.protocols, *(f"chat/{scheme}" for scheme in settings.http.auth)])
         self.forward_exceptions = 0
         self.tasks_seen: Counter[str] = Counter()  # SN1 task names asked for, for logs and metrics
 
@@ -155,28 +155,37 @@ class MinerService:
         """
         arrived, deadline = self._deadline(synapse)
         caller = _short(_caller(synapse))
-        admitted = await self._admit(synapse, protocol, protocol, caller, arrived, deadline)
+        admitted = await self.admit(
+            protocol, caller, _caller(synapse), lambda: self._request(synapse, protocol), arrived, deadline
+        )
         if isinstance(admitted, RefusedError):
             return refuse(synapse, admitted.status, str(admitted))
         request, reservation = admitted
         refusal = Refusal()
 
         async def token_streamer(send: Send) -> None:
-            outcome = await self._generate(protocol, caller, request, reservation, send, arrived, deadline)
-            if isinstance(outcome, BusyError):
-                refusal.set(outcome)
-            elif outcome.ending is Ending.refused and isinstance(outcome.error, RefusedError):
-                # Nothing sent yet: the caller gets the status and reason instead of an empty 200.
-                refusal.set(outcome.error)
-            elif outcome.ending is Ending.error:
-                self._forward_exception(outcome.error)
-            elif not outcome.chunks:
-                # A 200 that never carries text is not an answer: say why there is none.
-                refusal.set(_no_text(outcome))
+            outcome = await self.generate(protocol, caller, request, reservation, send, arrived, deadline)
+            error = self.settle(outcome)
+            if error is not None:
+                refusal.set(error)  # read only if nothing was sent yet
 
         return DisconnectAwareResponse(
             BTStreamingResponseModel(token_streamer=token_streamer), synapse=synapse, refusal=refusal
         )
+
+    def settle(self, outcome: StreamOutcome | BusyError) -> RefusedError | None:
+        """What an ended stream means for its answer: the refusal to answer with if it sent nothing
+        (None: its text stands). A broken backend is a forward exception, handled here."""
+        if isinstance(outcome, BusyError):
+            return outcome
+        if outcome.ending is Ending.refused and isinstance(outcome.error, RefusedError):
+            return outcome.error
+        if outcome.ending is Ending.error:
+            self._forward_exception(outcome.error)
+            return BusyError(f"busy: the model failed and the miner restarts ({outcome.error})")
+        if not outcome.chunks:
+            return no_text(outcome)  # a 200 that never carries text is not an answer: say why
+        return None
 
     async def forward_plain(self, synapse: Any, protocol: str) -> Any:
         """The plain answer: the same checks, admission and deadline; the completion in the synapse."""
@@ -187,11 +196,18 @@ class MinerService:
         async def collect(message: MutableMapping[str, Any]) -> None:
             parts.append(message.get("body", b"").decode("utf-8"))
 
-        admitted = await self._admit(synapse, protocol, f"{protocol} (plain)", caller, arrived, deadline)
+        admitted = await self.admit(
+            protocol,
+            f"{caller} (plain)",
+            _caller(synapse),
+            lambda: self._request(synapse, protocol),
+            arrived,
+            deadline,
+        )
         if isinstance(admitted, RefusedError):
             return refuse(synapse, admitted.status, str(admitted))
         request, reservation = admitted
-        outcome = await self._generate(protocol, caller, request, reservation, collect, arrived, deadline)
+        outcome = await self.generate(protocol, caller, request, reservation, collect, arrived, deadline)
         if isinstance(outcome, BusyError):
             return refuse(synapse, outcome.status, str(outcome))
         if outcome.ending is Ending.refused and isinstance(outcome.error, RefusedError) and not parts:
@@ -202,27 +218,34 @@ class MinerService:
             self._forward_exception(outcome.error)
             return refuse(synapse, 500, f"the backend failed: {outcome.error}")
         if not parts and isinstance(outcome, StreamOutcome):
-            error = _no_text(outcome)
+            error = no_text(outcome)
             return refuse(synapse, error.status, str(error))
         synapse.completion = "".join(parts)
         return synapse
 
-    async def _admit(
-        self, synapse: Any, protocol: str, label: str, caller: str, arrived: float, deadline: float
+    async def admit(
+        self,
+        protocol: str,
+        label: str,
+        hotkey: str | None,
+        build: Callable[[], Awaitable[GenerationRequest]],
+        arrived: float,
+        deadline: float,
     ) -> tuple[GenerationRequest, Reservation] | RefusedError:
-        """The request and its place in the model's queue, or the counted refusal to answer."""
+        """The request (``build`` makes it) and its place in the model's queue, or the counted refusal
+        to answer. One gate for every door: the axon's protocols and the HTTP door queue together."""
         try:
             unavailable = self.gatekeeper.unavailable()
             if unavailable:  # the chain has not answered yet: nobody can be judged, the probe included
                 raise DependencyError(unavailable)
-            request = await self._request(synapse, protocol)
-            return request, await self.gate.admit(deadline, self.gatekeeper.priority(_caller(synapse)))
+            request = await build()
+            return request, await self.gate.admit(deadline, self.gatekeeper.priority(hotkey))
         except RefusedError as exc:
-            log.warning("%s from %s: %d %s", label, caller, exc.status, exc)
+            log.warning("%s from %s: %d %s", protocol, label, exc.status, exc)
             self.metrics.refused(protocol, exc, self.clock() - arrived)
             return exc
 
-    async def _generate(
+    async def generate(
         self,
         protocol: str,
         caller: str,
@@ -240,9 +263,8 @@ class MinerService:
             with self.metrics.tracking():
                 async with reservation.hold(timeout=deadline - self.clock()):
                     started = self._entered(arrived)
-                    outcome = await self.streamer.stream(
-                        self.backend.stream(request), send, deadline=deadline
-                    )
+                    pieces = until_stop(self.backend.stream(request), request.stop)
+                    outcome = await self.streamer.stream(pieces, send, deadline=deadline)
         except TimeoutError:
             busy = BusyError("busy: waited for the model until the request's deadline")
             log.warning("%s from %s: waited for the model until the deadline", protocol, caller)
@@ -260,14 +282,9 @@ class MinerService:
 
     async def forward_availability(self, synapse: Any, protocol: str) -> Any:
         """Which of the asked tasks and models this miner serves (from its settings; no model work)."""
-        tasks = self.settings.tasks
-        synapse.task_availabilities = {
-            task: tasks is None or task in tasks for task in synapse.task_availabilities
-        }
-        models = served_models(self.settings)
-        synapse.llm_model_availabilities = {
-            model: model in models for model in synapse.llm_model_availabilities
-        }
+        synapse.task_availabilities, synapse.llm_model_availabilities = availabilities(
+            self.settings, list(synapse.task_availabilities), list(synapse.llm_model_availabilities)
+        )
         return synapse
 
     async def _request(self, synapse: Any, protocol: str) -> GenerationRequest:
@@ -279,10 +296,12 @@ class MinerService:
         return request
 
     def _deadline(self, synapse: Any) -> tuple[float, float]:
+        return self.deadline(float(synapse.timeout or DEFAULT_TIMEOUT))
+
+    def deadline(self, timeout: float) -> tuple[float, float]:
         """(arrival, the time to stop by): a little before the caller gives up, so the last chunk arrives
         in time; on very short timeouts the margin shrinks with it rather than eating the whole budget."""
         arrived = self.clock()
-        timeout = float(synapse.timeout or DEFAULT_TIMEOUT)
         return arrived, arrived + timeout - min(self.settings.deadline_margin, timeout * 0.2)
 
     def _forward_exception(self, error: BaseException | None) -> None:
@@ -333,7 +352,7 @@ class MinerService:
         )
 
 
-def _no_text(outcome: StreamOutcome) -> RefusedError:
+def no_text(outcome: StreamOutcome) -> RefusedError:
     """Why a stream that ended without sending any text has no answer."""
     if outcome.ending is Ending.deadline:
         # Admitted, but the model could not start it in time (a shared server's slots were all taken).

@@ -38,6 +38,7 @@ class BackendName(StrEnum):
 
 
 ProtocolName = Literal["prompting", "einstein", "text-prompting"]
+AuthScheme = Literal["epistula", "btauth"]
 
 
 class _Group(BaseModel):
@@ -130,6 +131,37 @@ class LimitsSettings(_Group):
         description="A prompt over the limits: refuse with 413, or trim (keep the system prompt and the "
         "newest messages that fit).",
     )
+
+
+class HttpSettings(_Group):
+    """The HTTP door: OpenAI chat completions over signed HTTP (Epistula v2, bittensor 11's btauth/1),
+    served from the same backend, admission gate and limits as the axon (docs/ARCHITECTURE.md, "Doors")."""
+
+    auth: list[AuthScheme] = Field(
+        default_factory=list,
+        description="Signatures accepted at the HTTP door: epistula (SN1's validators), btauth (bittensor "
+        "11's http_auth); empty: no HTTP door.",
+    )
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port of the HTTP door (default: the axon's own, where validators reading the chain's "
+        "axon address call it).",
+    )
+    default_timeout: float = Field(
+        12.0, gt=0, description="Seconds a request has when it sends no X-Client-Timeout."
+    )
+    max_timeout: float = Field(
+        60.0, gt=0, description="Most seconds a request may ask for with X-Client-Timeout."
+    )
+
+    @field_validator("auth")
+    @classmethod
+    def _unique_schemes(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each scheme may be listed once")
+        return value
 
 
 class MinerSettings(BaseSettings):
@@ -242,6 +274,10 @@ class MinerSettings(BaseSettings):
         "serve",
         description="A request whose target_model this miner does not serve: answer anyway, or refuse (400).",
     )
+    http: HttpSettings = Field(
+        default_factory=HttpSettings,
+        description="The HTTP door (OpenAI chat completions over signed HTTP) beside the axon.",
+    )
     echo: EchoSettings = Field(default_factory=EchoSettings, description="echo backend options.")
     llamacpp: LlamaCppSettings = Field(
         default_factory=LlamaCppSettings, description="llamacpp backend options."
@@ -338,7 +374,18 @@ def _nest(environ: Mapping[str, str]) -> dict[str, Any]:
             data.setdefault(top, {})
             if not isinstance(data[top], dict):
                 raise ConfigError(f"{key}: {ENV_PREFIX}{top.upper()} is a group, not a value")
-            data[top][NESTED_DELIMITER.join(path[1:])] = value
+            name = NESTED_DELIMITER.join(path[1:])
+            group = fields[top].annotation
+            inner = getattr(group, "model_fields", {}).get(name)
+            if inner is not None and str(inner.annotation).startswith("list"):
+                try:
+                    data[top][name] = json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(
+                        f'{key}: expected a JSON list such as ["a", "b"], got {value!r}'
+                    ) from exc
+            else:
+                data[top][name] = value
     return data
 
 
@@ -359,6 +406,14 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         raise ConfigError(_first_error(exc)) from exc
 
 
+# The settings that are groups (MINER_<GROUP>__<KEY>), from the one declaration.
+_GROUPS = frozenset(
+    name
+    for name, info in MinerSettings.model_fields.items()
+    if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+)
+
+
 def _first_error(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
@@ -366,7 +421,7 @@ def _first_error(exc: ValidationError) -> str:
         # pydantic puts list indexes and union branches in loc; the variable is the first one or two parts.
         group = loc[0] if loc else ""
         var = ENV_PREFIX + group.upper()
-        if len(loc) > 1 and group in {"echo", "llamacpp", "hf", "openai", "limits"}:
+        if len(loc) > 1 and group in _GROUPS:
             var += NESTED_DELIMITER + loc[1].upper()
         value = err.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"

@@ -192,6 +192,39 @@ class TokenStreamer:
         return outcome
 
 
+async def until_stop(pieces: AsyncIterator[str], stops: tuple[str, ...]) -> AsyncIterator[str]:
+    """``pieces`` up to (not including) the first of ``stops``; then the backend's generator is closed.
+
+    Text that could be the start of a stop string is held back until the next piece says whether it is,
+    so a stop split across pieces is still found and never sent.
+    """
+    if not stops:
+        async for piece in pieces:
+            yield piece
+        return
+    hold = max(len(stop) for stop in stops) - 1
+    pending = ""
+    try:
+        async for piece in pieces:
+            pending += piece
+            cut = min((i for i in (pending.find(stop) for stop in stops) if i >= 0), default=-1)
+            if cut >= 0:
+                if cut:
+                    yield pending[:cut]
+                return
+            safe = len(pending) - hold
+            if safe > 0:
+                yield pending[:safe]
+                pending = pending[safe:]
+        if pending:
+            yield pending
+    finally:
+        aclose = getattr(pieces, "aclose", None)
+        if aclose is not None:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await aclose()
+
+
 async def _produce(pieces: AsyncIterator[str], queue: asyncio.Queue[str | _End | _Failed]) -> None:
     try:
         async for piece in pieces:

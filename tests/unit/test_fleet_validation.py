@@ -77,7 +77,7 @@ CASES: list[tuple[str, str, list[str]]] = [
             "metagraph_sync_interval, streaming_batch_size, max_chunk_delay, first_chunk_delay, "
             "deadline_margin, max_tokens, temperature, max_concurrency, max_queue, "
             "stop_on_forward_exception, system_prompt, log_level, warmup, max_connections, "
-            "header_timeout, limits, tasks, model_names, on_other_model, resources, node, node_labels, "
+            "header_timeout, limits, tasks, model_names, on_other_model, http, resources, node, node_labels, "
             "name, hotkey, axon_port, axon_external_port",
         ],
     ),

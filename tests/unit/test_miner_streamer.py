@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from services.miner.errors import BackendError
-from services.miner.streamer import Ending, TokenStreamer
+from services.miner.streamer import Ending, TokenStreamer, until_stop
 
 FAR = 3600.0  # a deadline / max delay that never fires during a test
 
@@ -297,3 +297,25 @@ async def test_the_first_chunk_waits_only_first_chunk_delay_then_batching_resume
     # hold batch_size pieces again, since max_delay never fires.
     assert outcome.chunk_sizes == [1, 5]
     assert send.text == "".join(f"s{i} " for i in range(6))
+
+
+async def _pieces(*pieces: str) -> AsyncIterator[str]:
+    for piece in pieces:
+        yield piece
+
+
+@pytest.mark.parametrize(
+    ("pieces", "stops", "expected"),
+    [
+        (("ab", "cd", "ef"), ("cd",), "ab"),
+        (("a", "b<", "/s", ">tail"), ("</s>",), "ab"),
+        (("hello", " world"), ("zzz",), "hello world"),
+        (("stop", "here"), ("stop",), ""),
+        (("x<", "y"), ("<z",), "x<y"),
+    ],
+)
+async def test_until_stop_cuts_before_a_stop_split_across_pieces(
+    pieces: tuple[str, ...], stops: tuple[str, ...], expected: str
+) -> None:
+    out = [piece async for piece in until_stop(_pieces(*pieces), stops)]
+    assert "".join(out) == expected

@@ -12,7 +12,7 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 
@@ -29,6 +29,20 @@ class GenerationRequest:
     max_tokens: int
     temperature: float = 0.7
     seed: int | None = None
+    top_p: float | None = None  # nucleus sampling (None: the backend's default)
+    stop: tuple[str, ...] = ()  # the answer ends before the first of these (the streamer cuts it too)
+
+
+def sampling(request: GenerationRequest) -> dict[str, Any]:
+    """The request's sampling as OpenAI-style keyword arguments (llama.cpp and the openai client)."""
+    args: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": request.temperature}
+    if request.seed is not None:
+        args["seed"] = request.seed
+    if request.top_p is not None:
+        args["top_p"] = request.top_p
+    if request.stop:
+        args["stop"] = list(request.stop)
+    return args
 
 
 class Backend(Protocol):

@@ -100,6 +100,8 @@ class HFBackend:
         sampling: dict[str, Any] = {"do_sample": False}
         if request.temperature > 0:
             sampling = {"do_sample": True, "temperature": request.temperature}
+            if request.top_p is not None:
+                sampling["top_p"] = request.top_p
         if request.seed is not None:
             torch.manual_seed(request.seed)
 

@@ -13,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from services.miner.backends.base import GenerationRequest, iterate_in_thread
+from services.miner.backends.base import GenerationRequest, iterate_in_thread, sampling
 from services.miner.backends.spec import BackendSpec, Memory
 from services.miner.chat import TRANSCRIPT_STOP, ChatMessage, transcript
 from services.miner.errors import ConfigError, RequestError
@@ -103,13 +103,7 @@ class LlamaCppBackend:
                 raise RequestError(f"the model cannot take this text: {exc}") from exc
 
     def _generate(self, request: GenerationRequest, stop: threading.Event) -> Iterator[str]:
-        common: dict[str, Any] = {
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            "stream": True,
-        }
-        if request.seed is not None:
-            common["seed"] = request.seed
+        common: dict[str, Any] = {**sampling(request), "stream": True}
         if self.has_chat_template:
             chunks = self._llm.create_chat_completion(messages=[m.as_dict() for m in request.chat], **common)
             for chunk in chunks:
@@ -119,9 +113,8 @@ class LlamaCppBackend:
                 if text:
                     yield text
         else:
-            chunks = self._llm.create_completion(
-                prompt=transcript(request.chat), stop=list(TRANSCRIPT_STOP), **common
-            )
+            common["stop"] = [*TRANSCRIPT_STOP, *request.stop]
+            chunks = self._llm.create_completion(prompt=transcript(request.chat), **common)
             for chunk in chunks:
                 if stop.is_set():
                     break

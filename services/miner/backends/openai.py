@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from services.miner.backends.base import GenerationRequest
+from services.miner.backends.base import GenerationRequest, sampling
 from services.miner.backends.spec import BackendSpec
 from services.miner.chat import TRANSCRIPT_STOP, ChatMessage, transcript
 from services.miner.errors import BackendError, BusyError, ConfigError, DependencyError, RequestError
@@ -183,23 +183,15 @@ class OpenAIBackend:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         import openai
 
-        common: dict[str, Any] = {
-            "model": self.settings.model,
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            "stream": True,
-        }
-        if request.seed is not None:
-            common["seed"] = request.seed
+        common: dict[str, Any] = {"model": self.settings.model, **sampling(request), "stream": True}
         try:
             if self.settings.use_chat:
                 stream = await self._client.chat.completions.create(
                     messages=[m.as_dict() for m in request.chat], **common
                 )
             else:
-                stream = await self._client.completions.create(
-                    prompt=transcript(request.chat), stop=list(TRANSCRIPT_STOP), **common
-                )
+                common["stop"] = [*TRANSCRIPT_STOP, *request.stop]
+                stream = await self._client.completions.create(prompt=transcript(request.chat), **common)
             try:
                 async for chunk in stream:
                     if not chunk.choices:
