@@ -50,6 +50,8 @@ def targets(loaded: LoadedFleet, host: str, names: Sequence[str] = ()) -> list[P
                 backend=miner.backend.value,
                 protocol=miner.protocols[0],
                 protocols=tuple(miner.protocols),
+                http_auth=miner.http_auth,
+                http_port=miner.http_port,
             )
         )
     return result

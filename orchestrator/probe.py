@@ -20,7 +20,15 @@ from typing import Any
 
 import aiohttp
 
-from services.miner.client import StreamResult, axon_info, make_dendrite, make_synapse, stream_once
+from services.miner.client import (
+    CHAT_PATH,
+    StreamResult,
+    axon_info,
+    chat_once,
+    make_dendrite,
+    make_synapse,
+    stream_once,
+)
 
 
 def bittensor_logs_to_stderr() -> None:
@@ -86,10 +94,23 @@ class ProbeTarget:
     backend: str
     protocol: str  # the first protocol: its stream gives the report's figures
     protocols: tuple[str, ...] = ()  # every protocol served (default: just ``protocol``)
+    http_auth: tuple[str, ...] = ()  # the HTTP door's signatures (empty: no HTTP door)
+    http_port: int | None = None  # the HTTP door's port (None: the axon's)
 
     @property
     def served(self) -> tuple[str, ...]:
         return self.protocols or (self.protocol,)
+
+    @property
+    def doors(self) -> list[dict[str, Any]]:
+        """Where validators reach it: the axon, and the HTTP door with its port and signatures."""
+        doors: list[dict[str, Any]] = [{"door": "axon", "port": self.port, "protocols": list(self.served)}]
+        if self.http_auth:
+            from services.miner.httpdoor import DOOR_PATHS
+
+            doors.append({"door": "http", "port": self.http_port or self.port,
+                          "auth": list(self.http_auth), "paths": list(DOOR_PATHS)})  # fmt: skip
+        return doors
 
 
 @dataclass(frozen=True)
@@ -108,8 +129,10 @@ class ProbeReport:
     completion_chars: int
     elapsed: float
     completion: str = ""
-    # Every route probed (synapse class name) and its verdict: a miner is healthy when all are.
+    # Every route probed (synapse class name, or ``http:<scheme>`` for the HTTP door) and its verdict:
+    # a miner is healthy when all are.
     routes: dict[str, str] = field(default_factory=dict)
+    doors: list[dict[str, Any]] = field(default_factory=list)  # ProbeTarget.doors
 
     @property
     def healthy(self) -> bool:
@@ -251,11 +274,25 @@ class Prober:
                     verdict, reason = await self._plain(target, cls(**_plain_fields(route, self.prompt)))
                 routes[name] = verdict.value
                 if failed is None and verdict is not Verdict.healthy:
-                    failed = (name, verdict, reason)
+                    failed = (f"/{name}", verdict, reason)
+        for scheme in target.http_auth:
+            door = await self.chat(target, scheme)
+            routes[f"http:{scheme}"] = door.verdict.value
+            if failed is None and not door.healthy:
+                failed = (f"http:{scheme} {CHAT_PATH}", door.verdict, door.reason)
         if failed is None or not failed[0]:
-            return replace(main, routes=routes)
+            return replace(main, routes=routes, doors=target.doors)
         name, verdict, reason = failed
-        return replace(main, verdict=verdict, reason=f"/{name}: {reason}", routes=routes)
+        return replace(main, verdict=verdict, reason=f"{name}: {reason}", routes=routes, doors=target.doors)
+
+    async def chat(self, target: ProbeTarget, scheme: str, prompt: str | None = None) -> ProbeReport:
+        """One streamed chat completion through the HTTP door, signed with ``scheme``, read whole."""
+        port = target.http_port or target.port
+        result = await chat_once(
+            self._http(), f"http://{target.host}:{port}", self.wallet.hotkey, target.hotkey, scheme,
+            prompt or self.prompt, self.timeout,
+        )  # fmt: skip
+        return report(target, result, self.timeout)
 
     async def first_chunk(self, target: ProbeTarget) -> ProbeReport:
         """The miner's first protocol, signed as by a validator, read only to its first chunk of text.
@@ -369,6 +406,23 @@ def _plain_fields(route: Any, prompt: str) -> dict[str, Any]:
     return {"roles": ["user"], "messages": [prompt]}
 
 
+def _doors(report: ProbeReport) -> str:
+    """Which doors answered: ``axon`` and each HTTP scheme, a failed one with its verdict."""
+    if not report.routes:
+        return "axon"
+    axon = [v for k, v in report.routes.items() if not k.startswith("http:")]
+    shown = ["axon" if all(v == Verdict.healthy.value for v in axon) else "axon:" + _worst(axon)]
+    for route, verdict in report.routes.items():
+        if route.startswith("http:"):
+            scheme = route.removeprefix("http:")
+            shown.append(scheme if verdict == Verdict.healthy.value else f"{scheme}:{verdict}")
+    return ",".join(shown)
+
+
+def _worst(verdicts: list[str]) -> str:
+    return next((v for v in verdicts if v != Verdict.healthy.value), Verdict.healthy.value)
+
+
 def format_table(reports: Sequence[ProbeReport]) -> str:
     """The human table ``health`` prints: one row per miner."""
     header = (
@@ -382,6 +436,7 @@ def format_table(reports: Sequence[ProbeReport]) -> str:
         "CHUNKS",
         "TOK/S~",
         "CHARS",
+        "DOORS",
         "ERROR",
     )
     rows = [header]
@@ -398,6 +453,7 @@ def format_table(reports: Sequence[ProbeReport]) -> str:
                 str(r.chunks),
                 "-" if r.tokens_per_s is None else f"{r.tokens_per_s:.1f}",
                 str(r.completion_chars),
+                _doors(r),
                 r.reason,
             )
         )

@@ -156,6 +156,15 @@ class Checker(MinerChecks, ServerChecks, FileChecks):
             if miner.name not in clashed:  # two miners on one axon port: that error says it already
                 claiming = miner.placement.candidates or every_node
                 self._claim_metrics_port(miner, claim)
+                if len(miner.own_ports) > 1:  # an HTTP door on a port of its own
+                    door_at = self.miner_at(miner.index, "http", "port")
+                    fix = "choose another http.port" + (
+                        " (set in defaults: every miner gets the same one; set it per miner)"
+                        if door_at[1].startswith("defaults")
+                        else ""
+                    )
+                    door = miner.own_ports[1]
+                    claim(door, _Owner(f"the HTTP door of miner {miner.name!r}", door_at[0]), door_at, fix)
 
     def _claim_metrics_port(self, miner: Miner, claim: Any) -> None:
         """A miner's metrics port clashes with no other port of the fleet, and exists."""

@@ -62,6 +62,25 @@ class Miner:
     def uses_model_server(self) -> bool:
         return self.model_server is not None
 
+    @property
+    def http_auth(self) -> tuple[str, ...]:
+        """The signatures its HTTP door takes (empty: no HTTP door)."""
+        door = self.options.http
+        return tuple(door.auth or ()) if door is not None else ()
+
+    @property
+    def http_port(self) -> int | None:
+        """Where its HTTP door listens: ``http.port``, else the axon's own port (None: no door)."""
+        if not self.http_auth:
+            return None
+        return self.options.http.port or self.axon_port
+
+    @property
+    def own_ports(self) -> tuple[int, ...]:
+        """The ports it publishes: the axon's, and its HTTP door's when that has a port of its own."""
+        door = self.http_port
+        return (self.axon_port,) if door in (None, self.axon_port) else (self.axon_port, door)
+
 
 def resolve_path(project_dir: Path, written: str) -> Path:
     """A path from the fleet file: ``~`` expanded, relative ones taken from the project directory."""

@@ -113,7 +113,7 @@ def _miner_service(loaded: LoadedFleet, miner: Miner) -> dict[str, Any]:
         "user": CONTAINER_USER,
         "env_file": [(GENERATED_DIR / f"{miner.name}.env").as_posix()],
         "environment": environment,
-        "ports": [f"{miner.axon_port}:{miner.axon_port}"],
+        "ports": [f"{port}:{port}" for port in miner.own_ports],  # the axon's, an HTTP door's
         # Metrics on the compose network only (the orchestrator and the monitoring profile read them),
         # never published: the axon port stays the only one open to the world.
         **({"expose": [str(miner.metrics_port)]} if miner.metrics_port is not None else {}),

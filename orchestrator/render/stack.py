@@ -133,7 +133,7 @@ def _miner_service(loaded: LoadedFleet, miner: Miner) -> dict[str, Any]:
         "user": CONTAINER_USER,
         "env_file": [(GENERATED_DIR / f"{miner.name}.env").as_posix()],
         "environment": environment,
-        "ports": [_host_port(miner.axon_port)],
+        "ports": [_host_port(port) for port in miner.own_ports],
         "volumes": volumes,
         "secrets": [_file(hotkey_secret(miner), f"{CONTAINER_WALLETS}/{hotkey}", SECRET_MODE)],
         "configs": [

@@ -182,7 +182,7 @@ class MinerService:
             return outcome.error
         if outcome.ending is Ending.error:
             self._forward_exception(outcome.error)
-            return BusyError(f"busy: the model failed and the miner restarts ({outcome.error})")
+            return RefusedError(f"the backend failed: {outcome.error}", status=503)
         if not outcome.chunks:
             return no_text(outcome)  # a 200 that never carries text is not an answer: say why
         return None

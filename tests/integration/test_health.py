@@ -54,6 +54,7 @@ def test_health_reports_every_verdict_and_exits_accordingly(tmp_path: Path) -> N
             backend: echo
             axon_port: {ports[0]}
             protocols: [prompting, text-prompting]
+            http: {{auth: [epistula, btauth]}}
           - {{name: stopped-1, hotkey: stopped-1, backend: echo, axon_port: {ports[1]}}}
           - name: faulty-1
             hotkey: faulty-1
@@ -101,11 +102,20 @@ def test_health_reports_every_verdict_and_exits_accordingly(tmp_path: Path) -> N
         "AvailabilitySynapse": "healthy",
         "StreamPrompting": "healthy",
         "Prompting": "healthy",
+        "http:epistula": "healthy",
+        "http:btauth": "healthy",
     }
+    assert ok["doors"] == [
+        {"door": "axon", "port": ports[0], "protocols": ["prompting", "text-prompting"]},
+        {"door": "http", "port": ports[0], "auth": ["epistula", "btauth"],
+         "paths": ["/v1/chat/completions", "/v1/models", "/availability"]},
+    ]  # fmt: skip
+    assert "axon,epistula,btauth" in str(table)
     assert ok["completion"] == "hello from the probe" and ok["status_code"] == 200 and ok["chunks"] >= 1
     assert ok["first_chunk_after"] is not None
     assert verdicts["stopped-1"][0] == "down"
-    assert verdicts["faulty-1"] == ("empty", "the stream carried no text")
+    # A backend that fails before any text: a status and the reason, never a 200 without text.
+    assert verdicts["faulty-1"][0] == "error" and "HTTP 503: the backend failed" in verdicts["faulty-1"][1]
     assert verdicts["hung-1"][0] == "timeout" and "4s" in verdicts["hung-1"][1]
     assert verdicts["strict-1"][0] == "refused" and "not in allowed_hotkeys" in verdicts["strict-1"][1]
     assert report["healthy"] is False
