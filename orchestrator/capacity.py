@@ -102,13 +102,18 @@ class CapacityReport:
     tokens_per_s: float | None  # estimate: characters / 4 over the rounds' wall time
     wall_s: float
     outcomes: dict[str, int] = field(default_factory=dict)  # kind -> count
+    door: str = "axon"  # axon, or the HTTP door's scheme (epistula, btauth)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def summarize(
-    target: ProbeTarget, rounds: Sequence[Sequence[ProbeReport]], walls: Sequence[float], cut: float
+    target: ProbeTarget,
+    rounds: Sequence[Sequence[ProbeReport]],
+    walls: Sequence[float],
+    cut: float,
+    door: str = "axon",
 ) -> CapacityReport:
     """The figures of one miner from every request of every round and each round's wall time."""
     reports = [r for batch in rounds for r in batch]
@@ -134,6 +139,7 @@ def summarize(
         tokens_per_s=chars / CHARS_PER_TOKEN / wall if wall > 0 else None,
         wall_s=wall,
         outcomes=dict(Counter(o.kind for o in outcomes).most_common()),
+        door=door,
     )
 
 
@@ -146,20 +152,22 @@ class LoadRunner:
         self.timeout = timeout
         self.probers = [Prober(wallet, prompt, timeout, max_concurrency=1) for wallet in wallets]
 
-    async def round(self, target: ProbeTarget) -> tuple[list[ProbeReport], float]:
-        """One request per prober, all at once; the reports and the round's wall time."""
+    async def round(self, target: ProbeTarget, door: str = "axon") -> tuple[list[ProbeReport], float]:
+        """One request per prober through ``door``, all at once; the reports and the round's wall time."""
         started = time.monotonic()
-        reports = await asyncio.gather(*(prober.probe(target) for prober in self.probers))
+        reports = await asyncio.gather(*(prober.ask(target, door) for prober in self.probers))
         return list(reports), time.monotonic() - started
 
-    async def measure(self, target: ProbeTarget, rounds: int, cut: float) -> CapacityReport:
+    async def measure(
+        self, target: ProbeTarget, rounds: int, cut: float, door: str = "axon"
+    ) -> CapacityReport:
         batches: list[list[ProbeReport]] = []
         walls: list[float] = []
         for _ in range(rounds):
-            batch, wall = await self.round(target)
+            batch, wall = await self.round(target, door)
             batches.append(batch)
             walls.append(wall)
-        return summarize(target, batches, walls, cut)
+        return summarize(target, batches, walls, cut, door)
 
     async def aclose(self) -> None:
         for prober in self.probers:
@@ -175,19 +183,29 @@ async def measure_fleet(
     timeout: float,
     prompt: str,
     progress: TextIO = sys.stderr,
+    door: str = "axon",
 ) -> list[CapacityReport]:
-    """Every chosen miner in turn, K concurrent requests for N rounds each."""
+    """Every chosen miner in turn, K concurrent requests for N rounds each, through ``door`` (``all``:
+    through each door the miner has, one after the other: the axon, then each HTTP scheme)."""
     runner = LoadRunner([probe_wallet(loaded)] * concurrency, prompt, timeout)
     results = []
     try:
         for target in targets(loaded, host, names):
             margin = loaded.miner(target.name).options.deadline_margin
             cut = cut_after(timeout, DEFAULT_MARGIN if margin is None else margin)
-            print(f"capacity: {target.name}: {concurrency} at once x {rounds} round(s)", file=progress)
-            results.append(await runner.measure(target, rounds, cut))
+            for through in doors_of(target, door):
+                print(f"capacity: {target.name} ({through}): {concurrency} at once x {rounds} round(s)",
+                      file=progress)  # fmt: skip
+                results.append(await runner.measure(target, rounds, cut, through))
     finally:
         await runner.aclose()
     return results
+
+
+def doors_of(target: ProbeTarget, door: str) -> list[str]:
+    """The doors of ``target`` to measure: ``door`` if the miner has it, every one for ``all``."""
+    own = ["axon", *target.http_auth]
+    return own if door == "all" else [d for d in own if d == door]
 
 
 def _seconds(value: float | None) -> str:
@@ -196,14 +214,15 @@ def _seconds(value: float | None) -> str:
 
 def format_table(reports: Sequence[CapacityReport], timeout: float) -> str:
     """The human table: one row per miner, then what the columns mean."""
-    header = ("MINER", "BACKEND", "K", "ANSWERED", "COMPLETE", "REFUSED", "FAILED", "FIRST p50", "p90",
-              "TOK/S~", "OTHER OUTCOMES")  # fmt: skip
+    header = ("MINER", "DOOR", "BACKEND", "K", "ANSWERED", "COMPLETE", "REFUSED", "FAILED", "FIRST p50",
+              "p90", "TOK/S~", "OTHER OUTCOMES")  # fmt: skip
     rows = [header]
     for r in reports:
         other = ", ".join(f"{kind} {n}" for kind, n in r.outcomes.items() if kind != "complete")
         rows.append(
             (
                 r.name,
+                r.door,
                 r.backend,
                 str(r.concurrency),
                 f"{r.answered}/{r.requests}",
@@ -259,5 +278,6 @@ def run_capacity(
     rounds: int,
     timeout: float,
     prompt: str,
+    door: str = "axon",
 ) -> list[CapacityReport]:
-    return asyncio.run(measure_fleet(loaded, host, names, concurrency, rounds, timeout, prompt))
+    return asyncio.run(measure_fleet(loaded, host, names, concurrency, rounds, timeout, prompt, door=door))

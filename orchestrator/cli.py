@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from orchestrator.errors import EXIT_FAILED, EXIT_INVALID, OrchestratorError
 from orchestrator.fleet.load import DEFAULT_FLEET_FILE, FleetInvalid, LoadedFleet, load_fleet
+from services.miner.signed import SCHEMES
 
 EXIT_OK = 0
 
@@ -161,7 +162,9 @@ def cmd_capacity(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     timeout, prompt = args.timeout or probe.timeout, args.prompt or probe.prompt
     if args.fleet:
         return _fleet_capacity(args, loaded, timeout, prompt, out)
-    reports = run_capacity(loaded, args.host, args.miner, args.concurrency, args.rounds, timeout, prompt)
+    reports = run_capacity(
+        loaded, args.host, args.miner, args.concurrency, args.rounds, timeout, prompt, args.door
+    )
     print_reports(
         reports, out, as_json=args.json, concurrency=args.concurrency, rounds=args.rounds, timeout=timeout,
         prompt=prompt,
@@ -387,6 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --fleet: every validator asks the same question every round (by default each asks its "
         "own, new each round, as validators do; one question lets llama-server answer from its prompt cache)",
+    )
+    capacity.add_argument(
+        "--door",
+        choices=("axon", *SCHEMES, "all"),
+        default="axon",
+        help="through which door: the axon (default), the HTTP door signed with epistula or btauth, or "
+        "all (each door a miner has, one after the other, rows side by side)",
     )
     _add_miner_choice(capacity, "measure", "request")
     capacity.add_argument("--prompt", default=None, help="the prompt sent (default: probe.prompt)")

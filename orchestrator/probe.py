@@ -285,6 +285,13 @@ class Prober:
         name, verdict, reason = failed
         return replace(main, verdict=verdict, reason=f"{name}: {reason}", routes=routes, doors=target.doors)
 
+    async def ask(self, target: ProbeTarget, door: str, prompt: str | None = None) -> ProbeReport:
+        """One request through one door, read whole: ``axon`` (its first protocol's stream) or an HTTP
+        scheme (``epistula``, ``btauth``)."""
+        if door == "axon":
+            return await self.stream(target, target.protocol, prompt)
+        return await self.chat(target, door, prompt)
+
     async def chat(self, target: ProbeTarget, scheme: str, prompt: str | None = None) -> ProbeReport:
         """One streamed chat completion through the HTTP door, signed with ``scheme``, read whole."""
         port = target.http_port or target.port

@@ -72,7 +72,11 @@ def test_capacity_counts_what_each_miner_of_a_real_fleet_does_with_k_concurrent_
         probe: {{wallet: probe, hotkey: default, timeout: 8, prompt: "one two three four five six"}}
         defaults: {{wallet: fleet}}
         miners:
-          - {{name: roomy, hotkey: roomy, backend: echo, axon_port: {ports["roomy"]}}}
+          - name: roomy
+            hotkey: roomy
+            backend: echo
+            axon_port: {ports["roomy"]}
+            http: {{auth: [epistula, btauth]}}
           - {{name: strict, hotkey: strict, backend: echo, axon_port: {ports["strict"]}}}
           - {{name: gone, hotkey: gone, backend: echo, axon_port: {ports["gone"]}}}
         """,
@@ -82,7 +86,12 @@ def test_capacity_counts_what_each_miner_of_a_real_fleet_does_with_k_concurrent_
     # 6 words, 0.15 s each: a stream lasts ~1 s, so K requests sent together overlap (and K of them one
     # after another still end well before the timeout)
     slow = {"echo__delay_per_token": "0.15"}
-    roomy = {"axon_port": str(ports["roomy"]), **slow, "max_queue": "0"}
+    roomy = {
+        "axon_port": str(ports["roomy"]),
+        **slow,
+        "max_queue": "0",
+        "http__auth": '["epistula", "btauth"]',
+    }
     strict = {"axon_port": str(ports["strict"]), **slow, "max_queue": "0"}
     if HAS_MAX_CONCURRENCY:
         roomy["max_concurrency"] = str(K)
@@ -92,6 +101,9 @@ def test_capacity_counts_what_each_miner_of_a_real_fleet_does_with_k_concurrent_
     with _miners(project, probe_ss58, {"roomy": roomy, "strict": strict}):
         code, out, err = _capacity(project, "--concurrency", str(K), "--rounds", "2", "--json")
         code_one, table, _ = _capacity(project, "--concurrency", "2", "--miner", "roomy")
+        code_doors, doors, err_doors = _capacity(
+            project, "--concurrency", str(K), "--miner", "roomy", "--door", "all", "--json"
+        )
 
     assert code == 0, err
     data: dict[str, Any] = json.loads(out)  # JSON only on stdout (progress lines go to stderr)
@@ -120,8 +132,14 @@ def test_capacity_counts_what_each_miner_of_a_real_fleet_does_with_k_concurrent_
 
     assert code_one == 0
     lines = table.splitlines()
-    assert lines[0].split()[:4] == ["MINER", "BACKEND", "K", "ANSWERED"]
-    assert lines[1].split()[:5] == ["roomy", "echo", "2", "2/2", "2/2"] and len(lines) == 3
+    assert lines[0].split()[:5] == ["MINER", "DOOR", "BACKEND", "K", "ANSWERED"]
+    assert lines[1].split()[:6] == ["roomy", "axon", "echo", "2", "2/2", "2/2"] and len(lines) == 3
+
+    # The same miner through each of its doors in one run: the HTTP door answers as the axon does.
+    assert code_doors == 0, err_doors
+    rows = {m["door"]: m for m in json.loads(doors)["miners"]}
+    assert list(rows) == ["axon", "epistula", "btauth"]
+    assert [(m["answered"], m["complete"]) for m in rows.values()] == [(K, K)] * 3, rows
 
 
 @pytest.mark.model

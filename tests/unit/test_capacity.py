@@ -99,7 +99,7 @@ class _FakeProber:
         self.answers = answers
         self.closed = False
 
-    async def probe(self, target: ProbeTarget) -> ProbeReport:
+    async def ask(self, target: ProbeTarget, door: str) -> ProbeReport:
         await asyncio.sleep(0)
         return self.answers.pop(0)
 
@@ -137,8 +137,8 @@ def test_table_and_json() -> None:
         out, as_json=False, concurrency=4, rounds=1, timeout=12.0, prompt="hi",
     )  # fmt: skip
     lines = out.getvalue().splitlines()
-    assert lines[0].split()[:4] == ["MINER", "BACKEND", "K", "ANSWERED"]
-    assert lines[1].split()[:8] == ["m-1", "echo", "4", "3/4", "2/4", "1", "0", "0.12s"]
+    assert lines[0].split()[:5] == ["MINER", "DOOR", "BACKEND", "K", "ANSWERED"]
+    assert lines[1].split()[:9] == ["m-1", "axon", "echo", "4", "3/4", "2/4", "1", "0", "0.12s"]
     assert lines[1].endswith("cut 1, busy 1") and "42.0" in lines[1]
     assert "characters / 4" in lines[-1]
     out = io.StringIO()
