@@ -248,3 +248,36 @@ def test_a_door_on_its_own_port_shares_the_miners_gate(tmp_path: Path, wallets: 
 
         assert asyncio.run(alone()).completion == "alone"
         assert httpx.get(f"http://127.0.0.1:{port}/nowhere").status_code == 404
+
+
+def test_a_caller_that_leaves_frees_the_model_at_once(tmp_path: Path, wallets: Wallets) -> None:
+    with running_miner(
+        tmp_path, wallets, backend="echo", http__auth='["epistula"]',
+        max_concurrency="1", max_queue="0", echo__delay_per_token="0.1",
+    ) as miner:  # fmt: skip
+        keypair = wallets.wallet("probe").hotkey  # type: ignore[attr-defined]
+        long = " ".join(f"w{i}" for i in range(200))  # 20 s of generation
+        body = json.dumps({"messages": [{"role": "user", "content": long}], "stream": True}).encode()
+
+        async def leave_then_ask() -> Any:
+            async with aiohttp.ClientSession() as session:
+                headers = {**sign_epistula(keypair, body, wallets.miner_hotkey), "Content-Type": "a/json"}
+                async with session.post(
+                    f"http://127.0.0.1:{miner.port}{CHAT}", data=body, headers=headers
+                ) as r:
+                    assert r.status == 200
+                    await r.content.readline()  # the first event: generating
+                # gone; the one place at the model must be free again without waiting out the 20 s
+                for _ in range(50):
+                    again = await chat_once(
+                        session, f"http://127.0.0.1:{miner.port}", keypair, wallets.miner_hotkey,
+                        "epistula", "back", timeout=10,
+                    )  # fmt: skip
+                    if again.status_code != 503:
+                        return again
+                    await asyncio.sleep(0.1)
+                return again
+
+        again = asyncio.run(leave_then_ask())
+        assert (again.status_code, again.completion) == (200, "back"), again.status_message
+        assert "chat/epistula from" in miner.log and "cancelled, client gone" in miner.log
