@@ -84,6 +84,10 @@ class Traffic:
         return {f.name: getattr(self, f.name) for f in fields(Traffic)}
 
 
+# No validator request for this long (s): the status page and the alert rule say so (rules.yml).
+NO_VALIDATOR_AFTER = 1800.0
+
+
 @dataclass(frozen=True, slots=True)
 class MinerTraffic(Traffic):
     """A miner's requests over the window (None: no scrape yet), by outcome, and per scrape."""
@@ -95,10 +99,39 @@ class MinerTraffic(Traffic):
     outcomes: Mapping[str, float] = field(default_factory=dict)  # over the window
     totals: Mapping[str, float] = field(default_factory=dict)  # since the miner started
     history: tuple[TrafficPoint, ...] = ()
+    # Who asked, from the miner's ledger (validators apart from the fleet's probe; unitmetrics.py).
+    validators: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def validator_alarm(self) -> str:
+        """Why the miner may be earning nothing, from what validators did ("": nothing to say)."""
+        if self.validators.get("registered") == 0:
+            return "deregistered: the subnet no longer lists this hotkey"
+        silent = self.validators.get("silent_s")
+        if silent is not None and silent >= NO_VALIDATOR_AFTER:
+            return f"no validator request for {silent / 60:.0f} min (only the probe asks)"
+        return ""
+
+    @property
+    def validators_line(self) -> str:
+        """One line for the status page: validator requests in the last hour, hotkeys, last answer."""
+        v = self.validators
+        if not v:
+            return "-"
+        line = f"{v.get('requests_last_hour', 0):.0f}/h, {v.get('hotkeys_last_hour', 0):.0f} hotkeys"
+        answered = v.get("last_answer_at") or 0.0
+        if answered and self.scraped_at:
+            line += f", answered {max(0.0, self.scraped_at - answered) / 60:.0f} min ago"
+        if v.get("uid", -1) >= 0:
+            line += f", uid {v['uid']:.0f}"
+        return line
 
     def to_json(self) -> dict[str, Any]:
         return {
             **Traffic.to_json(self),
+            "validators": dict(self.validators),
+            "validators_line": self.validators_line,
+            "validator_alarm": self.validator_alarm,
             "requests": self.requests,
             "answered": self.answered,
             "outcomes": dict(self.outcomes),
@@ -119,6 +152,7 @@ class MinerTraffic(Traffic):
             outcomes=dict(data.get("outcomes") or {}),
             totals=dict(data.get("totals") or {}),
             history=tuple(TrafficPoint(**p) for p in data.get("history") or ()),
+            validators=dict(data.get("validators") or {}),
         )
 
 

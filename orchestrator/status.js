@@ -28,7 +28,8 @@ async function refresh() {
     return row([esc(m.name), esc(m.backend), m.port, state(m.state), esc(restarts(m)), esc(p.verdict || '-'),
       fmt(p.first_chunk_after, 2, 's'), fmt(t.requests, 0),
       fmt(t.answered_fraction === null || t.answered_fraction === undefined ? null : 100 * t.answered_fraction, 0, '%'),
-      fmt(t.first_chunk_p90, 2, 's'), spark(t.history || []), esc(m.detail || m.reason || t.error || '')], m.name);
+      fmt(t.first_chunk_p90, 2, 's'), spark(t.history || []), esc(t.validators_line || '-'),
+      esc(t.validator_alarm || m.detail || m.reason || t.error || '')], m.name);
   }).join('');
   document.getElementById('servers').innerHTML = (snap.model_servers || []).map(s => {
     const c = s.last_check || {}, t = s.traffic || {};

@@ -99,7 +99,8 @@ def _miner_row(m: MinerStatus) -> str:
             _fmt(None if fraction is None else 100 * fraction, ".0f", "%"),
             _fmt(t.first_chunk_p90, ".2f", "s"),
             "",
-            html.escape(m.detail or m.reason),
+            html.escape(t.validators_line),
+            html.escape(t.validator_alarm or m.detail or m.reason),
         ],
     )
 
@@ -134,6 +135,7 @@ MINER_HEADER = (
     "answered",
     "first chunk p90",
     "history",
+    "validators (not the probe)",
     "reason",
 )
 SERVER_HEADER = ("model server", "port", "state", "restarts", "last check", "processing", "tokens", "reason")

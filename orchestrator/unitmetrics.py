@@ -56,6 +56,7 @@ class Sample:
     outcomes: dict[str, float]
     buckets: dict[float, float]  # cumulative counts by upper bound
     started: float | None = None  # the miner process's start (wall clock): its counters count from there
+    validators: dict[str, float] = field(default_factory=dict)  # the miner's ledger (VALIDATOR_FIGURES)
 
 
 @dataclass
@@ -99,7 +100,19 @@ class UnitTraffic:
             outcomes={k: v for k, v in sorted(outcomes.items()) if v},
             totals={k: v for k, v in sorted(newest.outcomes.items()) if v},
             history=tuple(history),
+            validators=_validators(newest, now),
         )
+
+
+def _validators(sample: Sample, now: float) -> dict[str, float]:
+    """The ledger's figures, and how long no validator has asked (since the later of the last validator
+    request and the miner's start: a miner that just started has not been forgotten yet)."""
+    figures = dict(sample.validators)
+    if figures:
+        since = max(figures.get("last_request_at") or 0.0, sample.started or 0.0)
+        if since:
+            figures["silent_s"] = max(0.0, now - since)
+    return figures
 
 
 def _requests(outcomes: dict[str, float]) -> float:
@@ -134,11 +147,25 @@ def quantile(q: float, buckets: dict[float, float]) -> float | None:
     return None
 
 
+# The miner's ledger of who asked (services/miner/ledger.py): validators apart from the fleet's probe.
+VALIDATOR_FIGURES = {
+    "minerfleet_miner_validator_requests_last_hour": "requests_last_hour",
+    "minerfleet_miner_validator_answered_last_hour": "answered_last_hour",
+    "minerfleet_miner_validator_hotkeys_last_hour": "hotkeys_last_hour",
+    "minerfleet_miner_probe_requests_last_hour": "probe_requests_last_hour",
+    "minerfleet_miner_last_validator_request_timestamp_seconds": "last_request_at",
+    "minerfleet_miner_last_validator_answer_timestamp_seconds": "last_answer_at",
+    "minerfleet_miner_registered": "registered",
+    "minerfleet_miner_uid": "uid",
+}
+
+
 def parse_miner(text: str, at: float) -> Sample:
     """The totals of a miner's ``/metrics`` text, summed over protocols."""
     outcomes: dict[str, float] = {}
     buckets: dict[float, float] = {}
     started: float | None = None
+    validators: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name == "minerfleet_miner_requests_total":
@@ -148,7 +175,9 @@ def parse_miner(text: str, at: float) -> Sample:
                 buckets[bound] = buckets.get(bound, 0.0) + s.value
             elif s.name == "process_start_time_seconds":
                 started = s.value
-    return Sample(at, outcomes, buckets, started)
+            elif s.name in VALIDATOR_FIGURES:
+                validators[VALIDATOR_FIGURES[s.name]] = s.value
+    return Sample(at, outcomes, buckets, started, validators)
 
 
 # llama-server's families worth showing beside a model server (names as its /metrics writes them).

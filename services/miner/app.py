@@ -296,7 +296,8 @@ def serve(settings: MinerSettings, connect: Callable[[], Any] | None = None, exi
             return ExitCode.FORWARD_EXCEPTION
         log.info("backend %s warmed up in %.1fs", backend.name, time.monotonic() - started)
     metrics = MinerMetrics(settings.name, backend.name)
-    service = MinerService(settings, backend, gatekeeper, exit_request, metrics=metrics)
+    # The probe's keys (allowed_hotkey_files) are counted apart from validators (services/miner/ledger.py).
+    service = MinerService(settings, backend, gatekeeper, exit_request, metrics=metrics, probes=extra_allowed)
     axon = build_axon(settings, wallet, metrics, announce_at)
     service.attach(axon)
     door = open_door(settings, service, wallet.hotkey.ss58_address, axon)

@@ -144,6 +144,12 @@ class Gatekeeper:
             return None
         return self.own_hotkey in self._view
 
+    @property
+    def own_uid(self) -> int | None:
+        """This miner's uid in the last successful sync (None: not listed, or not known yet)."""
+        neuron = self._view.get(self.own_hotkey) if self.own_hotkey is not None else None
+        return neuron.uid if neuron is not None else None
+
     def neuron(self, hotkey: str) -> Neuron | None:
         return self._view.get(hotkey)
 

@@ -215,7 +215,9 @@ class HttpDoor:
 
         async def generate() -> None:
             ended.append(
-                await service.generate(label, caller, request, reservation, reply.text, arrived, deadline)
+                await service.generate(
+                    label, caller, request, reservation, reply.text, arrived, deadline, hotkey
+                )
             )
 
         await _until_disconnect(generate(), receive)

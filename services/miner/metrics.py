@@ -2,7 +2,8 @@
 
 Served on a port of its own (``metrics_port``; the axon port stays synapse-only), bound to ``axon_ip``.
 Every request that reaches the miner ends in exactly one ``outcome`` of
-``minerfleet_miner_requests_total{protocol, outcome}``:
+``minerfleet_miner_requests_total{protocol, outcome, caller}`` (``caller``: ``probe`` for the fleet's own
+probe, ``validator`` for everyone else; :mod:`services.miner.ledger`):
 
 - ``done``: the backend finished; ``deadline``: the time ran out and what was made was flushed (a partial
   answer still earns rewards); ``disconnect``: the caller went away first;
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import (
@@ -33,6 +35,7 @@ from prometheus_client import (
 )
 
 from services.miner.errors import BusyError, DependencyError, RefusedError
+from services.miner.ledger import CALLER_KINDS, CallerKind, CallerLedger, LedgerView
 from services.miner.streamer import Ending, StreamOutcome
 
 PREFIX = "minerfleet_miner"
@@ -94,8 +97,9 @@ class MinerMetrics:
         info.labels(name, backend).set(1)
         self.requests = Counter(
             f"{PREFIX}_requests",
-            "Requests by protocol and how they ended.",
-            ["protocol", "outcome"],
+            "Requests by protocol, how they ended, and who asked (probe: the fleet's own probe; "
+            "validator: everyone else).",
+            ["protocol", "outcome", "caller"],
             registry=reg,
         )
         self.in_flight = Gauge(f"{PREFIX}_requests_in_flight", "Streams being answered now.", registry=reg)
@@ -139,6 +143,49 @@ class MinerMetrics:
         self.bytes = Counter(f"{PREFIX}_bytes_streamed", "UTF-8 bytes streamed.", ["protocol"], registry=reg)
         self.chunks = Counter(f"{PREFIX}_chunks_streamed", "Chunks streamed.", ["protocol"], registry=reg)
 
+    def watch_ledger(self, ledger: CallerLedger) -> None:
+        """Validators' figures of the last hour, read from the ledger at scrape time."""
+        reg = self.registry
+        figures: dict[str, tuple[str, Callable[[LedgerView], float | None]]] = {
+            "validator_requests_last_hour": ("Validator requests (not the probe's) in the last hour.",
+                                             lambda v: v.validator_requests),
+            "validator_answered_last_hour": ("Validator requests answered with text in the last hour.",
+                                             lambda v: v.validator_answered),
+            "validator_hotkeys_last_hour": ("Distinct validator hotkeys that asked in the last hour.",
+                                            lambda v: v.validator_hotkeys),
+            "probe_requests_last_hour": ("The fleet's probe requests in the last hour.",
+                                         lambda v: v.probe_requests),
+            "last_validator_request_timestamp_seconds": (
+                "When a validator last asked (unix time; 0: none since the miner started).",
+                lambda v: v.last_validator_request or 0.0),
+            "last_validator_answer_timestamp_seconds": (
+                "When a validator was last answered with text (unix time; 0: never since the start).",
+                lambda v: v.last_validator_answer or 0.0),
+        }  # fmt: skip
+        for name, (doc, read) in figures.items():
+            Gauge(f"{PREFIX}_{name}", doc, registry=reg).set_function(_reader(ledger, read))
+
+    def watch_registration(
+        self, registered: Callable[[], bool | None], uid: Callable[[], int | None]
+    ) -> None:
+        """On a chain: whether the metagraph still lists this miner's hotkey, and its uid (-1: unknown)."""
+        reg = self.registry
+
+        def _registered() -> float:
+            known = registered()
+            return -1.0 if known is None else float(known)
+
+        Gauge(f"{PREFIX}_registered", "1: the subnet lists this hotkey; 0: it does not (deregistered); "
+              "-1: not known yet.", registry=reg).set_function(_registered)  # fmt: skip
+
+        def _uid() -> float:
+            known = uid()
+            return -1.0 if known is None else float(known)
+
+        Gauge(f"{PREFIX}_uid", "This hotkey's uid on the subnet (-1: unknown).", registry=reg).set_function(
+            _uid
+        )
+
     def watch_gate(self, gate: Any) -> None:
         """Read queue depth from a :class:`~services.miner.admission.ModelGate` at scrape time."""
         self.running.set_function(lambda: gate.running)
@@ -149,33 +196,46 @@ class MinerMetrics:
         """Create every series at 0, so rates exist before the first request (and absent != zero)."""
         for protocol in protocols:
             for outcome in OUTCOMES:
-                self.requests.labels(protocol, outcome)
+                for caller in CALLER_KINDS:
+                    self.requests.labels(protocol, outcome, caller)
             self.first_chunk.labels(protocol)
             for counter in (self.pieces, self.bytes, self.chunks):
                 counter.labels(protocol)
 
     def refused(
-        self, protocol: str, error: BaseException | None, took: float, status: int | None = None
+        self,
+        protocol: str,
+        error: BaseException | None,
+        took: float,
+        status: int | None = None,
+        caller: CallerKind = "validator",
     ) -> None:
         """A request answered with an error status (never streamed)."""
-        self.count(protocol, refusal_outcome(error, status), took)
+        self.count(protocol, refusal_outcome(error, status), took, caller)
 
-    def count(self, protocol: str, outcome: str, took: float | None = None) -> None:
-        self.requests.labels(protocol, outcome).inc()
+    def count(
+        self, protocol: str, outcome: str, took: float | None = None, caller: CallerKind = "validator"
+    ) -> None:
+        self.requests.labels(protocol, outcome, caller).inc()
         if took is not None:
             self.duration.labels(protocol, outcome).observe(took)
 
     def streamed(
-        self, protocol: str, outcome: StreamOutcome | None, took: float, first_chunk: float | None
+        self,
+        protocol: str,
+        outcome: StreamOutcome | None,
+        took: float,
+        first_chunk: float | None,
+        caller: CallerKind = "validator",
     ) -> None:
         """A stream that ran (``outcome`` None: cancelled before the streamer reported: the caller left)."""
         if outcome is None:
-            self.count(protocol, "disconnect", took)
+            self.count(protocol, "disconnect", took, caller)
             return
         if outcome.ending is Ending.refused:
-            self.refused(protocol, outcome.error, took)
+            self.refused(protocol, outcome.error, took, caller=caller)
             return
-        self.count(protocol, _ENDINGS[outcome.ending], took)
+        self.count(protocol, _ENDINGS[outcome.ending], took, caller)
         if first_chunk is not None:
             self.first_chunk.labels(protocol).observe(first_chunk)
         self.pieces.labels(protocol).inc(outcome.pieces)
@@ -190,6 +250,10 @@ class MinerMetrics:
             yield
         finally:
             self.in_flight.dec()
+
+
+def _reader(ledger: CallerLedger, read: Callable[[LedgerView], float | None]) -> Callable[[], float]:
+    return lambda: float(read(ledger.view()) or 0.0)
 
 
 class MetricsServer:

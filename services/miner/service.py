@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from inspect import Parameter, Signature
 from typing import Any, Tuple  # noqa: UP035 - bittensor compares signatures against typing.Tuple
 
@@ -23,6 +23,7 @@ from services.miner.admission import ModelGate, Reservation
 from services.miner.backends.base import Backend, GenerationRequest
 from services.miner.blacklist import Gatekeeper
 from services.miner.errors import BusyError, ConfigError, DependencyError, ExitCode, RefusedError
+from services.miner.ledger import CallerLedger
 from services.miner.metrics import MinerMetrics
 from services.miner.protocols import PROTOCOLS, ROUTES, Route
 from services.miner.requests import availabilities, build_request
@@ -84,6 +85,7 @@ class MinerService:
         exit_request: ExitRequest,
         clock: Callable[[], float] = time.monotonic,
         metrics: MinerMetrics | None = None,
+        probes: Iterable[str] = (),
     ) -> None:
         self.settings = settings
         self.backend = backend
@@ -104,6 +106,10 @@ class MinerService:
         )
         self.metrics = metrics or MinerMetrics(settings.name, backend.name, process=False)
         self.metrics.watch_gate(self.gate)
+        self.ledger = CallerLedger(probes)  # the fleet's probe apart from validators
+        self.metrics.watch_ledger(self.ledger)
+        if gatekeeper.chain is not None:
+            self.metrics.watch_registration(lambda: gatekeeper.registered, lambda: gatekeeper.own_uid)
         self.metrics.zero([*settings.protocols, *(f"chat/{scheme}" for scheme in settings.http.auth)])
         self.forward_exceptions = 0
         self.tasks_seen: Counter[str] = Counter()  # SN1 task names asked for, for logs and metrics
@@ -164,7 +170,9 @@ class MinerService:
         refusal = Refusal()
 
         async def token_streamer(send: Send) -> None:
-            outcome = await self.generate(protocol, caller, request, reservation, send, arrived, deadline)
+            outcome = await self.generate(
+                protocol, caller, request, reservation, send, arrived, deadline, _caller(synapse)
+            )
             error = self.settle(outcome)
             if error is not None:
                 refusal.set(error)  # read only if nothing was sent yet
@@ -207,7 +215,9 @@ class MinerService:
         if isinstance(admitted, RefusedError):
             return refuse(synapse, admitted.status, str(admitted))
         request, reservation = admitted
-        outcome = await self.generate(protocol, caller, request, reservation, collect, arrived, deadline)
+        outcome = await self.generate(
+            protocol, caller, request, reservation, collect, arrived, deadline, _caller(synapse)
+        )
         if isinstance(outcome, BusyError):
             return refuse(synapse, outcome.status, str(outcome))
         if outcome.ending is Ending.refused and isinstance(outcome.error, RefusedError) and not parts:
@@ -242,7 +252,8 @@ class MinerService:
             return request, await self.gate.admit(deadline, self.gatekeeper.priority(hotkey))
         except RefusedError as exc:
             log.warning("%s from %s: %d %s", protocol, label, exc.status, exc)
-            self.metrics.refused(protocol, exc, self.clock() - arrived)
+            self.metrics.refused(protocol, exc, self.clock() - arrived, caller=self.ledger.kind(hotkey))
+            self.ledger.record(hotkey, answered=False)
             return exc
 
     async def generate(
@@ -254,9 +265,12 @@ class MinerService:
         send: Send,
         arrived: float,
         deadline: float,
+        hotkey: str | None = None,
     ) -> StreamOutcome | BusyError:
         """Wait for the reserved place at the model until the deadline, then stream into ``send``;
-        counted and logged once however it ends. No place in time: the :class:`BusyError` to answer."""
+        counted (by ``hotkey``'s kind: probe or validator) and logged once however it ends. No place in
+        time: the :class:`BusyError` to answer."""
+        kind = self.ledger.kind(hotkey)
         outcome: StreamOutcome | None = None
         started: float | None = None
         try:
@@ -268,16 +282,18 @@ class MinerService:
         except TimeoutError:
             busy = BusyError("busy: waited for the model until the request's deadline")
             log.warning("%s from %s: waited for the model until the deadline", protocol, caller)
-            self.metrics.refused(protocol, busy, self.clock() - arrived)
+            self.metrics.refused(protocol, busy, self.clock() - arrived, caller=kind)
+            self.ledger.record(hotkey, answered=False)
             return busy
         except BusyError as busy:  # its place went to a caller with more stake
             log.warning("%s from %s: %s", protocol, caller, busy)
-            self.metrics.refused(protocol, busy, self.clock() - arrived)
+            self.metrics.refused(protocol, busy, self.clock() - arrived, caller=kind)
+            self.ledger.record(hotkey, answered=False)
             return busy
         except BaseException:
-            self._finished(protocol, caller, None, arrived, started)  # cancelled: the caller left
+            self._finished(protocol, caller, None, arrived, started, hotkey)  # cancelled: the caller left
             raise
-        self._finished(protocol, caller, outcome, arrived, started)
+        self._finished(protocol, caller, outcome, arrived, started, hotkey)
         return outcome
 
     async def forward_availability(self, synapse: Any, protocol: str) -> Any:
@@ -319,14 +335,23 @@ class MinerService:
         return now
 
     def _finished(
-        self, protocol: str, caller: str, outcome: StreamOutcome | None, arrived: float, started: float | None
+        self,
+        protocol: str,
+        caller: str,
+        outcome: StreamOutcome | None,
+        arrived: float,
+        started: float | None,
+        hotkey: str | None,
     ) -> None:
-        """One stream ended: its metrics (first chunk counted from the arrival) and its log line."""
+        """One stream ended: its metrics (first chunk counted from the arrival), the ledger of who
+        asked, and its log line."""
         took = self.clock() - arrived
         first = None
         if outcome is not None and outcome.first_chunk_after is not None and started is not None:
             first = started - arrived + outcome.first_chunk_after
-        self.metrics.streamed(protocol, outcome, took, first)
+        self.metrics.streamed(protocol, outcome, took, first, self.ledger.kind(hotkey))
+        answered = outcome is not None and outcome.chunks > 0 and outcome.ending in ANSWERED_ENDINGS
+        self.ledger.record(hotkey, answered)
         self._log(protocol, caller, outcome, took)
 
     def _log(self, protocol: str, caller: str, outcome: StreamOutcome | None, took: float) -> None:
@@ -350,6 +375,9 @@ class MinerService:
             ttfc,
             took,
         )
+
+
+ANSWERED_ENDINGS = (Ending.done, Ending.deadline)  # with text: an answer (a partial one still earns)
 
 
 def no_text(outcome: StreamOutcome) -> RefusedError:

@@ -29,13 +29,14 @@ import pytest
 from devkit.local import llama_server_binary
 from orchestrator.render.prometheus import prometheus_config
 from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
-from tests.fleets import make_project
+from tests.fleets import make_key, make_project
 from tests.helpers import GGUF, ROOT, free_port, free_ports, supervisord, wait_for_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
 RULES = ROOT / "config/prometheus/rules.yml"
 DONE_A, DONE_B = 5, 3  # answered requests sent to each echo miner
+VALIDATORS = ("v1", "v2")
 
 
 def _need(program: str) -> str:
@@ -83,7 +84,7 @@ class Fleet:
         return data
 
 
-def _fleet_file(ports: dict[str, int]) -> str:
+def _fleet_file(ports: dict[str, int], validators: list[str]) -> str:
     # probe.interval is long: after the probes that make the miners RUNNING, only the test's own
     # requests reach them, so their counters are exactly what the test sent (plus the recorded start).
     return f"""
@@ -95,7 +96,7 @@ def _fleet_file(ports: dict[str, int]) -> str:
     models: {{gemma: {{gguf: gemma-3-270m-q4_k_m}}}}
     model_servers:
       gemma: {{model: gemma, port: {ports["server"]}, slots: 2, ctx_per_slot: 256, n_threads: 1}}
-    defaults: {{wallet: fleet, backend: echo, warmup: false}}
+    defaults: {{wallet: fleet, backend: echo, warmup: false, allowed_hotkeys: {json.dumps(validators)}}}
     miners:
       - {{name: echo-a, hotkey: echo-a, axon_port: {ports["a"]}, metrics_port: {ports["ma"]}}}
       - {{name: echo-b, hotkey: echo-b, axon_port: {ports["b"]}, metrics_port: {ports["mb"]}}}
@@ -110,7 +111,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     names = ("sup", "status", "server", "a", "b", "ma", "mb")
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     project = tmp_path_factory.mktemp("monitoring") / "project"
-    make_project(project, _fleet_file(ports), model=False)
+    # Two validators the miners admit (network local: by allowed_hotkeys), beside the fleet's probe.
+    validators = [make_key(project / "validators", "validator", name) for name in VALIDATORS]
+    make_project(project, _fleet_file(ports, validators), model=False)
     (project / "models").mkdir(exist_ok=True)
     (project / "models" / GGUF.name).symlink_to(GGUF.resolve())
     subprocess.run(
@@ -366,7 +369,7 @@ def _rows(dom: str) -> dict[str, list[str]]:
 def test_promtool_accepts_the_rules_and_the_rendered_configurations(tmp_path: Path) -> None:
     promtool = _need("promtool")
     checked = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
-    assert checked.returncode == 0 and "7 rules found" in checked.stdout, checked.stdout + checked.stderr
+    assert checked.returncode == 0 and "9 rules found" in checked.stdout, checked.stdout + checked.stderr
     host = tmp_path / "host.yml"
     host.write_text(
         subprocess.run(
@@ -377,3 +380,65 @@ def test_promtool_accepts_the_rules_and_the_rendered_configurations(tmp_path: Pa
     for config in (host, ROOT / "config/generated/prometheus.yml"):
         checked = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True)
         assert checked.returncode == 0, (config, checked.stdout, checked.stderr)
+
+
+def test_validators_are_counted_apart_from_the_probe(fleet: Fleet) -> None:
+    """Two validator hotkeys and the probe ask echo-b: its metrics and /status tell the two kinds apart."""
+    from bittensor_wallet import Wallet
+
+    from orchestrator.render import read_ss58
+
+    port = fleet.miners["echo-b"][0]
+    target = axon_info("127.0.0.1", port, read_ss58(fleet.project / "wallets/fleet/hotkeys/echo-b"))
+
+    def counts() -> dict[str, float]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        totals: dict[str, float] = {}
+        for family in text_string_to_metric_families(
+            _get(f"http://127.0.0.1:{fleet.miners['echo-b'][1]}/metrics")
+        ):
+            for s in family.samples:
+                if s.name == "minerfleet_miner_requests_total" and s.labels["outcome"] == "done":
+                    totals[s.labels["caller"]] = totals.get(s.labels["caller"], 0) + s.value
+                elif s.name.startswith("minerfleet_miner_validator_") or s.name.startswith(
+                    "minerfleet_miner_probe_"
+                ):
+                    totals[s.name] = s.value
+        return totals
+
+    before = counts()
+
+    async def ask() -> None:
+        keys = [("validators", "validator", v) for v in ("v1", "v2", "v1")]
+        keys.append(("wallets", "probe", "default"))
+        for folder, wallet, hotkey in keys:
+            dendrite = make_dendrite(Wallet(name=wallet, hotkey=hotkey, path=str(fleet.project / folder)))
+            try:
+                result = await stream_once(dendrite, target, make_synapse("prompting", f"from {hotkey}"), 10)
+                assert result.status_code == 200 and result.completion == f"from {hotkey}", result
+            finally:
+                await dendrite.aclose_session()
+
+    asyncio.run(ask())
+    after = counts()
+    assert after["validator"] - before.get("validator", 0) == 3
+    assert after["probe"] - before.get("probe", 0) == 1
+    assert after["minerfleet_miner_validator_requests_last_hour"] - before.get(
+        "minerfleet_miner_validator_requests_last_hour", 0) == 3  # fmt: skip
+    assert after["minerfleet_miner_validator_hotkeys_last_hour"] == 2
+
+    def seen() -> dict[str, Any] | None:
+        miner = next(m for m in fleet.snapshot()["miners"] if m["name"] == "echo-b")
+        validators = (miner.get("traffic") or {}).get("validators") or {}
+        return miner if validators.get("hotkeys_last_hour") == 2 else None
+
+    miner = _poll("/status showing echo-b's validators", seen, timeout=60)
+    traffic = miner["traffic"]
+    assert traffic["validators"]["requests_last_hour"] >= 3 and traffic["validators"]["last_answer_at"] > 0
+    assert traffic["validators_line"].startswith(
+        f"{traffic['validators']['requests_last_hour']:.0f}/h, 2 hotkeys"
+    )
+    assert traffic["validator_alarm"] == ""
+    page = _get(f"{fleet.api}/")
+    assert "validators (not the probe)" in page

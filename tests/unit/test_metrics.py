@@ -11,16 +11,24 @@ from prometheus_client import generate_latest
 from orchestrator.fleet.load import FleetInvalid, load_fleet
 from orchestrator.fleetstatus import MinerTraffic, Role
 from orchestrator.unitmetrics import Sample, UnitEndpoint, UnitTraffic, parse_miner, quantile, sd_targets
+from services.miner.ledger import MAX_HOTKEYS, CallerLedger
 from services.miner.metrics import MinerMetrics
 from tests.fleets import make_project
-from tests.unit.test_miner_service import STRANGER, Recorder, make_service, synapse
+from tests.unit.test_miner_service import PROBE, STRANGER, Recorder, make_service, synapse
+
+CALLERS = ("probe", "validator")
+VALIDATOR_A, VALIDATOR_B = "5ValidatorA", "5ValidatorB"
 
 
-def _count(metrics: MinerMetrics, outcome: str, protocol: str = "prompting") -> float:
-    value = metrics.registry.get_sample_value(
-        "minerfleet_miner_requests_total", {"protocol": protocol, "outcome": outcome}
+def _count(
+    metrics: MinerMetrics, outcome: str, protocol: str = "prompting", callers: tuple[str, ...] = CALLERS
+) -> float:
+    get = metrics.registry.get_sample_value
+    return sum(
+        get("minerfleet_miner_requests_total", {"protocol": protocol, "outcome": outcome, "caller": caller})
+        or 0.0
+        for caller in callers
     )
-    return value or 0.0
 
 
 async def test_a_miner_counts_each_request_once_by_its_outcome() -> None:
@@ -48,6 +56,42 @@ async def test_a_miner_counts_each_request_once_by_its_outcome() -> None:
     assert get("minerfleet_miner_model_running") == 0 and get("minerfleet_miner_model_waiting") == 0
     assert _count(metrics, "done", "einstein") == 0  # every series exists from the start
     assert b"minerfleet_miner_requests_total" in generate_latest(metrics.registry)
+
+
+async def test_the_fleets_probe_is_counted_apart_from_validators() -> None:
+    service, _ = make_service(allowed_hotkeys=[VALIDATOR_A, VALIDATOR_B])
+    service.ledger = CallerLedger([PROBE])  # what serve() passes: the keys of allowed_hotkey_files
+    service.metrics = MinerMetrics(process=False)
+    service.metrics.watch_ledger(service.ledger)
+    for hotkey in (PROBE, VALIDATOR_A, VALIDATOR_B, VALIDATOR_A):
+        response = await service.forward(synapse(hotkey=hotkey), "prompting")
+        await response.token_streamer(Recorder())
+    get = service.metrics.registry.get_sample_value
+    assert _count(service.metrics, "done", callers=("probe",)) == 1
+    assert _count(service.metrics, "done", callers=("validator",)) == 3
+    assert get("minerfleet_miner_validator_requests_last_hour") == 3
+    assert get("minerfleet_miner_validator_answered_last_hour") == 3
+    assert get("minerfleet_miner_validator_hotkeys_last_hour") == 2
+    assert get("minerfleet_miner_probe_requests_last_hour") == 1
+    assert get("minerfleet_miner_last_validator_answer_timestamp_seconds") > 0
+
+
+def test_the_ledger_forgets_after_an_hour_and_stays_bounded() -> None:
+    now = [1_000_000.0]
+    ledger = CallerLedger(["probe"], clock=lambda: now[0])
+    ledger.record("v1", answered=True)
+    ledger.record("probe", answered=True)
+    now[0] += 1800
+    ledger.record("v2", answered=False)
+    assert (ledger.view().validator_requests, ledger.view().validator_hotkeys) == (2, 2)
+    now[0] += 1900  # the first half hour has left the window
+    view = ledger.view()
+    assert (view.validator_requests, view.validator_answered, view.validator_hotkeys) == (1, 0, 1)
+    assert view.probe_requests == 0 and view.last_validator_answer == 1_000_000.0
+    for i in range(MAX_HOTKEYS + 10):
+        ledger.record(f"h{i}", answered=True)
+    assert ledger.view().validator_hotkeys == MAX_HOTKEYS
+    assert len(ledger._minutes) <= 61
 
 
 async def test_a_client_gone_mid_stream_is_a_disconnect() -> None:

@@ -421,3 +421,33 @@ def test_the_fields_read_are_the_ones_bittensor_10_5_returns() -> None:
     assert {"hotkey", "uid", "stake", "validator_permit", "axon_info"} <= fields
     described = MinerSettings.model_fields["min_stake"].description or ""
     assert "alpha" in described and "not TAO" in described
+
+
+def test_own_uid_and_registration_reach_the_metrics_on_the_mock_chain(mock_subtensor: MockSubtensor) -> None:
+    from services.miner.metrics import MinerMetrics
+
+    own = hotkey("//Miner")
+    mock_subtensor.force_register_neuron(NETUID, hotkey("//Alice"), hotkey("//Owner"), stake=1.0)
+    uid = mock_subtensor.force_register_neuron(NETUID, own, hotkey("//Owner"), stake=2.0)
+    gatekeeper = Gatekeeper(
+        allowed_hotkeys=[], chain=SubtensorChain(lambda: mock_subtensor, NETUID, "mock"), own_hotkey=own
+    )
+    metrics = MinerMetrics(process=False)
+    metrics.watch_registration(lambda: gatekeeper.registered, lambda: gatekeeper.own_uid)
+    get = metrics.registry.get_sample_value
+    assert (get("minerfleet_miner_registered"), get("minerfleet_miner_uid")) == (-1, -1)  # not synced yet
+    assert gatekeeper.sync() is True
+    assert (get("minerfleet_miner_registered"), get("minerfleet_miner_uid")) == (1, uid)
+    gatekeeper.chain = SubtensorChain(lambda: _without(mock_subtensor, own), NETUID, "mock")
+    gatekeeper.sync()
+    assert (get("minerfleet_miner_registered"), get("minerfleet_miner_uid")) == (0, -1)
+
+
+def _without(subtensor: MockSubtensor, hotkey: str) -> object:
+    """The same chain's neurons, but one hotkey deregistered."""
+
+    class Deregistered:
+        def neurons_lite(self, netuid: int) -> list[object]:
+            return [n for n in subtensor.neurons(netuid=netuid) if n.hotkey != hotkey]
+
+    return Deregistered()
