@@ -38,8 +38,10 @@ BENCHMARKS: dict[str, str] = {
     "memory": "Memory per hotkey: shared model server vs a model per miner",
     "validators": "Validator load: K concurrent validators on three serving paths",
     "fleet": "The shipped fleet (make up) under K validators asking every miner at once",
+    "soak": "The shipped fleet (make up) under steady validator load for a set time: answers, memory slope",
 }
-NEEDS_THE_STACK = frozenset({"fleet"})  # runs `make up` (docker): not part of a --quick run unless named
+NEEDS_THE_STACK = frozenset({"fleet", "soak"})  # run `make up` (docker): not in a --quick run unless named
+ONLY_WHEN_NAMED = frozenset({"soak"})  # 30 minutes by default: `make bench ARGS=soak`
 # The few figures printed in the final table (every figure is in the JSON files and summary.md).
 HEADLINES: dict[str, tuple[str, ...]] = {
     "streaming": (
@@ -91,6 +93,7 @@ HEADLINES: dict[str, tuple[str, ...]] = {
         "llama_server_k8_tokens_per_s_vs_k1",
         "llama_server_k16_answered",
     ),
+    "soak": ("answered", "requests", "restarts", "memory_slope_orchestrator", "memory_slope_gemma-1"),
     "fleet": (
         "k8_server_miners_answered",
         "k8_server_miners_first_chunk_p90_s",
@@ -230,7 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)} (known: {', '.join(BENCHMARKS)})")
     # A smoke run stays off docker: the shipped fleet's benchmark runs `make up` (name it to run it).
-    names = args.names or [n for n in BENCHMARKS if not (args.quick and n in NEEDS_THE_STACK)]
+    names = args.names or [
+        n for n in BENCHMARKS if n not in ONLY_WHEN_NAMED and not (args.quick and n in NEEDS_THE_STACK)
+    ]
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     before = machine()
     started = time.monotonic()
