@@ -37,6 +37,7 @@ class Reason(StrEnum):
     CLEAN_EXIT = "clean-exit"
     FORWARD_EXCEPTION = "forward-exception"
     CONFIG_ERROR = "config-error"
+    DEREGISTERED = "deregistered"  # exit 78 because the subnet no longer lists the hotkey
     OOM = "oom"
     CRASH_LOOP = "crash-loop"
     PROBE_FAILED = "probe-failed"
@@ -58,7 +59,7 @@ class Reason(StrEnum):
 
 
 # Reasons after which the miner is never restarted automatically.
-_NO_RESTART = frozenset({Reason.CLEAN_EXIT, Reason.CONFIG_ERROR})
+_NO_RESTART = frozenset({Reason.CLEAN_EXIT, Reason.CONFIG_ERROR, Reason.DEREGISTERED})
 
 
 class RestartPolicy(BaseModel):

@@ -48,6 +48,7 @@ from orchestrator.policy.events import (
 )
 from orchestrator.policy.records import Decision, MinerRecord, classify_exit
 from orchestrator.policy.states import HISTORY_LENGTH, Action, Reason, RestartPolicy, State
+from services.miner.errors import DEREGISTERED_MARK
 
 # ---------------------------------------------------------------------------------------------------
 # The transition function
@@ -138,10 +139,12 @@ def transition(record: MinerRecord, event: Event, policy: RestartPolicy) -> tupl
             if state is State.STARTING and rec.restart_in_flight:
                 return rec, []  # the old process leaving during our RESTART
             reason = cause or classify_exit(code, sig, oom)
+            if reason == Reason.CONFIG_ERROR and DEREGISTERED_MARK in (detail or ""):
+                reason = Reason.DEREGISTERED  # still a config error: nothing a restart can fix
             if reason == Reason.CLEAN_EXIT:
                 # STARTING/RUNNING/UNHEALTHY -> STOPPED: the miner stopped on purpose (SIGTERM).
                 return _move(rec, now, State.STOPPED, reason, detail=detail, **_CLEARED), []
-            if reason == Reason.CONFIG_ERROR:
+            if reason in (Reason.CONFIG_ERROR, Reason.DEREGISTERED):
                 # STARTING/RUNNING/UNHEALTHY -> FATAL: restarting cannot fix a bad setting; show the
                 # miner's own message so the operator knows what to fix.
                 return _move(rec, now, State.FATAL, reason, detail=detail, **_CLEARED), []

@@ -20,7 +20,7 @@ from concurrent.futures import TimeoutError as Late
 from typing import Any
 
 from services.miner.blacklist import Gatekeeper, SubtensorChain
-from services.miner.errors import ConfigError
+from services.miner.errors import DEREGISTERED_MARK, ConfigError
 from services.miner.settings import MinerSettings, Network
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def build_gatekeeper(
 
 def not_registered(settings: MinerSettings, hotkey: str, *, any_more: bool = False) -> str:
     """The exit-78 line for a hotkey the subnet does not list, with the command that registers it."""
-    what = "is no longer registered (deregistered)" if any_more else "is not registered"
+    what = f"is no longer registered {DEREGISTERED_MARK}" if any_more else "is not registered"
     return (
         f"MINER_WALLET_HOTKEY: hotkey {hotkey} {what} on netuid {settings.netuid} "
         f"({settings.network.value}); "

@@ -14,6 +14,11 @@ class ExitCode:
     CONFIG = 78  # configuration error (EX_CONFIG): FATAL, no restart, message on stderr
 
 
+# In the exit-78 line of a miner whose hotkey the subnet stopped listing: the orchestrator reads it as the
+# reason "deregistered" (not a plain configuration error).
+DEREGISTERED_MARK = "(deregistered)"
+
+
 class MinerError(Exception):
     """Base of every error the miner raises on purpose."""
 

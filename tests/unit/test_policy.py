@@ -360,6 +360,14 @@ def test_running_config_error_is_fatal_with_the_miners_message() -> None:
     assert (record.state, actions) == (State.FATAL, [])
 
 
+def test_a_deregistered_hotkey_is_fatal_as_deregistered() -> None:
+    line = "error: MINER_WALLET_HOTKEY: hotkey 5F... is no longer registered (deregistered) on netuid 1"
+    record, actions = run(running(), Exited(20.0, exit_code=78, detail=line))
+    assert (record.state, actions, record.reason, record.detail) == (State.FATAL, [], "deregistered", line)
+    record, actions = run(record, Tick(10_000.0))
+    assert (record.state, actions) == (State.FATAL, [])
+
+
 @pytest.mark.parametrize(
     ("exited", "reason"),
     [
