@@ -17,8 +17,10 @@ export MINERFLEET_DOCKER_GID ?= $(shell stat -c %g /var/run/docker.sock 2>/dev/n
 
 # --- the fleet ------------------------------------------------------------------------------------
 # MONITORING=1: also Prometheus with the alert rules (compose profile `monitoring`, 127.0.0.1:9090).
+# ROLLING=1: replace changed miners a few at a time (rollout.max_unavailable), each streaming before the
+# next; ROLLBACK=1: put back the revision the last rolling update started from.
 up: venv model
-	@CONFIG=$(CONFIG) MONITORING=$(MONITORING) bash scripts/up.sh
+	@CONFIG=$(CONFIG) MONITORING=$(MONITORING) ROLLING=$(ROLLING) ROLLBACK=$(ROLLBACK) bash scripts/up.sh
 
 down:
 	$(COMPOSE) --profile monitoring down --remove-orphans

@@ -192,6 +192,12 @@ def _fleet_capacity(
     return EXIT_OK
 
 
+def cmd_rollout(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from orchestrator.rollout import command
+
+    return command(args, _load(args, err, check_files=False), err)
+
+
 def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from orchestrator.statefile import state_path
     from orchestrator.supervise import run_watch
@@ -400,6 +406,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_miner_choice(capacity, "measure", "request")
     capacity.add_argument("--prompt", default=None, help="the prompt sent (default: probe.prompt)")
+    rollout = add_command(
+        sub,
+        "rollout",
+        cmd_rollout,
+        "replace changed miners a few at a time, each batch gated on streaming; or roll back",
+    )
+    rollout.add_argument("--runtime", choices=["docker", "supervisor"], default="docker",
+                         help="where the miners run (default: %(default)s)")  # fmt: skip
+    rollout.add_argument("--save", action="store_true",
+                         help="only keep the revision now rendered, to roll back to")  # fmt: skip
+    rollout.add_argument("--rollback", action="store_true",
+                         help="put the saved revision back and roll it out")  # fmt: skip
+    rollout.add_argument(
+        "--host", default="127.0.0.1", help="where the miners are probed (default: %(default)s)"
+    )
     watch = add_command(
         sub,
         "watch",

@@ -341,6 +341,8 @@ class FleetStatus:
     model_servers: tuple[ServerStatus, ...] = ()
     # The fleet file changed under the watch (what changed); it decides nothing on failures meanwhile.
     fleet_changed: str | None = None
+    # The last rolling update's progress (orchestrator/rollout.py: state/rollout/status.json), if any.
+    rollout: Mapping[str, Any] | None = None
 
     @property
     def units(self) -> Iterator[UnitStatus]:
@@ -364,6 +366,7 @@ class FleetStatus:
             "miners": [m.to_json() for m in self.miners],
             "model_servers": [s.to_json() for s in self.model_servers],
             "fleet_changed": self.fleet_changed,
+            "rollout": None if self.rollout is None else dict(self.rollout),
         }
 
     @classmethod
@@ -376,4 +379,5 @@ class FleetStatus:
             miners=tuple(MinerStatus.from_json(m) for m in data["miners"]),
             model_servers=tuple(ServerStatus.from_json(s) for s in data.get("model_servers", ())),
             fleet_changed=data.get("fleet_changed"),
+            rollout=data.get("rollout"),
         )

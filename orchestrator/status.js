@@ -39,6 +39,9 @@ async function refresh() {
   const held = document.getElementById('held');
   held.hidden = !snap.fleet_changed;
   held.textContent = snap.fleet_changed ? `held: ${snap.fleet_changed}; no restarts until the watch runs on it` : '';
+  const rollout = document.getElementById('rollout'), r = snap.rollout;
+  rollout.hidden = !r;
+  rollout.textContent = r ? `${r.kind || 'rollout'} (${r.state}): ${r.message}` : '';
   const running = snap.miners.filter(m => m.state === 'RUNNING').length;
   document.getElementById('updated').textContent =
     `${running}/${snap.miners.length} miners running, runtime ${snap.runtime}, updated ${new Date().toLocaleTimeString()}`;

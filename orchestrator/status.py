@@ -150,6 +150,11 @@ def _held(status: FleetStatus) -> str:
     return html.escape(f"held: {status.fleet_changed}; no restarts until the watch runs on it")
 
 
+def _rollout(status: FleetStatus) -> str:
+    rollout = status.rollout or {}
+    return html.escape(f"{rollout.get('kind', 'rollout')} ({rollout.get('state')}): {rollout.get('message')}")
+
+
 def page(status: FleetStatus, refresh: float = 5.0) -> str:
     """The status page: the first view rendered here, refreshed in place from ``/status``."""
     miners = "".join(_miner_row(m) for m in status.miners)
@@ -169,6 +174,7 @@ th{{background:#f6f8fa}}.state{{font-weight:600}}p.note{{color:#57606a;font-size
 <a href="/status">/status</a> &middot; <a href="/metrics">/metrics</a> &middot;
 <a href="/targets">/targets</a></p>
 <p id="held" style="color:#bc4c00"{"" if status.fleet_changed else " hidden"}>{_held(status)}</p>
+<p id="rollout"{"" if status.rollout else " hidden"}>{_rollout(status)}</p>
 <table><thead><tr>{"".join(f"<th>{h}</th>" for h in MINER_HEADER)}</tr></thead>
 <tbody id="miners">{miners}</tbody></table>
 <table><thead><tr>{"".join(f"<th>{h}</th>" for h in SERVER_HEADER)}</tr></thead>

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from orchestrator.fleetstatus import Change, FleetStatus, MinerStatus, ServerStatus, UnitFields
 from orchestrator.modelservers import ServerReport, ServerTarget
 from orchestrator.probe import ProbeReport, ProbeTarget
+from orchestrator.rollout import read_status
 
 if TYPE_CHECKING:
     from orchestrator.watch import Watched, Watcher
@@ -68,4 +69,5 @@ def snapshot(watcher: Watcher) -> FleetStatus:
         miners=tuple(miner_status(watcher, w, now) for w in watcher.miners.values()),
         model_servers=tuple(server_status(watcher, w, now) for w in watcher.servers.values()),
         fleet_changed=watcher.fleet_changed,
+        rollout=None if watcher.state is None else read_status(watcher.state.path.parent.parent),
     )

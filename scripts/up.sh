@@ -24,9 +24,25 @@ export MINERFLEET_UID=${MINERFLEET_UID:-$def_uid} MINERFLEET_GID=${MINERFLEET_GI
 MINERFLEET_DOCKER_GID=$(stat -c %g /var/run/docker.sock)
 export MINERFLEET_DOCKER_GID
 
+ROLLING=${ROLLING:-}
+ROLLBACK=${ROLLBACK:-}
+[ "$ROLLING" = 0 ] && ROLLING=
+[ "$ROLLBACK" = 0 ] && ROLLBACK=
+
+if [ -n "$ROLLBACK" ]; then
+  step "rolling back to the saved revision, $($PY -c 'import sys, yaml; print((yaml.safe_load(open(sys.argv[1])).get("rollout") or {}).get("max_unavailable", 1))' "$CONFIG" 2>/dev/null || echo 1) miner(s) at a time"
+  $PY -m orchestrator rollout --rollback --runtime docker --config "$CONFIG"
+  $PY -m orchestrator health --config "$CONFIG"
+  exit 0
+fi
+
 step "fleet file: hotkeys (network local), settings, docker-compose.yml (seconds)"
 $PY -m orchestrator validate --config "$CONFIG" >/dev/null 2>&1 || true  # wallets below may be what is missing
 $PY -m orchestrator wallets --config "$CONFIG"
+if [ -n "$ROLLING" ]; then
+  # The revision the fleet runs now, to roll back to (`make up ROLLBACK=1`).
+  $PY -m orchestrator rollout --save --config "$CONFIG"
+fi
 $PY -m orchestrator render --config "$CONFIG"
 $PY -m orchestrator validate --config "$CONFIG"
 
@@ -43,8 +59,15 @@ export MINERFLEET_IMAGES
 step "images: $MINERFLEET_IMAGES (first time ~5 min on 2 cores: base image ~1 min, llama.cpp compiled ~4 min; later runs reuse them)"
 bash scripts/images.sh
 
-step "compose up${profile:+ (with the monitoring profile: Prometheus on 127.0.0.1:9090)}"
-bash scripts/compose.sh "${profile[@]}" up -d --no-build --remove-orphans
+if [ -n "$ROLLING" ]; then
+  # Changed miners a few at a time, each batch gated on streaming (rollout.max_unavailable).
+  step "rolling update: changed miners a few at a time, each batch streaming before the next"
+  bash scripts/compose.sh "${profile[@]}" up -d --no-build --no-recreate --remove-orphans
+  $PY -m orchestrator rollout --runtime docker --config "$CONFIG"
+else
+  step "compose up${profile:+ (with the monitoring profile: Prometheus on 127.0.0.1:9090)}"
+  bash scripts/compose.sh "${profile[@]}" up -d --no-build --remove-orphans
+fi
 
 step "waiting until every miner streams (models load in ~10-60 s; up to ${WAIT}s)"
 deadline=$((SECONDS + WAIT))

@@ -25,6 +25,7 @@ from orchestrator.fleet.sections import (
     ModelSpec,
     NodeSpec,
     ProbeSpec,
+    RolloutSpec,
     StatusApiSpec,
     SupervisorSpec,
     _Strict,
@@ -64,6 +65,9 @@ class Fleet(_Strict):
     supervisor: SupervisorSpec = Field(default_factory=SupervisorSpec, description="supervisord (no docker).")
     restart: RestartPolicy = Field(
         default_factory=RestartPolicy, description="Restart policy of every miner."
+    )
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec, description="Rolling updates (`make up ROLLING=1`): how many at once."
     )
     models: dict[Annotated[str, Field(pattern=KEY_NAME_PATTERN)], ModelSpec] = Field(
         default_factory=dict, description="Named models, referenced by name from miners."

@@ -101,6 +101,20 @@ class SupervisorSpec(_Strict):
     port: int = Field(9001, ge=1, le=65535, description="Port of supervisord's inet_http_server (127.0.0.1).")
 
 
+class RolloutSpec(_Strict):
+    """How `make up ROLLING=1` (``python -m orchestrator rollout``) replaces changed miners."""
+
+    max_unavailable: int = Field(
+        1, ge=1, description="Most miners replaced at once; the next ones wait until these stream again."
+    )
+    wait: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds a replaced miner has to stream before the rollout stops (default: the restart "
+        "policy's start_grace plus the probe's timeout).",
+    )
+
+
 class Resources(_Strict):
     """Container limits (compose `mem_limit`, `cpus`, `pids_limit`). Unset: a default from the backend
     and the model's size (see ``orchestrator.render.resources``)."""

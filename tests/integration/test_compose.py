@@ -489,3 +489,63 @@ def test_fault_injection_on_a_real_stack(docker_images: None, tmp_path: Path) ->
         _wait("slow in BACKOFF", lambda: _status_when(status_port, lambda x: x["slow"]["state"] == "BACKOFF"))
     # stack() ran `compose down`, which raises if it exits non-zero; nothing of the project is left.
     assert project_name and _project_leftovers(project_name) == []
+
+
+def _echo_fleet(ports: list[int], status_port: int, max_tokens: int, broken: str | None = None) -> str:
+    miners = "\n".join(
+        f"  - {{name: m-{i}, hotkey: m-{i}, backend: echo, axon_port: {port}"
+        + (", echo: {fail_after_tokens: 0}" if f"m-{i}" == broken else "")
+        + "}"
+        for i, port in enumerate(ports, start=1)
+    )
+    return (
+        "network: local\nwallet_path: ./wallets\nproject: minerfleet-rollout\n"
+        f"status_api: {{port: {status_port}}}\n"
+        'probe: {wallet: probe, hotkey: default, timeout: 4, prompt: "are you there"}\n'
+        "rollout: {max_unavailable: 1, wait: 60}\n"
+        f"defaults: {{wallet: fleet, max_tokens: {max_tokens}, stop_on_forward_exception: false}}\n"
+        f"miners:\n{miners}\n"
+    )
+
+
+def test_a_rolling_update_under_compose_keeps_three_of_four_answering(
+    docker_images: None, tmp_path: Path
+) -> None:
+    from tests.rounds import WORDS, AskingAll
+
+    *ports, status_port = free_ports(5)
+    names = {f"m-{i}": port for i, port in enumerate(ports, start=1)}
+    with stack(tmp_path, _echo_fleet(ports, status_port, max_tokens=64)) as s:
+        ask = AskingAll(s.project, names)
+        _wait("every miner answering", lambda: set(ask.once().values()) == {WORDS})
+        env = {**_compose_env(), "COMPOSE_PROJECT_NAME": s.name}
+
+        def rollout(*args: str) -> subprocess.CompletedProcess[str]:
+            where = ["--config", str(s.project / "config/miners.yaml"), "--project-dir", str(s.project)]
+            return subprocess.run(
+                [sys.executable, "-m", "orchestrator", "rollout", *args, *where],
+                cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **env},
+            )  # fmt: skip
+
+        assert rollout("--save").returncode == 0
+        make_project(s.project, _echo_fleet(ports, status_port, max_tokens=3), keys=False, model=False)
+        s.orchestrator("render")
+        with AskingAll(s.project, names) as asking:
+            done = rollout("--runtime", "docker")
+            time.sleep(1.0)
+        assert done.returncode == 0, done.stderr
+        assert "4 of 4 miners changed" in done.stderr and "rollout done: 4 miner(s) replaced" in done.stderr
+        answering = asking.answering()
+        assert len(answering) >= 5 and min(answering) >= 3, answering
+        assert set(ask.once().values()) == {"one two three "}
+
+        assert rollout("--save").returncode == 0
+        make_project(s.project, _echo_fleet(ports, status_port, 5, broken="m-1"), keys=False, model=False)
+        s.orchestrator("render")
+        stopped = rollout("--runtime", "docker")
+        assert stopped.returncode == 1 and "stopped: m-1 did not stream" in stopped.stderr, stopped.stderr
+        answers = ask.once()
+        assert answers["m-1"] == "" and {answers[n] for n in ("m-2", "m-3", "m-4")} == {"one two three "}
+        back = rollout("--runtime", "docker", "--rollback")
+        assert back.returncode == 0, back.stderr
+        assert set(ask.once().values()) == {"one two three "}

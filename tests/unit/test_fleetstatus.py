@@ -66,6 +66,13 @@ def _fleet() -> FleetStatus:
             outcomes={"done": 4, "busy": 1},
             totals={"done": 9, "busy": 1},
             history=(TrafficPoint(1001.0, 5, 4),),
+            validators={
+                "requests_last_hour": 12.0,
+                "hotkeys_last_hour": 3.0,
+                "last_answer_at": 941.0,
+                "silent_s": 60.0,
+                "uid": 7.0,
+            },  # fmt: skip
         ),
         backend="openai",
         hotkey="5F...",
@@ -100,7 +107,10 @@ def _fleet() -> FleetStatus:
         last_check=ServerReport("model-server-gemma", ServerVerdict.healthy, "", 200, 0.01),
         last_check_at=1001.2,
     )
-    return FleetStatus("docker", True, 12.0, "state/orchestrator.json", (miner, down), (server,))
+    rollout = {"kind": "rollout", "state": "rolling", "message": "replacing gemma-1", "done": ["echo-1"]}
+    return FleetStatus(
+        "docker", True, 12.0, "state/orchestrator.json", (miner, down), (server,), rollout=rollout
+    )
 
 
 def test_the_served_json_reads_back_into_the_same_records() -> None:
@@ -148,6 +158,8 @@ def test_the_table_and_the_page_read_the_records() -> None:
     assert lines[-1] == "1/2 running, model servers 1/1 running (runtime: docker)"
     html = page(status)
     assert "<td>80%</td>" in html and "<td>1234</td>" in html and "crash:exit-1" not in html  # detail shown
+    assert "rollout (rolling): replacing gemma-1" in html  # a rolling update's progress
+    assert "<td>12/h, 3 hotkeys, answered 1 min ago, uid 7</td>" in html  # validators, not the probe
 
 
 def test_on_a_swarm_each_unit_says_where_it_runs() -> None:
@@ -167,3 +179,13 @@ def test_on_a_swarm_each_unit_says_where_it_runs() -> None:
     assert lines[0].split()[:4] == ["MINER", "BACKEND", "NODE", "PORT"]
     assert lines[1].split()[:4] == ["gemma-1", "openai", "beta", "(10.213.0.2)"]
     assert lines[2].split()[:4] == ["echo-1", "echo", "-", "(-)"]
+
+
+def test_the_page_says_when_only_the_probe_asks_or_the_hotkey_is_gone() -> None:
+    def alarm(**validators: float) -> str:
+        return MinerTraffic("", 1000.0, "", 300.0, validators=validators).validator_alarm
+
+    assert alarm(silent_s=60.0, registered=1.0) == ""
+    assert alarm(silent_s=2000.0) == "no validator request for 33 min (only the probe asks)"
+    assert alarm(silent_s=10.0, registered=0.0).startswith("deregistered")
+    assert MinerTraffic("", None, "", 300.0).validators_line == "-"
