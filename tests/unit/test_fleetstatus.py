@@ -72,7 +72,7 @@ def _fleet() -> FleetStatus:
                 "last_answer_at": 941.0,
                 "silent_s": 60.0,
                 "uid": 7.0,
-            },  # fmt: skip
+            },
         ),
         backend="openai",
         hotkey="5F...",
