@@ -16,13 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from bittensor_wallet import Wallet
 
 from devkit.mockchain import MockChain, fresh_chain
 from orchestrator.probe import Prober, ProbeTarget, Verdict
 from services.miner.app import serve
-from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
+from services.miner.client import axon_info, chat_once, make_dendrite, make_synapse, stream_once
 from services.miner.errors import ConfigError, ExitCode
 from services.miner.service import ExitRequest
 from services.miner.settings import MinerSettings, load_settings
@@ -121,7 +122,8 @@ async def test_a_registered_miner_announces_itself_and_serves_validators_by_perm
     chain.add_neuron(NETUID, validator, OWNER, stake_tao=5000.0, permit=True)
     chain.add_neuron(NETUID, peer, OWNER, stake_tao=900.0)  # registered, a miner: no validator permit
     port = free_port()
-    with _miner_in_process(_settings(wallets, port), chain) as miner:
+    settings = _settings(wallets, port, http__auth='["epistula", "btauth"]')
+    with _miner_in_process(settings, chain) as miner:
         assert _wait(lambda: _serving(port) or not miner["thread"].is_alive()), miner
 
         # Announced: the chain now holds the address validators will look up (serve_axon's result read).
@@ -135,6 +137,26 @@ async def test_a_registered_miner_announces_itself_and_serves_validators_by_perm
         answered = await _ask(validator_wallet, port, wallets.miner_hotkey)
         peer_answer = await _ask(peer_wallet, port, wallets.miner_hotkey)
         stranger_answer = await _ask(stranger_wallet, port, wallets.miner_hotkey)
+        # The HTTP door judges callers by the same metagraph: permit, registration.
+        async with aiohttp.ClientSession() as session:
+            url, miner_key = f"http://127.0.0.1:{port}", wallets.miner_hotkey
+            asks = [("validator", validator_wallet, "epistula"), ("validator", validator_wallet, "btauth"),
+                    ("peer", peer_wallet, "btauth"), ("stranger", stranger_wallet, "epistula")]  # fmt: skip
+            door = {
+                (who, scheme): await chat_once(
+                    session, url, w.hotkey, miner_key, scheme, f"{who} by {scheme}"
+                )
+                for who, w, scheme in asks
+            }
+    for scheme in ("epistula", "btauth"):
+        answer = door["validator", scheme]
+        assert (answer.status_code, answer.completion) == (200, f"validator by {scheme}"), (
+            answer.status_message
+        )
+    assert door["peer", "btauth"].status_code == 403
+    assert "validator permit" in door["peer", "btauth"].status_message
+    assert door["stranger", "epistula"].status_code == 403
+    assert "not registered" in door["stranger", "epistula"].status_message
     assert answered.status_code == 200 and answered.completion == "hello chain", answered.status_message
     # Safe defaults on a chain: a validator permit is required unless the fleet file says otherwise.
     assert peer_answer.status_code == 403 and "validator permit" in peer_answer.status_message
