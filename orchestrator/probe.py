@@ -64,6 +64,8 @@ _ERROR_TEXT = re.compile(
 # A stream still running at this fraction of the probe's timeout was cut off by the miner's deadline
 # (a miner stops deadline_margin, at most 20% of the timeout, before it).
 DEADLINE_FRACTION = 0.8
+# A stream cut at the deadline whose last chunk came this long before the cut had stopped flowing: stuck.
+STALLED_AFTER = 5.0
 # How a miner words a 503 whose cause is its model server (or remote API), not itself.
 DEPENDENCY_DOWN_PREFIX = "dependency down:"
 # Clients cannot see tokens; ~4 characters per token is the usual estimate for English text.
@@ -77,6 +79,7 @@ class Verdict(StrEnum):
     busy = "busy"  # the model's queue was full (503 from the miner)
     dependency_down = "dependency-down"  # the miner answers, its model server does not (503)
     timeout = "timeout"  # no complete answer within the probe's timeout
+    slow = "slow"  # still streaming when the deadline cut it: loaded, not stuck (never a restart)
     empty = "empty"  # a 200 stream with no text at all
     error_text = "error-text"  # the only "answer" is an error message
     broken = "broken"  # the stream was cut off
@@ -152,6 +155,14 @@ def judge(result: StreamResult, timeout: float) -> tuple[Verdict, str]:
         # Our miners flush and end the stream just before the deadline: an answer that took (nearly)
         # all the time allowed was cut off, however healthy the status looks.
         if result.elapsed >= timeout * DEADLINE_FRACTION:
+            last = result.last_chunk_after
+            if result.completion.strip() and last is not None and result.elapsed - last <= STALLED_AFTER:
+                # Text was still coming at the cut: the model is slow under load (a restart cannot make
+                # it faster, and would drop every validator's stream); a stuck stream stops flowing.
+                return Verdict.slow, (
+                    f"still streaming at the {timeout:g}s deadline ({len(result.completion)} chars, the last "
+                    f"{result.elapsed - last:.1f}s before the cut): loaded, not stuck"
+                )
             return Verdict.timeout, (
                 f"no complete answer within {timeout:g}s (stream cut at the deadline after "
                 f"{len(result.completion)} chars)"

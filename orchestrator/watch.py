@@ -342,6 +342,8 @@ class Watcher:
             report = await probe(watched.target)
             if report.verdict is Verdict.dependency_down:
                 blame = Blame.DEPENDENCY  # restarting the miner cannot bring its server back
+            elif report.verdict in (Verdict.busy, Verdict.slow):
+                blame = Blame.LOAD  # it answers validators; a restart would drop their streams
             if self.metrics is not None:
                 self.metrics.probed(watched.target.name, report)
         watched.last_probe = report

@@ -37,6 +37,7 @@ class Blame(StrEnum):
     SELF = "self"  # the process's own: counts
     DEPENDENCY = "dependency"  # its model server (or remote API) is down: shown, never counted
     LOADING = "loading"  # still loading its model (a model server's 503): like the start grace period
+    LOAD = "load"  # busy or slow with other requests (it answers; a restart would drop them): never counted
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ class Reason(StrEnum):
     STOP_REQUESTED = "stop-requested"
     STOPPED_BY_OPERATOR = "stopped-by-operator"
     DEPENDENCY_DOWN = "dependency-down"
+    OVERLOADED = "overloaded"  # the probe found it busy or still streaming at the deadline: not counted
     START_REQUESTED = "start-requested"
     ADOPTED = "adopted"
     ADOPTED_NOT_RUNNING = "adopted-not-running"

@@ -160,14 +160,14 @@ def transition(record: MinerRecord, event: Event, policy: RestartPolicy) -> tupl
                 # STARTING/UNHEALTHY -> RUNNING
                 new = _move(rec, now, State.RUNNING, Reason.PROBE_OK, failed_probes=0, healthy_since=now)
                 return new, []
-            if blame is Blame.DEPENDENCY:
-                if state is State.UNHEALTHY and rec.reason == Reason.DEPENDENCY_DOWN:
+            if blame in (Blame.DEPENDENCY, Blame.LOAD):
+                why = Reason.DEPENDENCY_DOWN if blame is Blame.DEPENDENCY else Reason.OVERLOADED
+                if state is State.UNHEALTHY and rec.reason == why:
                     return replace(rec, detail=probe_reason), []
-                # STARTING/RUNNING/UNHEALTHY -> UNHEALTHY, not counted: the miner answers, its model
-                # server does not; it turns RUNNING by itself once the server is back.
-                new = _move(
-                    rec, now, State.UNHEALTHY, Reason.DEPENDENCY_DOWN, detail=probe_reason, healthy_since=None
-                )
+                # STARTING/RUNNING/UNHEALTHY -> UNHEALTHY, not counted: the miner answers, but its model
+                # server does not, or the model is busy with other requests (a restart would fix neither,
+                # and would drop every stream in flight); it turns RUNNING by itself at the next good probe.
+                new = _move(rec, now, State.UNHEALTHY, why, detail=probe_reason, healthy_since=None)
                 return new, []
             in_grace = rec.started_at is not None and now - rec.started_at < policy.start_grace
             if state is State.STARTING and (in_grace or blame is Blame.LOADING):

@@ -90,6 +90,7 @@ class StreamResult:
     first_chunk_after: float | None = None
     elapsed: float = 0.0
     synapse: Any = None
+    last_chunk_after: float | None = None  # when the last chunk came: a stream still flowing at its cut
 
     @property
     def ok(self) -> bool:
@@ -106,8 +107,9 @@ async def stream_once(
         if isinstance(item, StreamingSynapse):
             result.synapse = item
             continue
+        result.last_chunk_after = time.monotonic() - started
         if result.first_chunk_after is None:
-            result.first_chunk_after = time.monotonic() - started
+            result.first_chunk_after = result.last_chunk_after
         result.chunks.append("\n".join(item) if isinstance(item, list) else str(item))
     result.elapsed = time.monotonic() - started
     final = result.synapse
@@ -168,8 +170,9 @@ async def chat_once(
                 for choice in chunk.get("choices", []):
                     text = (choice.get("delta") or {}).get("content")
                     if text:
+                        result.last_chunk_after = time.monotonic() - started
                         if result.first_chunk_after is None:
-                            result.first_chunk_after = time.monotonic() - started
+                            result.first_chunk_after = result.last_chunk_after
                         result.chunks.append(text)
     except TimeoutError:
         result.status_code, result.status_message = 408, f"timed out after {timeout:g}s"

@@ -726,6 +726,18 @@ def test_dependency_down_does_not_forgive_the_miners_own_failures() -> None:
     assert actions == [Action.RESTART] and record.restarts_by_reason == {"probe-failed": 1}
 
 
+def test_a_miner_busy_or_slow_with_validators_is_shown_overloaded_and_never_restarted() -> None:
+    """Under load the probe may find it busy, or still streaming at its deadline: a restart would drop
+    every validator's stream and make nothing faster (a hung miner fails its liveness checks instead)."""
+    slow = [ProbeResult(20.0 + 10 * i, ok=False, reason="slow: still streaming", blame=Blame.LOAD)
+            for i in range(3 * N)]  # fmt: skip
+    record, actions = run(running(), *slow)
+    assert (record.state, record.reason, actions) == (State.UNHEALTHY, "overloaded", [])
+    assert (record.failed_probes, record.restarts) == (0, 0)
+    record, actions = run(record, ProbeResult(500.0, ok=True))
+    assert (record.state, actions) == (State.RUNNING, [])
+
+
 def test_a_starting_miner_whose_server_is_down_shows_it_and_is_not_restarted() -> None:
     record, actions = run(starting(), *(dependency_down(GRACE + 10 * i) for i in range(10)))
     assert (record.state, record.reason, actions) == (State.UNHEALTHY, "dependency-down", [])

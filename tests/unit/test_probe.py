@@ -16,6 +16,11 @@ def _result(code: int | None, message: str = "", completion: str = "", elapsed: 
     return StreamResult(code, message, chunks, completion, first_chunk_after=first, elapsed=elapsed)
 
 
+def _flowing(elapsed: float, last: float) -> StreamResult:
+    """A stream cut at the deadline whose last chunk came ``last`` seconds in."""
+    return StreamResult(200, "Success", ["some", " text"], "some text", 0.1, elapsed, last_chunk_after=last)
+
+
 @pytest.mark.parametrize(
     ("result", "verdict", "reason_part"),
     [
@@ -27,6 +32,8 @@ def _result(code: int | None, message: str = "", completion: str = "", elapsed: 
         (_result(200, "Success", "RuntimeError: boom"), Verdict.error_text, "RuntimeError"),
         (_result(200, "Success", "Errors are how we learn."), Verdict.healthy, ""),
         (_result(200, "Success", "partial", elapsed=9.5), Verdict.timeout, "cut at the deadline"),
+        (_flowing(elapsed=9.5, last=8.0), Verdict.slow, "still streaming at the 10s deadline"),
+        (_flowing(elapsed=9.5, last=1.0), Verdict.timeout, "cut at the deadline"),  # stuck 8.5 s
         (_result(403, "Forbidden. Key is blacklisted: nope"), Verdict.refused, "blacklisted"),
         (_result(503, "busy: 0 request(s) already wait"), Verdict.busy, "busy"),
         (
