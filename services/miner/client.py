@@ -3,12 +3,17 @@
 ``bt.Dendrite(...)`` looks up this machine's public IP on the internet in its constructor and fails
 offline. :func:`make_dendrite` builds a real dendrite without that lookup (the IP only goes into
 request headers; the axon does not check it), so probing a miner works with no internet at all.
+
+A dendrite also appends a copy of every synapse it sends to ``synapse_history``, a plain list that
+nothing reads or trims: about 4 KiB per request, forever, in a process that keeps one dendrite (the
+watch's prober). :func:`make_dendrite` makes it a ring of the last :data:`DENDRITE_HISTORY`.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -19,6 +24,7 @@ from bittensor.core.stream import StreamingSynapse
 from services.miner.protocols import PROTOCOLS
 
 _CONSTRUCT = threading.Lock()
+DENDRITE_HISTORY = 16  # synapses a dendrite keeps in ``synapse_history`` (bittensor: all of them)
 
 
 class _FixedIP(ModuleType):
@@ -37,16 +43,20 @@ class _FixedIP(ModuleType):
 
 
 def make_dendrite(wallet: Any, ip: str = "127.0.0.1") -> bt.Dendrite:
-    """A real ``bt.Dendrite`` signed by ``wallet`` (or a Keypair), built without the public-IP lookup."""
+    """A real ``bt.Dendrite`` signed by ``wallet`` (or a Keypair), built without the public-IP lookup,
+    whose ``synapse_history`` keeps the last :data:`DENDRITE_HISTORY` synapses only."""
     import bittensor.core.dendrite as dendrite_module
 
     with _CONSTRUCT:
         real = dendrite_module.networking
         dendrite_module.networking = _FixedIP(real, ip)
         try:
-            return bt.Dendrite(wallet=wallet)
+            dendrite = bt.Dendrite(wallet=wallet)
         finally:
             dendrite_module.networking = real
+    # bittensor only ever appends to it: a bounded deque appends the same way, dropping the oldest.
+    dendrite.synapse_history = deque(maxlen=DENDRITE_HISTORY)  # type: ignore[assignment]
+    return dendrite
 
 
 def axon_info(ip: str, port: int, hotkey: str) -> bt.AxonInfo:

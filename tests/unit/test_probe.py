@@ -106,3 +106,22 @@ async def test_every_route_a_miner_serves_is_probed_and_the_failed_one_is_named(
     }
     assert rep.verdict is Verdict.busy and rep.reason == "/Prompting: busy: 1 running"
     assert "/Prompting: busy" in format_table([rep])
+
+
+async def test_a_long_lived_dendrite_keeps_a_bounded_synapse_history() -> None:
+    """bittensor appends a copy of every synapse a dendrite sends to ``synapse_history`` and never
+    drops one: the watch's prober, which keeps its dendrite for days, grew ~4 KiB a request."""
+    from bittensor_wallet import Keypair
+
+    from devkit.local import free_port
+    from services.miner.client import DENDRITE_HISTORY, axon_info, make_dendrite, make_synapse, stream_once
+
+    dendrite = make_dendrite(Keypair.create_from_uri("//probe"))
+    nobody = axon_info("127.0.0.1", free_port(), Keypair.create_from_uri("//miner").ss58_address)
+    try:
+        for _ in range(DENDRITE_HISTORY + 10):  # connection refused: each still lands in the history
+            await dendrite.call(nobody, make_synapse("prompting", "hi", timeout=1), timeout=1)
+            await stream_once(dendrite, nobody, make_synapse("prompting", "hi", timeout=1), 1)
+    finally:
+        await dendrite.aclose_session()
+    assert len(dendrite.synapse_history) == DENDRITE_HISTORY
