@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import PermanentError
-from orchestrator.policy import Action, Decision, MinerRecord, State
+from orchestrator.policy import HISTORY_LENGTH, Action, Decision, MinerRecord, State
 
 log = logging.getLogger("orchestrator.state")
 
@@ -194,6 +194,6 @@ def _load(name: str, data: Any, offset: float) -> MinerRecord:
                 next_attempt_at=_mono(d.get("next_attempt_at"), offset),
                 actions=tuple(Action(a) for a in d.get("actions", [])),
             )
-            for d in data.get("history", [])
+            for d in list(data.get("history", []))[-HISTORY_LENGTH:]  # as bounded as the policy keeps it
         ),
     )

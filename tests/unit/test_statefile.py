@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.policy import (
+    HISTORY_LENGTH,
     Exited,
     MinerRecord,
     ProbeResult,
@@ -61,6 +62,19 @@ def test_times_survive_a_restart_as_wall_clock_times(tmp_path: Path) -> None:
     # And it drives on: the deadline passes on the new clock.
     loaded, actions = transition(loaded, Tick(5.5), POLICY)
     assert loaded.state is State.STARTING and actions
+
+
+def test_a_loaded_history_is_as_bounded_as_the_policy_keeps_it(tmp_path: Path) -> None:
+    """A file written by hand or by another version with a longer history: only the newest are kept."""
+    clocks = Clocks(monotonic=100.0, wall=1_000_000.0)
+    clocks.file(tmp_path / "s.json").save({"a": _backing_off(90.0)})
+    data = json.loads((tmp_path / "s.json").read_text())
+    entry = data["units"]["a"]["history"][-1]
+    data["units"]["a"]["history"] = [{**entry, "at": entry["at"] + i} for i in range(3 * HISTORY_LENGTH)]
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    loaded = clocks.file(tmp_path / "s.json").load()["a"]
+    assert len(loaded.history) == HISTORY_LENGTH
+    assert loaded.history[-1].at == pytest.approx(90.0 + 10 + 3 * HISTORY_LENGTH - 1)
 
 
 def test_the_file_is_json_with_wall_clock_times(tmp_path: Path) -> None:
