@@ -64,8 +64,10 @@ _ERROR_TEXT = re.compile(
 # A stream still running at this fraction of the probe's timeout was cut off by the miner's deadline
 # (a miner stops deadline_margin, at most 20% of the timeout, before it).
 DEADLINE_FRACTION = 0.8
-# A stream cut at the deadline whose last chunk came this long before the cut had stopped flowing: stuck.
+# A stream cut at the deadline whose last chunk came this long before the cut had stopped flowing: stuck
+# (5 s, or a quarter of a short timeout: a flowing stream sends a chunk every max_chunk_delay, 0.25 s).
 STALLED_AFTER = 5.0
+STALLED_FRACTION = 0.25
 # How a miner words a 503 whose cause is its model server (or remote API), not itself.
 DEPENDENCY_DOWN_PREFIX = "dependency down:"
 # Clients cannot see tokens; ~4 characters per token is the usual estimate for English text.
@@ -156,7 +158,8 @@ def judge(result: StreamResult, timeout: float) -> tuple[Verdict, str]:
         # all the time allowed was cut off, however healthy the status looks.
         if result.elapsed >= timeout * DEADLINE_FRACTION:
             last = result.last_chunk_after
-            if result.completion.strip() and last is not None and result.elapsed - last <= STALLED_AFTER:
+            stalled_after = min(STALLED_AFTER, timeout * STALLED_FRACTION)
+            if result.completion.strip() and last is not None and result.elapsed - last <= stalled_after:
                 # Text was still coming at the cut: the model is slow under load (a restart cannot make
                 # it faster, and would drop every validator's stream); a stuck stream stops flowing.
                 return Verdict.slow, (

@@ -34,6 +34,7 @@ def _flowing(elapsed: float, last: float) -> StreamResult:
         (_result(200, "Success", "partial", elapsed=9.5), Verdict.timeout, "cut at the deadline"),
         (_flowing(elapsed=9.5, last=8.0), Verdict.slow, "still streaming at the 10s deadline"),
         (_flowing(elapsed=9.5, last=1.0), Verdict.timeout, "cut at the deadline"),  # stuck 8.5 s
+        (_flowing(elapsed=9.5, last=6.0), Verdict.timeout, "cut at the deadline"),  # over 10 s / 4
         (_result(403, "Forbidden. Key is blacklisted: nope"), Verdict.refused, "blacklisted"),
         (_result(503, "busy: 0 request(s) already wait"), Verdict.busy, "busy"),
         (
