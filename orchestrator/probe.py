@@ -64,6 +64,8 @@ _ERROR_TEXT = re.compile(
 # A stream still running at this fraction of the probe's timeout was cut off by the miner's deadline
 # (a miner stops deadline_margin, at most 20% of the timeout, before it).
 DEADLINE_FRACTION = 0.8
+# Tokens the probe asks of an HTTP door (its signature, route and stream format are what it checks there).
+DOOR_PROBE_TOKENS = 16
 # A stream cut at the deadline whose last chunk came this long before the cut had stopped flowing: stuck
 # (5 s, or a quarter of a short timeout: a flowing stream sends a chunk every max_chunk_delay, 0.25 s).
 STALLED_AFTER = 5.0
@@ -290,7 +292,9 @@ class Prober:
                 if failed is None and verdict is not Verdict.healthy:
                     failed = (f"/{name}", verdict, reason)
         for scheme in target.http_auth:
-            door = await self.chat(target, scheme)
+            # The door's own checks (signature, route, the stream's format) need only a short answer: the
+            # model's speed was judged on the first protocol's stream above.
+            door = await self.chat(target, scheme, max_tokens=DOOR_PROBE_TOKENS)
             routes[f"http:{scheme}"] = door.verdict.value
             if failed is None and not door.healthy:
                 failed = (f"http:{scheme} {CHAT_PATH}", door.verdict, door.reason)
@@ -306,12 +310,15 @@ class Prober:
             return await self.stream(target, target.protocol, prompt)
         return await self.chat(target, door, prompt)
 
-    async def chat(self, target: ProbeTarget, scheme: str, prompt: str | None = None) -> ProbeReport:
-        """One streamed chat completion through the HTTP door, signed with ``scheme``, read whole."""
+    async def chat(
+        self, target: ProbeTarget, scheme: str, prompt: str | None = None, **fields: Any
+    ) -> ProbeReport:
+        """One streamed chat completion through the HTTP door, signed with ``scheme``, read whole
+        (``fields``: more of the request body, e.g. ``max_tokens``)."""
         port = target.http_port or target.port
         result = await chat_once(
             self._http(), f"http://{target.host}:{port}", self.wallet.hotkey, target.hotkey, scheme,
-            prompt or self.prompt, self.timeout,
+            prompt or self.prompt, self.timeout, **fields,
         )  # fmt: skip
         return report(target, result, self.timeout)
 
