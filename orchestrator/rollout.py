@@ -40,6 +40,8 @@ STATUS = "status.json"
 # What a revision is: the fleet file and everything rendered from it (relative to the project directory).
 RENDERED = ("docker-compose.yml", "docker-stack.yml", "config/generated")
 POLL = 2.0  # seconds between probes of a replaced miner
+# docker compose v2, else docker-compose 1.29 (this checkout's script; run from any project directory)
+COMPOSE_SH = Path(__file__).resolve().parents[1] / "scripts" / "compose.sh"
 
 
 class RolloutError(PermanentError):
@@ -110,7 +112,7 @@ class ComposeUpdater:
     """docker compose: a service changed when its rendered config hash (env files included) or its
     image differs from its container's."""
 
-    def __init__(self, loaded: LoadedFleet, compose: Sequence[str] = ("bash", "scripts/compose.sh")) -> None:
+    def __init__(self, loaded: LoadedFleet, compose: Sequence[str] = ("bash", str(COMPOSE_SH))) -> None:
         self.loaded = loaded
         self.compose = [*compose, "-f", str(loaded.project_dir / "docker-compose.yml")]
         self.cwd = loaded.project_dir

@@ -302,8 +302,11 @@ def leftovers(loaded: LoadedFleet, client: Any) -> list[str]:
         if spec.engine:
             node = engine_client(spec.engine)
             try:
+                # The API's own list: docker-py's would inspect each container it lists, and one removed
+                # between the two calls (what this loop waits for) raises NotFound.
                 left += [
-                    f"container {c.name} on {name}" for c in node.containers.list(all=True, filters=label)
+                    f"container {c['Names'][0].lstrip('/')} on {name}"
+                    for c in node.api.containers(all=True, filters=label)
                 ]
             finally:
                 node.close()
