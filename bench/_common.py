@@ -57,6 +57,7 @@ __all__ = [
     "percentile",
     "port_open",
     "progress",
+    "slope_per_hour",
     "started_miners",
     "stop_process",
     "summarize",
@@ -95,6 +96,18 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
         "min": min(clean),
         "max": max(clean),
     }
+
+
+def slope_per_hour(points: Sequence[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, value) points, per hour (None: fewer than 2 points, or no spread
+    in time): what a memory series grows by, in MiB/h."""
+    if len(points) < 2:
+        return None
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    return 3600.0 * sum((t - mean_t) * (v - mean_v) for t, v in points) / var if var else None
 
 
 def count_tokens(llm: Any, text: str) -> int:

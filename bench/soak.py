@@ -29,7 +29,16 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from bench._common import ROOT, Figure, Result, format_result, make_result, progress, write_result
+from bench._common import (
+    ROOT,
+    Figure,
+    Result,
+    format_result,
+    make_result,
+    progress,
+    slope_per_hour,
+    write_result,
+)
 from bench.fleet import CONFIG, HOST, TIMEOUT, _up
 from orchestrator.capacity import classify, cut_after
 from orchestrator.fleet.load import load_fleet
@@ -64,19 +73,6 @@ def restarts(status_port: int) -> dict[str, int]:
         snapshot = json.loads(response.read())
     units = [*snapshot.get("miners", []), *snapshot.get("model_servers", [])]
     return {unit["name"]: int(unit.get("restarts") or 0) for unit in units}
-
-
-def slope(points: Sequence[tuple[float, float]]) -> float | None:
-    """Least-squares slope of (seconds, MiB) points, in MiB per hour (None: fewer than 3 points)."""
-    if len(points) < 3:
-        return None
-    n = len(points)
-    mean_t = sum(t for t, _ in points) / n
-    mean_m = sum(m for _, m in points) / n
-    var = sum((t - mean_t) ** 2 for t, _ in points)
-    if var == 0:
-        return None
-    return sum((t - mean_t) * (m - mean_m) for t, m in points) / var * 3600.0
 
 
 async def _soak(minutes: float, every: float) -> dict[str, Any]:
@@ -138,7 +134,7 @@ def _memory_figures(samples: list[dict[str, Any]], warmup_s: float) -> tuple[lis
     for name in services:
         points = [(s["t_s"], s["mib"][name]) for s in samples if name in s["mib"]]
         after = [p for p in points if p[0] >= warmup_s]
-        rate = slope(after)
+        rate = slope_per_hour(after) if len(after) >= 3 else None
         per_service[name] = {
             "start_mib": points[0][1] if points else None,
             "after_warmup_mib": after[0][1] if after else None,

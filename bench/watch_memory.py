@@ -35,6 +35,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench._common import slope_per_hour
 from devkit.local import ROOT, free_ports, supervisord, wait_for_port
 from devkit.projects import make_key, make_project
 
@@ -92,14 +93,7 @@ def rss_mib(pid: int) -> float:
 
 def slope_mib_per_h(series: list[tuple[float, float]], after: float = WARMUP_S) -> float | None:
     """Least-squares slope of (seconds, MiB) over the samples at or after ``after`` seconds, in MiB/h."""
-    points = [(t, m) for t, m in series if t >= after]
-    if len(points) < 2:
-        return None
-    n = len(points)
-    mt = sum(t for t, _ in points) / n
-    mm = sum(m for _, m in points) / n
-    var = sum((t - mt) ** 2 for t, _ in points)
-    return 3600.0 * sum((t - mt) * (m - mm) for t, m in points) / var if var else None
+    return slope_per_hour([(t, m) for t, m in series if t >= after])
 
 
 def _poll(status_port: int, units: list[str], stop: threading.Event) -> None:
