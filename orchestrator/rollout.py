@@ -154,7 +154,14 @@ class ComposeUpdater:
         out = []
         for service in services:
             container = running.get(service)
-            if container is None or container.status != "running":
+            done_once = (
+                container is not None
+                and container.status == "exited"
+                and (
+                    container.attrs["State"].get("ExitCode") == 0  # a one-shot (init) that did its work
+                )
+            )
+            if container is None or (container.status != "running" and not done_once):
                 out.append(service)
                 continue
             if container.labels.get("com.docker.compose.config-hash") != wanted.get(service):
