@@ -41,6 +41,13 @@ ProtocolName = Literal["prompting", "einstein", "text-prompting"]
 AuthScheme = Literal["epistula", "btauth"]
 
 
+def _listed_once(value: list[str], what: str) -> list[str]:
+    """A list setting whose entries must differ (protocols, signature schemes)."""
+    if len(set(value)) != len(value):
+        raise ValueError(f"each {what} may be listed once")
+    return value
+
+
 class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -156,12 +163,7 @@ class HttpSettings(_Group):
         60.0, gt=0, description="Most seconds a request may ask for with X-Client-Timeout."
     )
 
-    @field_validator("auth")
-    @classmethod
-    def _unique_schemes(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("each scheme may be listed once")
-        return value
+    _unique_schemes = field_validator("auth")(lambda value: _listed_once(value, "scheme"))
 
 
 class MinerSettings(BaseSettings):
@@ -285,12 +287,7 @@ class MinerSettings(BaseSettings):
     hf: HFSettings = Field(default_factory=HFSettings, description="hf backend options.")
     openai: OpenAISettings = Field(default_factory=OpenAISettings, description="openai backend options.")
 
-    @field_validator("protocols")
-    @classmethod
-    def _unique_protocols(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("each protocol may be listed once")
-        return value
+    _unique_protocols = field_validator("protocols")(lambda value: _listed_once(value, "protocol"))
 
     @classmethod
     def settings_customise_sources(
