@@ -198,10 +198,6 @@ async def until_stop(pieces: AsyncIterator[str], stops: tuple[str, ...]) -> Asyn
     Text that could be the start of a stop string is held back until the next piece says whether it is,
     so a stop split across pieces is still found and never sent.
     """
-    if not stops:
-        async for piece in pieces:
-            yield piece
-        return
     hold = max(len(stop) for stop in stops) - 1
     pending = ""
     try:
