@@ -10,7 +10,8 @@ after the first 3 minutes (Python's RSS rises while it warms up, then levels).
 
 ``--tracemalloc``: the watch runs under tracemalloc (slower, and its RSS is not comparable with a plain
 run) and writes the top 25 allocation sites by line that grew between minute 2 and the end, to tell
-growth per probe round from warm-up.
+growth per probe round from warm-up. ``MINERFLEET_TRACE_FRAMES=30 MINERFLEET_TRACE_BY=traceback``: by
+whole stacks (30 frames) instead of by line, to tell who allocates.
 
 Run (about ``--minutes`` plus half a minute; not part of ``bench.run``)::
 
@@ -46,18 +47,19 @@ POLL_PERIOD = 5.0
 
 # Run in the watch's own process for --tracemalloc: snapshots at minute 2 and near the end.
 _TRACED = """
-import sys, threading, time, tracemalloc
-tracemalloc.start(1)
+import os, sys, threading, time, tracemalloc
+tracemalloc.start(int(os.environ.get("MINERFLEET_TRACE_FRAMES", "1")))
 first, last, out = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 def snap():
     time.sleep(first)
     s1 = tracemalloc.take_snapshot()
     time.sleep(last - first)
     s2 = tracemalloc.take_snapshot()
-    diff = s2.compare_to(s1, "lineno")
+    diff = s2.compare_to(s1, os.environ.get("MINERFLEET_TRACE_BY", "lineno"))
     with open(out, "w") as f:
         f.write(f"total growth {sum(d.size_diff for d in diff) / 1024:.1f} KiB over {last - first:.0f} s\\n")
-        f.writelines(f"{d}\\n" for d in diff[:25])
+        for d in diff[:25]:
+            f.write(f"{d}\\n" + "".join(f"    {line}\\n" for line in d.traceback.format()[-24:]))
 threading.Thread(target=snap, daemon=True).start()
 from orchestrator.cli import main
 sys.exit(main(sys.argv[4:]))

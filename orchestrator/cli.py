@@ -412,8 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_rollout,
         "replace changed miners a few at a time, each batch gated on streaming; or roll back",
     )
-    rollout.add_argument("--runtime", choices=["docker", "supervisor"], default="docker",
+    rollout.add_argument("--runtime", choices=["docker", "supervisor", "swarm"], default="docker",
                          help="where the miners run (default: %(default)s)")  # fmt: skip
+    rollout.add_argument("--manager", default=None,
+                         help="swarm: a manager's engine (default: DOCKER_HOST, or this one)")  # fmt: skip
     rollout.add_argument("--save", action="store_true",
                          help="only keep the revision now rendered, to roll back to")  # fmt: skip
     rollout.add_argument("--rollback", action="store_true",

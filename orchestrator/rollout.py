@@ -107,6 +107,10 @@ class Updater(Protocol):
         """Replace these miners with the rendered settings (stop the old process, start the new)."""
         ...
 
+    def locate(self, target: ProbeTarget) -> ProbeTarget:
+        """Where the replaced miner answers now (on a swarm: its node's address)."""
+        ...
+
 
 class ComposeUpdater:
     """docker compose: a service changed when its rendered config hash (env files included) or its
@@ -180,6 +184,9 @@ class ComposeUpdater:
     def replace(self, names: Sequence[str]) -> None:
         self._run("up", "-d", "--no-build", "--no-deps", *names)
 
+    def locate(self, target: ProbeTarget) -> ProbeTarget:
+        return target
+
 
 class SupervisorUpdater:
     """supervisord: ``reloadConfig`` says which programs changed (a miner's program carries the hash of
@@ -215,6 +222,9 @@ class SupervisorUpdater:
             self._remove(name)
             self.proxy.supervisor.addProcessGroup(name)  # autostart: it starts with the new settings
 
+    def locate(self, target: ProbeTarget) -> ProbeTarget:
+        return target
+
     def _remove(self, name: str) -> None:
         import xmlrpc.client
 
@@ -247,6 +257,12 @@ class Progress:
         print(f"rollout: {message}", file=self.out, flush=True)
 
 
+def streaming_within(loaded: LoadedFleet) -> float:
+    """Seconds a replaced miner has to stream (``rollout.wait``; default: its start grace and a probe)."""
+    fleet = loaded.fleet
+    return fleet.rollout.wait or (fleet.restart.start_grace + fleet.probe.timeout)
+
+
 async def streams(prober: Prober, target: ProbeTarget, within: float) -> ProbeReport:
     """Probe ``target`` until it streams on every door, or ``within`` seconds pass; the last report."""
     deadline = time.monotonic() + within
@@ -268,7 +284,7 @@ async def roll(
 ) -> int:
     """Replace the changed miners, ``max_unavailable`` at a time, each batch gated on streaming."""
     spec = loaded.fleet.rollout
-    within = spec.wait or (loaded.fleet.restart.start_grace + loaded.fleet.probe.timeout)
+    within = streaming_within(loaded)
     miners = [m.name for m in loaded.miners]
     kind = "rollback" if rollback else "rollout"
     others = await asyncio.to_thread(updater.prepare, miners)
@@ -285,7 +301,8 @@ async def roll(
         pending = changed[start + len(batch) :]
         progress.update(f"replacing {', '.join(batch)}", replacing=batch, pending=pending)
         await asyncio.to_thread(updater.replace, batch)
-        reports = await asyncio.gather(*(streams(prober, targets[name], within) for name in batch))
+        where = await asyncio.gather(*(asyncio.to_thread(updater.locate, targets[name]) for name in batch))
+        reports = await asyncio.gather(*(streams(prober, target, within) for target in where))
         failed = {r.name: f"{r.verdict.value}: {r.reason}" for r in reports if not r.healthy}
         if failed:
             left, why = ", ".join(pending) or "none", "; ".join(failed.values())
@@ -326,7 +343,7 @@ def run_rollout(
 
 
 def command(args: Any, loaded: LoadedFleet, err: TextIO) -> int:
-    """``rollout [--save | --rollback] [--runtime docker|supervisor]``."""
+    """``rollout [--save | --rollback] [--runtime docker|supervisor|swarm] [--manager ENGINE]``."""
     from orchestrator.fleet.load import load_fleet
     from orchestrator.health import probe_wallet, targets
 
@@ -343,6 +360,17 @@ def command(args: Any, loaded: LoadedFleet, err: TextIO) -> int:
         updater = SupervisorUpdater(
             xmlrpc.client.ServerProxy(f"http://127.0.0.1:{loaded.fleet.supervisor.port}/RPC2")
         )
+    elif args.runtime == "swarm":
+        from orchestrator.swarmdeploy import manager_engine
+        from orchestrator.swarmrollout import SwarmUpdater
+
+        swarm = SwarmUpdater(loaded, manager_engine(args.manager), err, streaming_within(loaded))
+        try:
+            return run_rollout(
+                loaded, swarm, targets(loaded, args.host), probe_wallet(loaded), err, rollback=args.rollback
+            )
+        finally:
+            swarm.finish()
     else:
         updater = ComposeUpdater(loaded)
     return run_rollout(

@@ -26,6 +26,7 @@ from orchestrator.placement import node_labels
 from orchestrator.render.stack import STACK_FILE, key_files, name_variable
 from orchestrator.runtimes.docker_sdk import engine_client
 from orchestrator.runtimes.swarm import SwarmRuntime, node_location
+from orchestrator.swarmstack import annotate, dump, load_stack
 
 STACK_LABEL = "com.docker.stack.namespace"
 
@@ -35,11 +36,12 @@ class SwarmError(TemporaryError):
 
 
 def _docker(engine: str | None, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            stdin: Any = None, timeout: float = 600) -> str:  # fmt: skip
+            stdin: Any = None, text_in: str | None = None, timeout: float = 600) -> str:  # fmt: skip
     command = ["docker", *(["-H", engine] if engine else []), *args]
+    feed: dict[str, Any] = {"input": text_in} if text_in is not None else {"stdin": stdin}
     proc = subprocess.run(
-        command, cwd=cwd, env={**os.environ, **(env or {})}, stdin=stdin, capture_output=True, text=True,
-        timeout=timeout,
+        command, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+        timeout=timeout, **feed,
     )  # fmt: skip
     if proc.returncode != 0:
         raise SwarmError(f"`{' '.join(command)}` failed: {(proc.stderr or proc.stdout).strip()[-800:]}")
@@ -137,7 +139,9 @@ def socket_gid(socket: str) -> str:
         return "0"
 
 
-def deploy(loaded: LoadedFleet, engine: str | None, orchestrator: str, out: TextIO) -> None:
+def deploy_env(loaded: LoadedFleet, engine: str | None, orchestrator: str) -> dict[str, str]:
+    """The variables the stack file names: ids, the docker socket, the orchestrator's replicas, and
+    each secret's and config's name; what the operator set in the environment wins."""
     socket = engine.removeprefix("unix://") if engine and engine.startswith("unix://") else None
     env = {
         "MINERFLEET_ORCHESTRATOR_REPLICAS": "1" if orchestrator == "service" else "0",
@@ -148,19 +152,42 @@ def deploy(loaded: LoadedFleet, engine: str | None, orchestrator: str, out: Text
     if socket:
         env["MINERFLEET_DOCKER_SOCKET"] = socket
     env.update(_passed(env))
+    env.update(key_names(loaded))
+    return env
+
+
+def annotated(loaded: LoadedFleet, env: dict[str, str]) -> dict[str, Any]:
+    """The rendered stack with each service's image id (this machine's copy) and revision labels."""
+    return annotate(load_stack(loaded.project_dir), loaded.project_dir, {**os.environ, **env},
+                    lambda image: _image_id(None, image))  # fmt: skip
+
+
+def stack_deploy(
+    loaded: LoadedFleet, engine: str | None, env: dict[str, str], stack: dict[str, Any], prune: bool = False
+) -> None:
+    """``docker stack deploy`` of ``stack`` (annotated; all of it or some services) from its standard
+    input, relative paths resolved in the project directory."""
+    # --resolve-image never: the images are on the nodes already; there is no registry to ask.
+    prune_flag = ["--prune"] if prune else []
+    _docker(engine, "stack", "deploy", "--resolve-image", "never", *prune_flag, "-c", "-",
+            loaded.fleet.project, cwd=loaded.project_dir, env=env, text_in=dump(stack))  # fmt: skip
+
+
+def deploy(loaded: LoadedFleet, engine: str | None, orchestrator: str, out: TextIO) -> None:
+    env = deploy_env(loaded, engine, orchestrator)
     state = loaded.project_dir / "state"
     state.mkdir(exist_ok=True)
     if os.geteuid() == 0:  # the orchestrator's service writes its decisions there as its own user
         os.chown(state, int(env["MINERFLEET_UID"]), int(env["MINERFLEET_DOCKER_GID"]))
-    names = key_names(loaded)
-    env.update(names)
-    # --resolve-image never: the images are on the nodes already; there is no registry to ask.
-    _docker(engine, "stack", "deploy", "--resolve-image", "never", "-c", STACK_FILE.as_posix(),
-            loaded.fleet.project, cwd=loaded.project_dir, env=env)  # fmt: skip
+    stack_deploy(loaded, engine, env, annotated(loaded, env))
     print(f"deployed stack {loaded.fleet.project} ({STACK_FILE})", file=out)
+    prune_replaced_keys(loaded, engine, env, out)
+
+
+def prune_replaced_keys(loaded: LoadedFleet, engine: str | None, env: dict[str, str], out: TextIO) -> None:
     client = engine_client(engine)
     try:
-        removed = prune_keys(client, loaded.fleet.project, set(names.values()))
+        removed = prune_keys(client, loaded.fleet.project, set(key_names(loaded).values()))
     finally:
         client.close()
     if removed:

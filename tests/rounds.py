@@ -1,9 +1,20 @@
 """A validator asking every miner of a fleet at once, round after round, in a thread of its own: which
-miners answered in each round (the rolling-update tests count them while miners are replaced)."""
+miners answered in each round (the rolling-update tests count them while miners are replaced).
+
+Also a command, for miners only another network namespace reaches (the swarm lab's nodes)::
+
+    python -m tests.rounds PROJECT NAME=HOST:PORT ... [--once]
+
+``--once``: one round, its answers as JSON. Otherwise rounds until SIGTERM, then how many miners
+answered in each round, as a JSON list.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,12 +28,16 @@ WORDS = "one two three four five six seven eight nine ten"
 class AskingAll:
     """Signed by the fleet's probe key (``wallets/probe/hotkeys/default``); miners in ``ports``."""
 
-    def __init__(self, project: Path, ports: dict[str, int], every: float = 0.2) -> None:
+    def __init__(
+        self, project: Path, ports: dict[str, int], every: float = 0.2, hosts: dict[str, str] | None = None
+    ) -> None:
+        """``hosts``: a miner's address when it is not 127.0.0.1."""
         from bittensor_wallet import Wallet
 
         self.wallet = Wallet(name="probe", hotkey="default", path=str(project / "wallets"))
+        hotkeys = project / "wallets/fleet/hotkeys"
         self.targets = {
-            name: axon_info("127.0.0.1", port, read_ss58(project / f"wallets/fleet/hotkeys/{name}"))
+            name: axon_info((hosts or {}).get(name, "127.0.0.1"), port, read_ss58(hotkeys / name))
             for name, port in ports.items()
         }
         self.every = every
@@ -72,3 +87,26 @@ class AskingAll:
     def answering(self) -> list[int]:
         """How many miners answered with text in each round."""
         return [sum(1 for text in r.values() if text) for r in self.rounds]
+
+
+def main(argv: list[str]) -> None:
+    project, *miners = [a for a in argv if a != "--once"]
+    ports, hosts = {}, {}
+    for miner in miners:
+        name, _, where = miner.partition("=")
+        hosts[name], _, port = where.rpartition(":")
+        ports[name] = int(port)
+    asking = AskingAll(Path(project), ports, hosts=hosts)
+    if "--once" in argv:
+        print(json.dumps(asking.once()))
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with asking:
+        print("asking", file=sys.stderr, flush=True)
+        stop.wait()
+    print(json.dumps(asking.answering()))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -71,6 +71,9 @@ HOST_NETWORK = "host"
 # Swarm acts on a container's health check (a task is "starting" until healthy, and an unhealthy one is
 # killed): the orchestrator's own probes decide instead, so the images' checks are off here.
 NO_HEALTHCHECK = {"disable": True}
+# How Swarm replaces one unit's task (a unit is one service of one replica): stop-first, because its
+# ports are the node's; a new task that exits within `monitor` pauses the update (no retry by Swarm).
+UPDATE = {"parallelism": 1, "order": "stop-first", "failure_action": "pause", "monitor": "10s"}
 
 
 def _file(name: str, target: str, mode: int) -> dict[str, Any]:
@@ -88,6 +91,11 @@ def _deploy(placement: Placement, labels: dict[str, str], limits: Limits) -> dic
         "labels": dict(labels),  # a copy: the YAML stays free of anchors
         "resources": {"limits": resources},
         "restart_policy": {"condition": "none"},  # the orchestrator decides
+        # A changed unit: its old task stops before the new one starts (its ports are published on the
+        # node), and Swarm pauses an update whose new task fails; the orchestrator's rollout decides
+        # which units change when, and its stream probe gates each batch (orchestrator/swarmrollout.py).
+        "update_config": dict(UPDATE),
+        "rollback_config": dict(UPDATE),
     }
     constraints = placement.constraints()
     if constraints:

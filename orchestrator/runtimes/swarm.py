@@ -86,6 +86,14 @@ def _replicas(spec: dict[str, Any]) -> int | None:
     return None if replicated is None else int(replicated.get("Replicas", 0))
 
 
+def _update_began(then: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Swarm began replacing the service's task between two looks (a new spec: an update)."""
+    status = now.get("UpdateStatus") or {}
+    return status.get("State") == "updating" and status.get("StartedAt") != (
+        (then.get("UpdateStatus") or {}).get("StartedAt")
+    )
+
+
 class SwarmRuntime:
     name = "swarm"
 
@@ -286,7 +294,11 @@ class SwarmRuntime:
             raise RuntimeFailure(f"swarm cannot place {name}: {info.detail}")
 
     async def start(self, name: str) -> None:
-        await asyncio.to_thread(self._start, name, False)
+        call = self._own.begin(name)  # its update is ours, not an operator's (see events)
+        try:
+            await asyncio.to_thread(self._start, name, False)
+        finally:
+            self._own.end(call)
 
     async def stop(self, name: str) -> None:
         call = self._own.begin(name)
@@ -315,6 +327,9 @@ class SwarmRuntime:
                     yield OperatorStop(name, "docker service rm (stack rm)")
                 elif _replicas(now["Spec"]) == 0 != _replicas(then["Spec"]) and not self._own.ours(name):
                     yield OperatorStop(name, "docker service scale 0")
+                elif _update_began(then, now) and not self._own.ours(name):
+                    # A deploy or rollout replaces the task (stop-first): its stop is not a crash.
+                    yield OperatorStop(name, "docker service update (a deploy or rollout)")
             for event in diff_events(before, after):
                 yield event
             before, services = after, now_services

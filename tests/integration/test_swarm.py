@@ -432,3 +432,132 @@ def test_the_orchestrator_as_the_stacks_service_and_a_stopped_node(
 
 def _node_up(engine: str) -> bool:
     return subprocess.run(["docker", "-H", engine, "info"], capture_output=True, timeout=30).returncode == 0
+
+
+def _rolling_fleet(max_tokens: int, broken: str | None = None) -> str:
+    """Four echo miners, two pinned to each node, replaced one at a time."""
+    miners = "\n".join(
+        f"  - {{name: m-{i}, hotkey: m-{i}, node: {node}, axon_port: {port}"
+        + (", echo: {fail_after_tokens: 0}" if f"m-{i}" == broken else "")
+        + "}"
+        for i, (node, port) in enumerate(
+            [("alpha", 8091), ("alpha", 8092), ("beta", 8091), ("beta", 8092)], start=1
+        )
+    )
+    return f"""
+network: local
+wallet_path: ./wallets
+project: {STACK}
+status_api: {{port: {STATUS_PORT}}}
+probe: {{interval: 2, timeout: 4, prompt: "are you there"}}
+restart: {{start_grace: 5, backoff_initial: 1, backoff_max: 4}}
+rollout: {{max_unavailable: 1, wait: 60}}
+nodes:
+  alpha: {{address: 10.213.0.1, engine: "{{manager}}"}}
+  beta: {{address: 10.213.0.2, engine: "{{worker}}"}}
+defaults: {{wallet: fleet, backend: echo, max_tokens: {max_tokens}, stop_on_forward_exception: false}}
+miners:
+{miners}
+"""
+
+
+def test_a_rolling_update_on_the_swarm_keeps_three_of_four_answering(lab: Lab, tmp_path: Path) -> None:
+    """`rollout --runtime swarm`: a changed fleet file reaches the swarm one miner at a time (the stack
+    deployed a part at a time, Swarm's stop-first update per service), each gated on its stream probe at
+    its node's address, while a validator asking all four from the manager's namespace sees at least three
+    answer in every round; the watch counts no restart for it. A miner that cannot stream stops the
+    rollout with the rest on the old revision, and the rollback restores it."""
+    from tests.rounds import WORDS
+
+    began = time.monotonic()
+    project = tmp_path / "project"
+
+    def fleet(max_tokens: int, broken: str | None = None) -> str:
+        text = _rolling_fleet(max_tokens, broken)
+        return text.replace("{manager}", lab.manager).replace("{worker}", lab.worker)
+
+    config = make_project(project, fleet(64), keys=False, model=False)
+    where = ["--config", str(config), "--project-dir", str(project)]
+    orchestrator = [sys.executable, "-m", "orchestrator"]
+    miners = [f"m-{i}={host}:{port}" for i, (host, port) in enumerate(
+        [("10.213.0.1", 8091), ("10.213.0.1", 8092), ("10.213.0.2", 8091), ("10.213.0.2", 8092)], start=1
+    )]  # fmt: skip
+    asking = [sys.executable, "-m", "tests.rounds", str(project), *miners]
+
+    def once() -> dict[str, str]:
+        return dict(json.loads(lab.in_manager(*asking, "--once", timeout=60).splitlines()[-1]))
+
+    def rollout(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["nsenter", f"--net={lab.netns}", "--", *orchestrator, "rollout", "--runtime", "swarm",
+             "--manager", lab.manager, *args, *where],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+            env={**os.environ, **LAB_ENV, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+
+    watch: subprocess.Popen[bytes] | None = None
+    try:
+        out = lab.in_manager(*orchestrator, "swarm", "up", *where, "--manager", lab.manager,
+                             "--orchestrator", "host", "--timeout", "120")  # fmt: skip
+        print(out)
+        assert set(once().values()) == {WORDS}
+        watch = subprocess.Popen(
+            ["nsenter", f"--net={lab.netns}", "--", *orchestrator, "watch", "--runtime", "swarm", *where,
+             "--state", str(tmp_path / "state.json")],
+            cwd=ROOT, env={**os.environ, "DOCKER_HOST": lab.manager, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        _wait(
+            "the watch adopts every miner",
+            lambda: all(m["state"] == "RUNNING" for m in _status_at(lab, lab.netns, "127.0.0.1").values()),
+        )
+
+        # 1. every miner changed (shorter answers): replaced one at a time, three of four always answering
+        assert rollout("--save").returncode == 0
+        config.write_text(fleet(3))
+        lab.in_manager(*orchestrator, "render", *where)
+        validator = subprocess.Popen(
+            ["nsenter", f"--net={lab.netns}", "--", *asking], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        assert validator.stderr is not None and validator.stderr.readline().strip() == "asking"
+        time.sleep(2)
+        done = rollout()
+        time.sleep(1)
+        validator.send_signal(signal.SIGTERM)
+        answering = json.loads(validator.communicate(timeout=60)[0].splitlines()[-1])  # after its logs
+        print(done.stderr)
+        print(f"answering per round during the rollout: {answering}")
+        assert done.returncode == 0, done.stderr
+        assert "4 of 4 miners changed" in done.stderr and "rollout done: 4 miner(s) replaced" in done.stderr
+        assert len(answering) >= 5 and min(answering) >= 3, answering
+        assert set(once().values()) == {"one two three "}
+        seen = _status_at(lab, lab.netns, "127.0.0.1")
+        assert all(m["restarts"] == 0 for m in seen.values()), seen
+        print(f"rolled at {time.monotonic() - began:.1f} s")
+
+        # nothing changed: nothing replaced
+        again = rollout()
+        assert again.returncode == 0 and "0 of 4 miners changed" in again.stderr, again.stderr
+
+        # 2. a miner that cannot stream stops the rollout; the rollback restores it
+        assert rollout("--save").returncode == 0
+        config.write_text(fleet(5, broken="m-1"))
+        lab.in_manager(*orchestrator, "render", *where)
+        stopped = rollout()
+        assert stopped.returncode == 1 and "stopped: m-1 did not stream" in stopped.stderr, stopped.stderr
+        answers = once()
+        assert {answers[n] for n in ("m-2", "m-3", "m-4")} == {"one two three "}, answers
+        back = rollout("--rollback")
+        assert back.returncode == 0, back.stderr
+        assert set(once().values()) == {"one two three "}
+        print(f"stopped and rolled back at {time.monotonic() - began:.1f} s")
+    finally:
+        if watch is not None:
+            watch.send_signal(signal.SIGTERM)
+            try:
+                watch.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                watch.kill()
+                watch.wait()
+        out = _run(*orchestrator, "swarm", "down", *where, "--manager", lab.manager, "--timeout", "120")
+    assert out.strip() == f"stack {STACK} removed", out
