@@ -10,13 +10,27 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from services.miner.backends.base import GenerationRequest, iterate_in_thread
 from services.miner.backends.spec import BackendSpec, Memory
 from services.miner.chat import TRANSCRIPT_STOP, ChatMessage, transcript
 from services.miner.errors import BackendError, ConfigError
-from services.miner.settings import BackendName, HFSettings
+from services.miner.groups import SettingsGroup
+
+
+class HFSettings(SettingsGroup):
+    """HuggingFace transformers: generation in a worker thread feeding an async queue."""
+
+    model: str | None = Field(None, description="A local model directory (or a hub id when online).")
+    gguf_file: str | None = Field(None, description="Load this GGUF file from the model directory.")
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
+    torch_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "float32", description="Weights dtype."
+    )
+    n_threads: int | None = Field(None, ge=1, description="torch intra-op threads.")
 
 
 class HFBackend:
@@ -163,11 +177,12 @@ class HFBackend:
 
 
 SPEC = BackendSpec(
-    name=BackendName.hf,
+    name="hf",
     settings=HFSettings,
     create=HFBackend,
     summary="transformers in the miner (CPU torch): one generation at a time",
     image="hf",
+    image_target="miner-hf",
     gpu_image=None,  # the hf image carries CPU torch
     model_settings=("model", "gguf_file"),
     gpu_settings=("device",),

@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
+from pydantic import Field, SecretStr
 
 from services.miner.backends.base import GenerationRequest, sampling
 from services.miner.backends.spec import BackendSpec
 from services.miner.chat import TRANSCRIPT_STOP, ChatMessage, transcript
 from services.miner.errors import BackendError, BusyError, ConfigError, DependencyError, RequestError
-from services.miner.settings import BackendName, OpenAISettings
+from services.miner.groups import SettingsGroup
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,31 @@ def llama_server_load(metrics_text: str) -> tuple[int, int] | None:
     if "requests_processing" not in gauges:
         return None
     return int(gauges["requests_processing"]), int(gauges.get("requests_deferred", 0))
+
+
+class OpenAISettings(SettingsGroup):
+    """Any OpenAI-compatible server (vLLM, llama_cpp.server, OpenAI itself)."""
+
+    base_url: str | None = Field(None, description="Base URL, e.g. http://127.0.0.1:8000/v1.")
+    model: str = Field("default", description="Model name sent to the server.")
+    api_key: SecretStr = Field(
+        SecretStr("not-needed"), description="API key (pass it through the environment, never a file)."
+    )
+    request_timeout: float = Field(
+        60.0, gt=0, description="Seconds before a request to the server is abandoned."
+    )
+    use_chat: bool = Field(True, description="Use /chat/completions (else /completions with a transcript).")
+    health_url: str | None = Field(
+        None, description="The server's health URL for warm-up checks (default: base_url's root + /health)."
+    )
+    server_slots: int | None = Field(
+        None,
+        ge=1,
+        description="The parallel slots of a llama-server shared with other miners: before admitting a "
+        "request the miner asks its /metrics how many are busy and how many requests wait, and answers "
+        "503 busy at once when none would free before the deadline (the fleet sets it for its model "
+        "servers).",
+    )
 
 
 class LlamaServerLoad:
@@ -234,7 +260,7 @@ class OpenAIBackend:
 
 
 SPEC = BackendSpec(
-    name=BackendName.openai,
+    name="openai",
     settings=OpenAISettings,
     create=OpenAIBackend,
     summary="any OpenAI-compatible server: one of the fleet's model servers, or a base_url",
