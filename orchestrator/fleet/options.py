@@ -19,7 +19,13 @@ from orchestrator.fleet.sections import KEY_NAME_PATTERN, MINER_NAME_PATTERN, Im
 from orchestrator.policy import RestartPolicy
 from services.miner.backends import SPECS
 from services.miner.backends.spec import BackendSpec
-from services.miner.settings import BACKEND_CHOICES, BackendName, MinerSettings, ProtocolName
+from services.miner.settings import (
+    BACKEND_CHOICES,
+    PROTOCOL_CHOICES,
+    BackendName,
+    MinerSettings,
+    ProtocolName,
+)
 
 # --- restart overrides -----------------------------------------------------------------------------
 
@@ -104,7 +110,7 @@ _FLEET_ONLY_BEFORE: dict[str, Any] = {
     "backend": (BackendName | None, Field(None, description=BACKEND_CHOICES)),
     "protocols": (
         list[ProtocolName] | None,
-        Field(None, min_length=1, description="Synapses served: prompting, einstein, text-prompting."),
+        Field(None, min_length=1, description=PROTOCOL_CHOICES),
     ),
 }
 _FLEET_ONLY_AFTER_BACKENDS: dict[str, Any] = {

@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from services.miner.backends import DEFAULT_BACKEND, SPECS, BackendName
 from services.miner.errors import ConfigError
 from services.miner.groups import SettingsGroup, listed_once
+from services.miner.protocolspec import DEFAULT_PROTOCOLS, PROTOCOL_NAMES
+from services.miner.signed import Scheme
 
 ENV_PREFIX = "MINER_"
 NESTED_DELIMITER = "__"
@@ -34,8 +36,13 @@ class Network(StrEnum):
 
 # "echo, llamacpp, hf or openai.": MINER_BACKEND's description, from the backends' specs.
 BACKEND_CHOICES = f"{', '.join(list(SPECS)[:-1])} or {list(SPECS)[-1]}."
-ProtocolName = Literal["prompting", "einstein", "text-prompting"]
-AuthScheme = Literal["epistula", "btauth"]
+# "Synapses served: prompting, einstein, text-prompting.": from the protocols' registry.
+PROTOCOL_CHOICES = f"Synapses served: {', '.join(PROTOCOL_NAMES)}."
+if TYPE_CHECKING:
+    ProtocolName = str
+else:
+    ProtocolName = Literal[PROTOCOL_NAMES]  # MINER_PROTOCOLS' allowed values, one per ProtocolSpec
+AuthScheme = Scheme  # the HTTP door's signature schemes, named in services.miner.signed
 
 
 class LimitsSettings(SettingsGroup):
@@ -109,7 +116,7 @@ class _MinerSettings(BaseSettings):
         None, ge=1, le=65535, description="Port announced to the network (default: axon_port)."
     )
     protocols: list[ProtocolName] = Field(
-        default_factory=lambda: list[ProtocolName](["prompting"]),
+        default_factory=lambda: list[ProtocolName](DEFAULT_PROTOCOLS),
         min_length=1,
         description="Synapses served, one route each.",
     )

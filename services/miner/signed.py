@@ -27,10 +27,10 @@ import uuid as uuids
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Scheme = Literal["epistula", "btauth"]
-SCHEMES: tuple[Scheme, ...] = ("epistula", "btauth")
+SCHEMES: tuple[Scheme, ...] = get_args(Scheme)
 
 EPISTULA_VERSION = "2"
 EPISTULA_MAX_AGE = 8.0  # seconds, as SN1's miners check it
