@@ -18,6 +18,7 @@ those subnets' validators ask (:data:`ROUTES`). Each protocol is described once,
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -53,8 +54,6 @@ async def _decoded_chunks(response: ClientResponse) -> AsyncIterator[str]:
     """
     if response.status != 200:
         return
-    import codecs
-
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     async for chunk in response.content.iter_any():
         text = decoder.decode(chunk)

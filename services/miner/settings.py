@@ -7,6 +7,7 @@ e.g. ``MINER_LLAMACPP__MODEL_PATH``) or from an env file given with ``--env-file
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from enum import StrEnum
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, create_model, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from services.miner import keys
 from services.miner.backends import DEFAULT_BACKEND, SPECS, BackendName
 from services.miner.errors import ConfigError
 from services.miner.groups import SettingsGroup, listed_once
@@ -224,9 +226,7 @@ class _MinerSettings(BaseSettings):
 
     @property
     def hotkey_file(self) -> Path:
-        from services.miner.keys import hotkey_file
-
-        return self.wallet_path.expanduser() / hotkey_file(self.wallet_name, self.wallet_hotkey)
+        return self.wallet_path.expanduser() / keys.hotkey_file(self.wallet_name, self.wallet_hotkey)
 
     @property
     def permit_required(self) -> bool:
@@ -289,8 +289,6 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def _nest(environ: Mapping[str, str]) -> dict[str, Any]:
     """Turn ``MINER_*`` variables into the nested dict the model validates (JSON for lists)."""
-    import json
-
     fields = MinerSettings.model_fields
     data: dict[str, Any] = {}
     for key, value in environ.items():

@@ -64,7 +64,7 @@ class LlamaCppBackend:
             hint = " (the bundled model: run `make model`)" if path.name == BUNDLED_MODEL else ""
             raise ConfigError(f"MINER_LLAMACPP__MODEL_PATH: model file not found: {path}{hint}")
         try:
-            from llama_cpp import Llama
+            from llama_cpp import Llama  # the native library loads here: only a miner of this backend pays
         except ImportError as exc:  # a cuda/hf image without llama.cpp, say
             raise ConfigError(f"MINER_BACKEND=llamacpp: llama-cpp-python is not installed ({exc})") from exc
         try:
