@@ -6,14 +6,11 @@ images and checks) is derived from :data:`SPECS`."""
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from services.miner.backends import echo, hf, llamacpp, openai
 from services.miner.backends.base import Backend
 from services.miner.backends.spec import SHARED_IMAGE_TARGETS, BackendSpec
-
-if TYPE_CHECKING:
-    from services.miner.settings import MinerSettings
 
 # Every backend, in the order they are documented. Importing a backend module is light: its model
 # library loads in load().
@@ -33,9 +30,16 @@ SPECS: dict[BackendName, BackendSpec] = {BackendName(spec.name): spec for spec i
 DEFAULT_BACKEND = echo.SPEC.name
 
 
-def make_backend(settings: MinerSettings) -> Backend:
-    """The backend the settings name, built from its own settings group."""
-    spec = SPECS[settings.backend]
+class _Chosen(Protocol):
+    """What :func:`make_backend` reads of the miner's settings (they import this package, not it them)."""
+
+    @property
+    def backend(self) -> str: ...
+
+
+def make_backend(settings: _Chosen) -> Backend:
+    """The backend the settings (``MinerSettings``) name, built from its own settings group."""
+    spec = SPECS[BackendName(settings.backend)]
     return spec.create(getattr(settings, spec.name))
 
 
