@@ -244,9 +244,8 @@ class _MinerSettings(BaseSettings):
 if TYPE_CHECKING:
 
     class MinerSettings(_MinerSettings):
-        """(What mypy sees: the backends' groups are added from their specs at import time.)"""
-
-        def __getattr__(self, name: str) -> Any: ...
+        """(What mypy sees: the backends' groups are added from their specs at import time, and read
+        by name, ``getattr(settings, spec.name)``.)"""
 
 else:
     # One group per backend (MINER_<BACKEND>__<KEY>), last, in the order of the backends' specs.
