@@ -26,9 +26,9 @@ from orchestrator.fleet import json_schema
 from orchestrator.fleet import options as fleet_options
 from orchestrator.fleet.checkfiles import ONE_FILE_MODELS
 from orchestrator.render.compose import TARGETS
-from services.miner import backends, protocols, protocolspec
+from services.miner import backends, httpdoor, protocols, protocolspec, signed
 from services.miner.backends.spec import Memory
-from services.miner.settings import BackendName, MinerSettings, ProtocolName, describe_settings
+from services.miner.settings import AuthScheme, BackendName, MinerSettings, ProtocolName, describe_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKEND_NAMES = [spec.name for spec in backends.SPECS.values()]
@@ -58,6 +58,11 @@ def test_names_are_unique() -> None:
     assert len(set(PROTOCOL_NAMES)) == len(PROTOCOL_NAMES) == len(protocolspec.SPECS)
     classes = [name for spec in protocolspec.PROTOCOL_SPECS for name, _ in spec.routes]
     assert len(set(classes)) == len(classes)  # one protocol per synapse class (the axon's route)
+
+
+def test_the_http_door_is_no_protocol_of_the_registry() -> None:
+    assert httpdoor.DOOR_PROTOCOL not in protocolspec.SPECS  # its requests are decoded as plain chats
+    assert list(signed.SCHEMES) == list(get_args(AuthScheme))  # the door's schemes: named once
 
 
 def test_every_synapse_class_serves_exactly_one_protocol() -> None:
