@@ -36,8 +36,13 @@ class Network(StrEnum):
     finney = "finney"
 
 
+def _one_of(names: list[str]) -> str:
+    """``a, b or c``."""
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+
+
 # "echo, llamacpp, hf or openai.": MINER_BACKEND's description, from the backends' specs.
-BACKEND_CHOICES = f"{', '.join(list(SPECS)[:-1])} or {list(SPECS)[-1]}."
+BACKEND_CHOICES = _one_of([spec.name for spec in SPECS.values()]) + "."
 # "Synapses served: prompting, einstein, text-prompting.": from the protocols' registry.
 PROTOCOL_CHOICES = f"Synapses served: {', '.join(PROTOCOL_NAMES)}."
 if TYPE_CHECKING:
@@ -255,11 +260,11 @@ else:
         __module__=__name__,
         __doc__="Everything one miner needs. Loaded once in ``main()``.",
         **{
-            name: (
+            spec.name: (
                 spec.settings,
-                Field(default_factory=spec.settings, description=f"{name} backend options."),
+                Field(default_factory=spec.settings, description=f"{spec.name} backend options."),
             )
-            for name, spec in SPECS.items()
+            for spec in SPECS.values()
         },
     )
 
