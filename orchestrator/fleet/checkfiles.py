@@ -10,6 +10,7 @@ from orchestrator.fleet.resolved import (
     resolve_path,
 )
 from services.miner import keys
+from services.miner.backends import ONE_FILE_MODELS
 from services.miner.settings import Network
 
 
@@ -31,7 +32,7 @@ class FileChecks(Checks):
                         "correct the path (relative paths start at the project directory) or create the file"
                     )
                 self.error(where, f"model file {shown} does not exist", fix)
-            elif path.is_dir() and user in ("llamacpp", "model_server"):
+            elif path.is_dir() and user in ONE_FILE_MODELS | {"model_server"}:
                 self.error(
                     where,
                     f"{shown} is a directory; {user} loads one .gguf file",

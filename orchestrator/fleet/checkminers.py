@@ -124,7 +124,7 @@ class MinerChecks(PlacementChecks):
     def _check_server(self, described: BackendSpec, group: Any, i: int) -> str | None:
         """A backend that talks to a server names one of the fleet's model servers or gives its own
         address, not both; returns the model server it uses, if any."""
-        name, address = described.name.value, described.address
+        name, address = described.name, described.address
         wanted = group.model_server if group is not None else None
         own = getattr(group, address, None) if group is not None and address else None
         if wanted is None or wanted is False:
@@ -151,7 +151,7 @@ class MinerChecks(PlacementChecks):
             name = getattr(group, f"{secret}_env", None) if group is not None else None
             if name is None:
                 continue
-            where = self.miner_at(i, described.name.value, f"{secret}_env")
+            where = self.miner_at(i, described.name, f"{secret}_env")
             fix = (
                 "put the key in .env (git-ignored) as OPENAI_API_KEY=<key> and write "
                 f"`{secret}_env: OPENAI_API_KEY`; revoke the key if this file was shared"

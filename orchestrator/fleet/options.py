@@ -19,7 +19,13 @@ from orchestrator.fleet.sections import KEY_NAME_PATTERN, MINER_NAME_PATTERN, Im
 from orchestrator.policy import RestartPolicy
 from services.miner.backends import SPECS
 from services.miner.backends.spec import BackendSpec
-from services.miner.settings import BackendName, MinerSettings, ProtocolName
+from services.miner.settings import (
+    BACKEND_CHOICES,
+    PROTOCOL_CHOICES,
+    BackendName,
+    MinerSettings,
+    ProtocolName,
+)
 
 # --- restart overrides -----------------------------------------------------------------------------
 
@@ -83,7 +89,7 @@ def _backend_options(spec: BackendSpec) -> type[BaseModel]:
             continue
         fields[name] = _optional(info)
     name = spec.settings.__name__.removesuffix("Settings") + "Options"  # EchoOptions, LlamaCppOptions...
-    return _strict_model(name, f"{spec.name.value}: {spec.summary}.", fields)
+    return _strict_model(name, f"{spec.name}: {spec.summary}.", fields)
 
 
 # MinerSettings fields the fleet decides itself: identity, keys and ports (from each entry and the
@@ -101,10 +107,10 @@ RENDERED_APART = frozenset({"allowed_hotkeys", "axon_ip"})
 # Options that exist for the fleet only (not miner settings).
 _FLEET_ONLY_BEFORE: dict[str, Any] = {
     "wallet": (str | None, Field(None, pattern=KEY_NAME_PATTERN, description="Wallet (coldkey) name.")),
-    "backend": (BackendName | None, Field(None, description="echo, llamacpp, hf or openai.")),
+    "backend": (BackendName | None, Field(None, description=BACKEND_CHOICES)),
     "protocols": (
         list[ProtocolName] | None,
-        Field(None, min_length=1, description="Synapses served: prompting, einstein, text-prompting."),
+        Field(None, min_length=1, description=PROTOCOL_CHOICES),
     ),
 }
 _FLEET_ONLY_AFTER_BACKENDS: dict[str, Any] = {

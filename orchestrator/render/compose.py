@@ -32,6 +32,7 @@ from orchestrator.render.places import (
 )
 from orchestrator.render.resources import ORCHESTRATOR_LIMITS, Limits, miner_limits, server_limits
 from services.miner import keys
+from services.miner.backends import IMAGE_TARGETS
 from services.miner.settings import Network
 
 GENERATED_DIR = Path("config/generated")
@@ -45,7 +46,7 @@ INIT = "init"
 AFTER_INIT = {INIT: {"condition": "service_completed_successfully"}}
 TMP = "/tmp"
 
-TARGETS = {"cpu": "miner", "cuda": "miner-cuda", "hf": "miner-hf"}
+TARGETS = IMAGE_TARGETS  # image name -> Dockerfile target, from the backends' specs
 
 # Containers never run as root. The hotkeys they read are owned by this uid (`wallets` sees to it on
 # network local); `make` sets it to the operator's own uid, or 1000 when run as root.

@@ -8,9 +8,9 @@ message on stderr naming the setting); anything else is a crash.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import socket
 import sys
@@ -18,18 +18,20 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+from bittensor_wallet import Wallet
+
+from services.miner.backends import make_backend
 from services.miner.blacklist import SyncLoop
 from services.miner.chain import Announcer, build_gatekeeper, external_ip, first_sync, not_registered
 from services.miner.errors import ConfigError, ExitCode, exit_now
-from services.miner.guard import RequestGuard, guarded_protocol
+from services.miner.keys import KeyUnreadable, read_ss58
+from services.miner.metrics import MetricsServer, MinerMetrics
+from services.miner.servers import GRACEFUL_SHUTDOWN, build_axon, open_door, run_servers
 from services.miner.settings import MinerSettings, Network, describe_settings, load_settings
 
 log = logging.getLogger("services.miner")
-
-GRACEFUL_SHUTDOWN = 5  # seconds in-flight responses get to finish when the miner stops
-KEEP_ALIVE = 20  # seconds an idle connection stays open (longer than aiohttp's 15 s on the client)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,7 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def configure_logging(settings: MinerSettings) -> None:
     """One plain log format on stderr (what `docker compose logs` shows), bittensor's logs included."""
-    import bittensor  # noqa: F401 - bittensor installs its own handlers on import; replace them after
+    # bittensor (~1 s) installs its own handlers on import: imported here, so ours replace them after.
+    import bittensor  # noqa: F401
 
     level = getattr(logging, settings.log_level.upper())
     handler = logging.StreamHandler(sys.stderr)
@@ -72,8 +75,6 @@ def configure_logging(settings: MinerSettings) -> None:
 
 def open_wallet(settings: MinerSettings) -> Any:
     """The miner's wallet, with its hotkey loaded. Missing or encrypted hotkeys are config errors."""
-    from bittensor_wallet import Wallet
-
     hotkey_file = settings.hotkey_file
     if not hotkey_file.is_file():
         how = (
@@ -105,8 +106,6 @@ def read_allowed_hotkey_files(settings: MinerSettings) -> list[str]:
     """The ss58 addresses in ``allowed_hotkey_files`` (bittensor ``<hotkey>pub.txt``: JSON with
     ``ss58Address``). Read once at start-up: the fleet's rendered files name the probe's key by path, so
     they do not depend on which keys a machine has."""
-    from services.miner.keys import KeyUnreadable, read_ss58
-
     addresses = []
     for path in settings.allowed_hotkey_files:
         try:
@@ -129,105 +128,8 @@ def check_port_free(ip: str, port: int, variable: str = "MINER_AXON_PORT") -> No
             raise ConfigError(f"{variable}: cannot bind {ip}:{port}: {exc.strerror}") from exc
 
 
-def build_axon(settings: MinerSettings, wallet: Any, metrics: Any = None, external: str | None = None) -> Any:
-    """The axon; ``external``: the address announced (else :func:`external_ip`)."""
-    import bittensor as bt
-
-    from services.miner.protocols import PROTOCOLS
-
-    axon = bt.Axon(
-        wallet=wallet,
-        ip=settings.axon_ip,
-        port=settings.axon_port,
-        external_ip=external if external is not None else external_ip(settings),
-        external_port=settings.axon_external_port or settings.axon_port,
-    )
-    # bittensor binds uvicorn to 0.0.0.0 whatever ``ip`` says; honour the setting (127.0.0.1 in tests).
-    axon.fast_server.config.host = settings.axon_ip
-    axon.fast_server.config.timeout_graceful_shutdown = GRACEFUL_SHUTDOWN
-    # Validators' aiohttp clients keep idle connections 15 s; uvicorn closes them after 5 s, so a reused
-    # connection can hit a socket the server is closing (seen in the benchmarks). Outlive the client.
-    config = axon.fast_server.config
-    config.timeout_keep_alive = KEEP_ALIVE
-    # Past max_connections uvicorn answers 503 instead of taking more; connections that never send a
-    # request are closed after header_timeout, so idle sockets cannot exhaust the file descriptors.
-    config.limit_concurrency = settings.max_connections
-    config.http = guarded_protocol(
-        _uvicorn_http_protocol(), header_timeout=settings.header_timeout, keep_alive=KEEP_ALIVE
-    )
-    routes = {f"/{PROTOCOLS[name].__name__}": PROTOCOLS[name] for name in settings.protocols}
-    on_refused = None
-    if metrics is not None:
-        protocol_of = {f"/{PROTOCOLS[name].__name__}": name for name in settings.protocols}
-
-        def on_refused(path: str, status: int) -> None:
-            metrics.refused(protocol_of.get(path, "other"), None, 0.0, status)
-
-    axon.app.add_middleware(
-        RequestGuard, routes=routes, max_body=settings.limits.max_request_bytes, on_refused=on_refused
-    )
-    return axon
-
-
-def open_door(settings: MinerSettings, service: Any, hotkey: str, axon: Any) -> Any:
-    """The HTTP door (docs/ARCHITECTURE.md, "Doors"): in front of the axon on its port, or a server of
-    its own on ``http.port`` (returned, to run beside the axon's on the same event loop). None: no door
-    of its own."""
-    if not settings.http.auth:
-        return None
-    import uvicorn
-
-    from services.miner.httpdoor import HttpDoor
-    from services.miner.signed import Verifier
-
-    verifier = Verifier(hotkey, tuple(settings.http.auth))
-    if settings.http.port is None:
-        axon.app.add_middleware(HttpDoor, service=service, verifier=verifier)
-        return None
-    config = uvicorn.Config(
-        HttpDoor(None, service=service, verifier=verifier),
-        host=settings.axon_ip,
-        port=settings.http.port,
-        log_config=None,
-        access_log=False,
-        timeout_keep_alive=KEEP_ALIVE,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
-        limit_concurrency=settings.max_connections,
-        http=guarded_protocol(
-            _uvicorn_http_protocol(), header_timeout=settings.header_timeout, keep_alive=KEEP_ALIVE
-        ),
-    )
-    return uvicorn.Server(config)
-
-
-def run_servers(axon_server: Any, door: Any) -> Callable[[], None]:
-    """The axon thread's work: the axon's server, and the HTTP door's beside it on the same event loop
-    (one admission gate for both)."""
-    if door is None:
-        return cast(Callable[[], None], axon_server.run)
-
-    async def both() -> None:
-        await asyncio.gather(axon_server.serve(), door.serve())
-
-    return lambda: asyncio.run(both())
-
-
-def _uvicorn_http_protocol() -> type[Any]:
-    """The HTTP protocol class uvicorn would pick itself ("auto": httptools when installed, else h11)."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-        return HttpToolsProtocol
-    except ImportError:
-        from uvicorn.protocols.http.h11_impl import H11Protocol
-
-        return H11Protocol
-
-
 def raise_open_files_limit() -> None:
     """Use the hard limit on open files: each validator connection is a descriptor."""
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
         with contextlib.suppress(ValueError, OSError):
@@ -254,11 +156,52 @@ def serve(settings: MinerSettings, connect: Callable[[], Any] | None = None, exi
     ``connect`` makes the chain's Subtensor (default: bittensor's, for the network); ``exit_request``
     stops it from another thread (tests run a miner in-process against bittensor's mock chain).
     """
-    from services.miner.backends import make_backend
-    from services.miner.metrics import MetricsServer, MinerMetrics
+    # service imports the synapses, hence bittensor (~1 s): --help and a settings error do not wait for it.
     from services.miner.service import ExitRequest, MinerService, admitted_concurrency
 
     exit_request = exit_request or ExitRequest()
+    wallet, extra_allowed = _preflight(settings)
+    backend = make_backend(settings)
+    admitted_concurrency(settings, backend)  # a setting the backend cannot honour fails before loading
+    # The chain's word before the model loads: not registered, or no public address, is exit 78 now.
+    gatekeeper, chain = build_gatekeeper(settings, wallet, extra_allowed, connect)
+    first_sync(settings, gatekeeper)
+    announce_at = external_ip(settings)
+    sync_loop = _start_sync(settings, wallet, gatekeeper, exit_request) if chain is not None else None
+    if not _load(settings, backend):
+        return ExitCode.FORWARD_EXCEPTION
+    metrics = MinerMetrics(settings.name, backend.name)
+    # The probe's keys (allowed_hotkey_files) are counted apart from validators (services/miner/ledger.py).
+    service = MinerService(settings, backend, gatekeeper, exit_request, metrics=metrics, probes=extra_allowed)
+    axon = build_axon(settings, wallet, metrics, announce_at)
+    service.attach(axon)
+    door = open_door(settings, service, wallet.hotkey.ss58_address, axon)
+    metrics_server = _start_metrics(settings, metrics)
+    _stop_on_signals(exit_request)
+    server = axon.fast_server
+    thread = _start_axon(settings, server, door)
+    if chain is not None and sync_loop is not None:
+        external = (axon.external_ip, axon.external_port)
+        sync_loop.on_synced = Announcer(settings, gatekeeper, chain, axon, external)
+        sync_loop.poke()  # announce now (or as soon as the chain answers)
+    _log_serving(settings, wallet, backend)
+    while not exit_request.wait(timeout=1.0):
+        if not thread.is_alive():
+            exit_request.request(1, "the axon's server thread died")
+    log.info("stopping (%s), exit code %d", exit_request.reason, exit_request.code)
+    if sync_loop is not None:
+        sync_loop.stop()
+    server.should_exit = True
+    if door is not None:
+        door.should_exit = True
+    thread.join(GRACEFUL_SHUTDOWN + 2.0)
+    if metrics_server is not None:
+        metrics_server.stop()
+    return exit_request.code
+
+
+def _preflight(settings: MinerSettings) -> tuple[Any, list[str]]:
+    """The wallet and the always-allowed keys, and every port free: each a config error (78) if not."""
     wallet = open_wallet(settings)
     extra_allowed = read_allowed_hotkey_files(settings)
     check_port_free(settings.axon_ip, settings.axon_port)
@@ -266,24 +209,24 @@ def serve(settings: MinerSettings, connect: Callable[[], Any] | None = None, exi
         check_port_free(settings.axon_ip, settings.metrics_port, "MINER_METRICS_PORT")
     if settings.http.auth and settings.http.port is not None:
         check_port_free(settings.axon_ip, settings.http.port, "MINER_HTTP__PORT")
-    backend = make_backend(settings)
-    admitted_concurrency(settings, backend)  # a setting the backend cannot honour fails before loading
-    # The chain's word before the model loads: not registered, or no public address, is exit 78 now.
-    gatekeeper, chain = build_gatekeeper(settings, wallet, extra_allowed, connect)
-    first_sync(settings, gatekeeper)
-    announce_at = external_ip(settings)
-    sync_loop = None
-    if chain is not None:
+    return wallet, extra_allowed
 
-        def deregistered() -> None:
-            message = not_registered(
-                settings, wallet.hotkey.ss58_address, any_more=gatekeeper.seen_registered
-            )
-            print(f"error: {message}", file=sys.stderr, flush=True)
-            exit_request.request(ExitCode.CONFIG, message)
 
-        sync_loop = SyncLoop(gatekeeper, settings.metagraph_sync_interval, on_deregistered=deregistered)
-        sync_loop.start()  # retries a chain that did not answer while the model loads
+def _start_sync(settings: MinerSettings, wallet: Any, gatekeeper: Any, exit_request: Any) -> SyncLoop:
+    """The metagraph's re-syncs, in a thread; a deregistered hotkey stops the miner (exit 78)."""
+
+    def deregistered() -> None:
+        message = not_registered(settings, wallet.hotkey.ss58_address, any_more=gatekeeper.seen_registered)
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        exit_request.request(ExitCode.CONFIG, message)
+
+    sync_loop = SyncLoop(gatekeeper, settings.metagraph_sync_interval, on_deregistered=deregistered)
+    sync_loop.start()  # retries a chain that did not answer while the model loads
+    return sync_loop
+
+
+def _load(settings: MinerSettings, backend: Any) -> bool:
+    """Load the model, then warm it up; False when it cannot generate at all (a broken backend)."""
     started = time.monotonic()
     backend.load()
     log.info("backend %s loaded in %.1fs", backend.name, time.monotonic() - started)
@@ -293,27 +236,31 @@ def serve(settings: MinerSettings, connect: Callable[[], Any] | None = None, exi
             backend.warmup()
         except Exception as exc:  # a model that cannot generate at all is a broken backend: exit 75
             log.error("warm-up generation failed: %s", exc)
-            return ExitCode.FORWARD_EXCEPTION
+            return False
         log.info("backend %s warmed up in %.1fs", backend.name, time.monotonic() - started)
-    metrics = MinerMetrics(settings.name, backend.name)
-    # The probe's keys (allowed_hotkey_files) are counted apart from validators (services/miner/ledger.py).
-    service = MinerService(settings, backend, gatekeeper, exit_request, metrics=metrics, probes=extra_allowed)
-    axon = build_axon(settings, wallet, metrics, announce_at)
-    service.attach(axon)
-    door = open_door(settings, service, wallet.hotkey.ss58_address, axon)
-    metrics_server = None
-    if settings.metrics_port is not None:
-        metrics_server = MetricsServer(metrics, settings.axon_ip, settings.metrics_port)
-        metrics_server.start()
-        log.info("metrics on http://%s:%d/metrics", settings.axon_ip, settings.metrics_port)
+    return True
 
+
+def _start_metrics(settings: MinerSettings, metrics: MinerMetrics) -> MetricsServer | None:
+    if settings.metrics_port is None:
+        return None
+    metrics_server = MetricsServer(metrics, settings.axon_ip, settings.metrics_port)
+    metrics_server.start()
+    log.info("metrics on http://%s:%d/metrics", settings.axon_ip, settings.metrics_port)
+    return metrics_server
+
+
+def _stop_on_signals(exit_request: Any) -> None:
+    """SIGTERM/SIGINT from now on: a clean stop (exit 0) once in-flight answers are done."""
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(
                 sig, lambda signum, _frame: exit_request.request(ExitCode.OK, signal.Signals(signum).name)
             )
 
-    server = axon.fast_server
+
+def _start_axon(settings: MinerSettings, server: Any, door: Any) -> threading.Thread:
+    """The axon's server (and the HTTP door's) in a thread; returns once it serves."""
     thread = threading.Thread(target=run_servers(server, door), name="axon", daemon=True)
     thread.start()
     while not server.started:
@@ -322,10 +269,10 @@ def serve(settings: MinerSettings, connect: Callable[[], Any] | None = None, exi
                 f"MINER_AXON_PORT: the axon could not start on {settings.axon_ip}:{settings.axon_port}"
             )
         time.sleep(0.01)
-    if chain is not None and sync_loop is not None:
-        external = (axon.external_ip, axon.external_port)
-        sync_loop.on_synced = Announcer(settings, gatekeeper, chain, axon, external)
-        sync_loop.poke()  # announce now (or as soon as the chain answers)
+    return thread
+
+
+def _log_serving(settings: MinerSettings, wallet: Any, backend: Any) -> None:
     if settings.http.auth:
         log.info(
             "HTTP door (OpenAI chat completions, %s) on %s:%d",
@@ -344,20 +291,6 @@ def serve(settings: MinerSettings, connect: Callable[[], Any] | None = None, exi
         settings.network.value,
     )
 
-    while not exit_request.wait(timeout=1.0):
-        if not thread.is_alive():
-            exit_request.request(1, "the axon's server thread died")
-    log.info("stopping (%s), exit code %d", exit_request.reason, exit_request.code)
-    if sync_loop is not None:
-        sync_loop.stop()
-    server.should_exit = True
-    if door is not None:
-        door.should_exit = True
-    thread.join(GRACEFUL_SHUTDOWN + 2.0)
-    if metrics_server is not None:
-        metrics_server.stop()
-    return exit_request.code
-
 
 def main(argv: list[str] | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -370,8 +303,6 @@ def main(argv: list[str] | None = None) -> None:
         if args.check:
             open_wallet(settings)
             read_allowed_hotkey_files(settings)
-            from services.miner.backends import make_backend
-
             make_backend(settings).load()
             print(f"ok: {settings.name} ({settings.backend.value}) on port {settings.axon_port}")
             sys.exit(ExitCode.OK)

@@ -42,7 +42,7 @@ def build_gatekeeper(
         return Gatekeeper(allowed_hotkeys=allowed, chain=None), None
 
     def subtensor() -> Any:
-        import bittensor as bt
+        import bittensor as bt  # ~1 s to import: paid on a chain network only, where it is needed
 
         return bt.Subtensor(network=settings.chain)
 
@@ -97,7 +97,7 @@ def external_ip(settings: MinerSettings) -> str | None:
         return settings.axon_external_ip
     if settings.network is Network.local:
         return "127.0.0.1" if settings.axon_ip == "0.0.0.0" else settings.axon_ip
-    from bittensor.utils.networking import get_external_ip
+    from bittensor.utils.networking import get_external_ip  # bittensor (~1 s): only off network local
 
     pool = ThreadPoolExecutor(max_workers=1)
     try:

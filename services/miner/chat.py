@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import parse_qs
+
+from services.miner.protocolspec import SPECS
 
 ROLES = ("system", "user", "assistant")
 # A base model continuing a transcript would otherwise write the next user turn itself.
@@ -28,25 +29,10 @@ class ChatMessage:
         return {"role": self.role, "content": self.content}
 
 
-def decode_einstein(message: str) -> tuple[str, str]:
-    """Split Einstein's URL-encoded prompt into (question, question type).
-
-    The prompt looks like ``question_text=...&question_markdown=...&question_type=...``. ``question_text``
-    wins over ``question_markdown``. A message that is not in that form is returned unchanged.
-    """
-    if "question_text=" not in message and "question_markdown=" not in message:
-        return message, ""
-    fields = parse_qs(message, keep_blank_values=True)
-    text = (fields.get("question_text") or [""])[0]
-    markdown = (fields.get("question_markdown") or [""])[0]
-    qtype = (fields.get("question_type") or [""])[0]
-    return text or markdown, qtype
-
-
 def build_chat(
     roles: list[str], messages: list[str], *, system_prompt: str, protocol: str
 ) -> list[ChatMessage]:
-    """Pair roles with messages, decode Einstein's question, and put the system prompt first.
+    """Pair roles with messages, decode the protocol's question (Einstein's), and put the system prompt first.
 
     The request's own system message, when it has one, is kept and ours goes before it. Unknown roles
     are treated as ``user`` (validators have used ``human``/``ai`` in the past, which we map).
@@ -59,7 +45,9 @@ def build_chat(
     chat = [ChatMessage(aliases.get(r.lower(), r.lower()), m) for r, m in zip(roles, messages, strict=True)]
     chat = [c if c.role in ROLES else ChatMessage("user", c.content) for c in chat]
     system = system_prompt
-    if protocol == "einstein":
+    spec = SPECS.get(protocol)
+    decode = spec.question if spec is not None else None
+    if decode is not None:
         # The question is the last user message; its type becomes a hint in the system prompt so the
         # model sees the question itself, exactly as the validator wrote it.
         last = (
@@ -67,7 +55,7 @@ def build_chat(
             if any(c.role == "user" for c in chat)
             else len(chat) - 1
         )
-        question, qtype = decode_einstein(chat[last].content)
+        question, qtype = decode(chat[last].content)
         chat[last] = ChatMessage(chat[last].role, question)
         if qtype:
             system = f"{system}\nThe question type is: {qtype}.".strip()

@@ -11,6 +11,7 @@ watch's prober). :func:`make_dendrite` makes it a ring of the last :data:`DENDRI
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
@@ -18,10 +19,13 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+import aiohttp
 import bittensor as bt
+import bittensor.core.dendrite as dendrite_module
 from bittensor.core.stream import StreamingSynapse
 
 from services.miner.protocols import PROTOCOLS
+from services.miner.signed import sign
 
 _CONSTRUCT = threading.Lock()
 DENDRITE_HISTORY = 16  # synapses a dendrite keeps in ``synapse_history`` (bittensor: all of them)
@@ -45,8 +49,6 @@ class _FixedIP(ModuleType):
 def make_dendrite(wallet: Any, ip: str = "127.0.0.1") -> bt.Dendrite:
     """A real ``bt.Dendrite`` signed by ``wallet`` (or a Keypair), built without the public-IP lookup,
     whose ``synapse_history`` keeps the last :data:`DENDRITE_HISTORY` synapses only."""
-    import bittensor.core.dendrite as dendrite_module
-
     with _CONSTRUCT:
         real = dendrite_module.networking
         dendrite_module.networking = _FixedIP(real, ip)
@@ -149,12 +151,6 @@ async def chat_once(
 
     ``session``: an ``aiohttp.ClientSession``; ``fields``: more of the body (``max_tokens``, ``seed``...).
     """
-    import json
-
-    import aiohttp
-
-    from services.miner.signed import sign
-
     body = json.dumps({"messages": [{"role": "user", "content": prompt}], "stream": True, **fields}).encode()
     headers = {
         **sign(scheme, keypair, "POST", CHAT_PATH, body, receiver, timeout),  # type: ignore[arg-type]
@@ -196,8 +192,6 @@ async def chat_once(
 
 def _error_message(body: bytes) -> str:
     """The reason of an OpenAI-style error answer (``{"error": {"message": ...}}``), else the body."""
-    import json
-
     try:
         error = json.loads(body).get("error") or {}
         return str(error.get("message") or body[:200].decode("utf-8", "replace"))

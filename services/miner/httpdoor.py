@@ -45,6 +45,8 @@ CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
 AVAILABILITY_PATH = "/availability"
 DOOR_PATHS = (CHAT_PATH, MODELS_PATH, AVAILABILITY_PATH)
+# The door where protocols are named (metrics labels, the request's decoding); never a MINER_PROTOCOLS value.
+DOOR_PROTOCOL = "chat"
 MAX_STOPS = 4  # as OpenAI's API
 MAX_AVAILABILITY_BODY = 65_536
 
@@ -149,23 +151,27 @@ class HttpDoor:
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         arrived = self.service.clock()
         if scope["method"] != "POST":
-            await self._refuse(send, "chat", arrived, 405, "send a signed POST", allow="POST")
+            await self._refuse(send, DOOR_PROTOCOL, arrived, 405, "send a signed POST", allow="POST")
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         most = self.settings.limits.max_request_bytes
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > most:
-            await self._refuse(send, "chat", arrived, 413, f"request body of {declared} bytes is over {most}")
+            await self._refuse(
+                send, DOOR_PROTOCOL, arrived, 413, f"request body of {declared} bytes is over {most}"
+            )
             return
         if scheme_of(headers) is None:  # before reading a body nobody signed
             try:
                 self.verifier.verify(headers, b"", "POST", CHAT_PATH)
             except AuthFailure as exc:
-                await self._refuse(send, "chat", arrived, exc.status, str(exc))
+                await self._refuse(send, DOOR_PROTOCOL, arrived, exc.status, str(exc))
                 return
         body = await read_body(receive, most)
         if body is None:
-            await self._refuse(send, "chat", arrived, 413, f"request body is over this miner's {most} bytes")
+            await self._refuse(
+                send, DOOR_PROTOCOL, arrived, 413, f"request body is over this miner's {most} bytes"
+            )
             return
         target = scope.get("raw_path", CHAT_PATH.encode()).decode("latin-1")
         if scope.get("query_string"):
@@ -173,7 +179,7 @@ class HttpDoor:
         try:
             signer = self.verifier.verify(headers, body, "POST", target)
         except AuthFailure as exc:
-            await self._refuse(send, "chat", arrived, exc.status, str(exc))
+            await self._refuse(send, DOOR_PROTOCOL, arrived, exc.status, str(exc))
             return
         label = f"chat/{signer.scheme}"
         refused, reason = self.service.gatekeeper.blacklist(signer.hotkey)
@@ -240,7 +246,7 @@ class HttpDoor:
             roles.append(turn.role)
             messages.append(turn.text(index))
         asked = SimpleNamespace(roles=roles, messages=messages, target_model=chat.model, seed=chat.seed)
-        request = await build_request(settings, self.service.backend, asked, "chat")
+        request = await build_request(settings, self.service.backend, asked, DOOR_PROTOCOL)
         wanted = chat.max_tokens or chat.max_completion_tokens or chat.sampled("max_new_tokens")
         temperature = chat.temperature if chat.temperature is not None else chat.sampled("temperature")
         top_p = chat.top_p if chat.top_p is not None else chat.sampled("top_p")

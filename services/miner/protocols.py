@@ -12,18 +12,21 @@ match the subnets' own definitions exactly.
 
 Beside its streaming class, ``prompting`` answers ``AvailabilitySynapse`` (which tasks and models this
 miner serves) and ``text-prompting`` the plain ``Prompting`` (the whole completion in one answer), as
-those subnets' validators ask (:data:`ROUTES`).
+those subnets' validators ask (:data:`ROUTES`). Each protocol is described once, in
+:mod:`services.miner.protocolspec`; :data:`ROUTES` and :data:`PROTOCOLS` are derived from it.
 """
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import AsyncIterator
-from enum import StrEnum
 from typing import Any, ClassVar
 
 import bittensor as bt
 import pydantic
 from aiohttp import ClientResponse
+
+from services.miner.protocolspec import PROTOCOL_SPECS, Route
 
 
 def _header_info(response: ClientResponse) -> dict[str, Any]:
@@ -51,8 +54,6 @@ async def _decoded_chunks(response: ClientResponse) -> AsyncIterator[str]:
     """
     if response.status != 200:
         return
-    import codecs
-
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     async for chunk in response.content.iter_any():
         text = decoder.decode(chunk)
@@ -162,23 +163,29 @@ class AvailabilitySynapse(bt.Synapse):
     )
 
 
-class Route(StrEnum):
-    """How a synapse class is answered."""
+def _synapse_classes() -> dict[str, type[bt.Synapse]]:
+    """The synapse classes defined here, by class name (the name the axon routes by)."""
+    return {
+        name: obj
+        for name, obj in globals().items()
+        if isinstance(obj, type) and issubclass(obj, bt.Synapse) and obj.__module__ == __name__
+    }
 
-    stream = "stream"  # a streaming response through the token streamer
-    plain = "plain"  # the whole completion in the synapse
-    availability = "availability"  # what this miner serves, from its settings
 
+_CLASSES = _synapse_classes()
 
-# The synapse classes each protocol serves (one route each), the streaming one first.
+# The synapse classes each protocol serves (one route each), the streaming one first: from the registry.
 ROUTES: dict[str, tuple[tuple[type[bt.Synapse], Route], ...]] = {
-    "prompting": ((StreamPromptingSynapse, Route.stream), (AvailabilitySynapse, Route.availability)),
-    "einstein": ((StreamCoreSynapse, Route.stream),),
-    "text-prompting": ((StreamPrompting, Route.stream), (Prompting, Route.plain)),
+    spec.name: tuple((_CLASSES[name], route) for name, route in spec.routes) for spec in PROTOCOL_SPECS
 }
 
-PROTOCOLS: dict[str, type[_ChatSynapse]] = {
-    "prompting": StreamPromptingSynapse,
-    "einstein": StreamCoreSynapse,
-    "text-prompting": StreamPrompting,
-}
+
+def _streaming(name: str) -> type[_ChatSynapse]:
+    cls = _CLASSES[name]
+    if not issubclass(cls, _ChatSynapse):
+        raise TypeError(f"{name} is not a streaming chat synapse")
+    return cls
+
+
+# Each protocol's streaming synapse class.
+PROTOCOLS: dict[str, type[_ChatSynapse]] = {spec.name: _streaming(spec.synapse) for spec in PROTOCOL_SPECS}

@@ -22,7 +22,7 @@ from services.miner.settings import MinerSettings
 def served_models(settings: MinerSettings) -> list[str]:
     """The model names this miner answers to: its model's own name, then the configured aliases."""
     spec = SPECS[settings.backend]
-    own = spec.model_name(getattr(settings, spec.name.value))
+    own = spec.model_name(getattr(settings, spec.name))
     return [name for name in dict.fromkeys([own, *settings.model_names]) if name]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 from bittensor.core.stream import BTStreamingResponseModel, StreamingSynapse
+from bittensor.core.synapse import TerminalInfo
 from starlette.types import Receive, Scope
 from starlette.types import Send as StarletteSend
 
@@ -88,8 +89,6 @@ class DisconnectAwareResponse(StreamingSynapse.BTStreamingResponse):
 
 def refuse(synapse: Any, status: int, message: str) -> Any:
     """Answer with an HTTP error instead of a stream (the axon serialises the synapse as JSON)."""
-    from bittensor.core.synapse import TerminalInfo
-
     if synapse.axon is None:
         synapse.axon = TerminalInfo()
     synapse.axon.status_code = status

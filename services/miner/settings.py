@@ -7,16 +7,22 @@ e.g. ``MINER_LLAMACPP__MODEL_PATH``) or from an env file given with ``--env-file
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, create_model, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from services.miner import keys
+from services.miner.backends import DEFAULT_BACKEND, SPECS, BackendName
 from services.miner.errors import ConfigError
+from services.miner.groups import SettingsGroup, listed_once
+from services.miner.protocolspec import DEFAULT_PROTOCOLS, PROTOCOL_NAMES
+from services.miner.signed import Scheme
 
 ENV_PREFIX = "MINER_"
 NESTED_DELIMITER = "__"
@@ -30,95 +36,23 @@ class Network(StrEnum):
     finney = "finney"
 
 
-class BackendName(StrEnum):
-    echo = "echo"
-    llamacpp = "llamacpp"
-    hf = "hf"
-    openai = "openai"
+def _one_of(names: list[str]) -> str:
+    """``a, b or c``."""
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
 
 
-ProtocolName = Literal["prompting", "einstein", "text-prompting"]
-AuthScheme = Literal["epistula", "btauth"]
+# "echo, llamacpp, hf or openai.": MINER_BACKEND's description, from the backends' specs.
+BACKEND_CHOICES = _one_of([spec.name for spec in SPECS.values()]) + "."
+# "Synapses served: prompting, einstein, text-prompting.": from the protocols' registry.
+PROTOCOL_CHOICES = f"Synapses served: {', '.join(PROTOCOL_NAMES)}."
+if TYPE_CHECKING:
+    ProtocolName = str
+else:
+    ProtocolName = Literal[PROTOCOL_NAMES]  # MINER_PROTOCOLS' allowed values, one per ProtocolSpec
+AuthScheme = Scheme  # the HTTP door's signature schemes, named in services.miner.signed
 
 
-def _listed_once(value: list[str], what: str) -> list[str]:
-    """A list setting whose entries must differ (protocols, signature schemes)."""
-    if len(set(value)) != len(value):
-        raise ValueError(f"each {what} may be listed once")
-    return value
-
-
-class _Group(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EchoSettings(_Group):
-    """The deterministic backend: streams the last user message back, word by word."""
-
-    delay_per_token: float = Field(0.0, ge=0, description="Seconds to wait before each piece (demo/tests).")
-    fail_after_tokens: int | None = Field(
-        None, ge=0, description="Raise a backend error on reaching this many pieces (fault injection)."
-    )
-    hang_after_tokens: int | None = Field(
-        None,
-        ge=0,
-        description="Stop producing (but stay connected) after this many pieces (fault injection).",
-    )
-
-
-class LlamaCppSettings(_Group):
-    """llama-cpp-python on CPU, or on GPU with ``n_gpu_layers``."""
-
-    model_path: Path | None = Field(None, description="Path to a GGUF model file.")
-    n_ctx: int = Field(2048, ge=128, description="Context window in tokens.")
-    n_threads: int | None = Field(None, ge=1, description="CPU threads for generation (default: all cores).")
-    n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1: all; 0: CPU only).")
-    n_batch: int = Field(512, ge=1, description="Prompt-processing batch size.")
-    seed: int = Field(-1, description="Sampling seed (-1: random).")
-    chat_format: str | None = Field(
-        None,
-        description="Force a llama.cpp chat format; default: the model's own template, else a transcript.",
-    )
-
-
-class HFSettings(_Group):
-    """HuggingFace transformers: generation in a worker thread feeding an async queue."""
-
-    model: str | None = Field(None, description="A local model directory (or a hub id when online).")
-    gguf_file: str | None = Field(None, description="Load this GGUF file from the model directory.")
-    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
-    torch_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "float32", description="Weights dtype."
-    )
-    n_threads: int | None = Field(None, ge=1, description="torch intra-op threads.")
-
-
-class OpenAISettings(_Group):
-    """Any OpenAI-compatible server (vLLM, llama_cpp.server, OpenAI itself)."""
-
-    base_url: str | None = Field(None, description="Base URL, e.g. http://127.0.0.1:8000/v1.")
-    model: str = Field("default", description="Model name sent to the server.")
-    api_key: SecretStr = Field(
-        SecretStr("not-needed"), description="API key (pass it through the environment, never a file)."
-    )
-    request_timeout: float = Field(
-        60.0, gt=0, description="Seconds before a request to the server is abandoned."
-    )
-    use_chat: bool = Field(True, description="Use /chat/completions (else /completions with a transcript).")
-    health_url: str | None = Field(
-        None, description="The server's health URL for warm-up checks (default: base_url's root + /health)."
-    )
-    server_slots: int | None = Field(
-        None,
-        ge=1,
-        description="The parallel slots of a llama-server shared with other miners: before admitting a "
-        "request the miner asks its /metrics how many are busy and how many requests wait, and answers "
-        "503 busy at once when none would free before the deadline (the fleet sets it for its model "
-        "servers).",
-    )
-
-
-class LimitsSettings(_Group):
+class LimitsSettings(SettingsGroup):
     """Bounds on what a request may ask, checked before anything reaches the model."""
 
     max_request_bytes: int = Field(
@@ -140,7 +74,7 @@ class LimitsSettings(_Group):
     )
 
 
-class HttpSettings(_Group):
+class HttpSettings(SettingsGroup):
     """The HTTP door: OpenAI chat completions over signed HTTP (Epistula v2, bittensor 11's btauth/1),
     served from the same backend, admission gate and limits as the axon (docs/ARCHITECTURE.md, "Doors")."""
 
@@ -163,11 +97,11 @@ class HttpSettings(_Group):
         60.0, gt=0, description="Most seconds a request may ask for with X-Client-Timeout."
     )
 
-    _unique_schemes = field_validator("auth")(lambda value: _listed_once(value, "scheme"))
+    _unique_schemes = field_validator("auth")(lambda value: listed_once(value, "scheme"))
 
 
-class MinerSettings(BaseSettings):
-    """Everything one miner needs. Loaded once in ``main()``."""
+class _MinerSettings(BaseSettings):
+    """Everything one miner needs but its backends' groups (added from their specs below)."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -189,11 +123,11 @@ class MinerSettings(BaseSettings):
         None, ge=1, le=65535, description="Port announced to the network (default: axon_port)."
     )
     protocols: list[ProtocolName] = Field(
-        default_factory=lambda: list[ProtocolName](["prompting"]),
+        default_factory=lambda: list[ProtocolName](DEFAULT_PROTOCOLS),
         min_length=1,
         description="Synapses served, one route each.",
     )
-    backend: BackendName = Field(BackendName.echo, description="echo, llamacpp, hf or openai.")
+    backend: BackendName = Field(BackendName(DEFAULT_BACKEND), description=BACKEND_CHOICES)
     allowed_hotkey_files: list[Path] = Field(
         default_factory=list,
         description="Public hotkey files (<hotkey>pub.txt) whose addresses are always allowed (the probe's).",
@@ -280,14 +214,7 @@ class MinerSettings(BaseSettings):
         default_factory=HttpSettings,
         description="The HTTP door (OpenAI chat completions over signed HTTP) beside the axon.",
     )
-    echo: EchoSettings = Field(default_factory=EchoSettings, description="echo backend options.")
-    llamacpp: LlamaCppSettings = Field(
-        default_factory=LlamaCppSettings, description="llamacpp backend options."
-    )
-    hf: HFSettings = Field(default_factory=HFSettings, description="hf backend options.")
-    openai: OpenAISettings = Field(default_factory=OpenAISettings, description="openai backend options.")
-
-    _unique_protocols = field_validator("protocols")(lambda value: _listed_once(value, "protocol"))
+    _unique_protocols = field_validator("protocols")(lambda value: listed_once(value, "protocol"))
 
     @classmethod
     def settings_customise_sources(
@@ -304,9 +231,7 @@ class MinerSettings(BaseSettings):
 
     @property
     def hotkey_file(self) -> Path:
-        from services.miner.keys import hotkey_file
-
-        return self.wallet_path.expanduser() / hotkey_file(self.wallet_name, self.wallet_hotkey)
+        return self.wallet_path.expanduser() / keys.hotkey_file(self.wallet_name, self.wallet_hotkey)
 
     @property
     def permit_required(self) -> bool:
@@ -319,6 +244,29 @@ class MinerSettings(BaseSettings):
     def chain(self) -> str:
         """The chain the miner talks to: its endpoint, else the network's name (bittensor resolves it)."""
         return self.chain_endpoint or self.network.value
+
+
+if TYPE_CHECKING:
+
+    class MinerSettings(_MinerSettings):
+        """(What mypy sees: the backends' groups are added from their specs at import time, and read
+        by name, ``getattr(settings, spec.name)``.)"""
+
+else:
+    # One group per backend (MINER_<BACKEND>__<KEY>), last, in the order of the backends' specs.
+    MinerSettings = create_model(
+        "MinerSettings",
+        __base__=_MinerSettings,
+        __module__=__name__,
+        __doc__="Everything one miner needs. Loaded once in ``main()``.",
+        **{
+            spec.name: (
+                spec.settings,
+                Field(default_factory=spec.settings, description=f"{spec.name} backend options."),
+            )
+            for spec in SPECS.values()
+        },
+    )
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -345,8 +293,6 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def _nest(environ: Mapping[str, str]) -> dict[str, Any]:
     """Turn ``MINER_*`` variables into the nested dict the model validates (JSON for lists)."""
-    import json
-
     fields = MinerSettings.model_fields
     data: dict[str, Any] = {}
     for key, value in environ.items():

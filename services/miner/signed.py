@@ -27,10 +27,12 @@ import uuid as uuids
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+from bittensor_wallet import Keypair
 
 Scheme = Literal["epistula", "btauth"]
-SCHEMES: tuple[Scheme, ...] = ("epistula", "btauth")
+SCHEMES: tuple[Scheme, ...] = get_args(Scheme)
 
 EPISTULA_VERSION = "2"
 EPISTULA_MAX_AGE = 8.0  # seconds, as SN1's miners check it
@@ -277,8 +279,6 @@ def _fresh(signed_at: float, now: float, max_age: float) -> None:
 
 
 def _check_signature(hotkey: str, message: bytes, signature: bytes) -> None:
-    from bittensor_wallet import Keypair
-
     try:
         valid = Keypair(ss58_address=hotkey).verify(message, signature)
     except ValueError:

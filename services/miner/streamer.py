@@ -69,7 +69,12 @@ class _Failed:
     error: BaseException
 
 
+class _Deadline:
+    """What :meth:`TokenStreamer._next` returns when the request's time is up."""
+
+
 _END = _End()
+_DEADLINE = _Deadline()
 
 
 class ClientGone(Exception):
@@ -107,70 +112,13 @@ class TokenStreamer:
         ``CancelledError`` after stopping generation, as cancellation must never be swallowed.
         """
         outcome = StreamOutcome()
-        started = self.clock()
+        batch = _Batch(self, send, outcome, started=self.clock())
         # Bounded: a slow client slows generation down instead of piling text up in memory.
         queue: asyncio.Queue[str | _End | _Failed] = asyncio.Queue(maxsize=max(4, 2 * self.batch_size))
         producer = asyncio.create_task(_produce(pieces, queue), name="token-producer")
-        buffer: list[str] = []
-        oldest = 0.0
-
-        async def flush() -> None:
-            nonlocal buffer
-            if not buffer:
-                return
-            body = "".join(buffer).encode("utf-8")
-            count = len(buffer)
-            buffer = []
-            try:
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-            except (OSError, RuntimeError) as exc:
-                # uvicorn raises ClientDisconnected (an OSError); starlette a RuntimeError on a closed
-                # stream. Either way nobody is listening any more.
-                raise ClientGone(str(exc)) from exc
-            if outcome.first_chunk_after is None:
-                outcome.first_chunk_after = self.clock() - started
-            outcome.chunks += 1
-            outcome.bytes_sent += len(body)
-            outcome.chunk_sizes.append(count)
-
         try:
-            while True:
-                item: str | _End | _Failed | None = None
-                # Fast path: take what is already there without creating a timer.
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    item = queue.get_nowait()
-                if item is None:
-                    now = self.clock()
-                    wait = deadline - now
-                    if buffer:
-                        delay = self.max_delay if outcome.chunks else self.first_chunk_delay
-                        wait = min(wait, oldest + delay - now)
-                    if wait <= 0:
-                        if now >= deadline:
-                            outcome.ending = Ending.deadline
-                            break
-                        await flush()  # the oldest piece has waited long enough
-                        continue
-                    try:
-                        item = await asyncio.wait_for(queue.get(), timeout=wait)
-                    except TimeoutError:
-                        continue
-                if isinstance(item, _End):
-                    break
-                if isinstance(item, _Failed):
-                    refused = isinstance(item.error, RefusedError)
-                    outcome.ending = Ending.refused if refused else Ending.error
-                    outcome.error = item.error
-                    break
-                if not item:
-                    continue
-                if not buffer:
-                    oldest = self.clock()
-                buffer.append(item)
-                outcome.pieces += 1
-                if len(buffer) >= self.batch_size:
-                    await flush()
-            await flush()
+            await self._pump(queue, batch, deadline)
+            await batch.flush()
         except ClientGone as exc:
             outcome.ending = Ending.disconnect
             log.info("client gone after %d chunks (%s): generation stopped", outcome.chunks, exc)
@@ -181,15 +129,108 @@ class TokenStreamer:
             )
             raise
         finally:
-            producer.cancel()
-            # Wait for the producer so the backend has really stopped (and released the model) before
-            # the next request may take it. Shielded: under a cancelled anyio scope (the response's
-            # task group) every unshielded await would be cancelled again at once, and the next
-            # request would start on a model that is still generating. Its own errors were already
-            # reported through the queue.
-            with anyio.CancelScope(shield=True), contextlib.suppress(asyncio.CancelledError, Exception):
-                await producer
+            await _stop(producer)
         return outcome
+
+    async def _pump(self, queue: asyncio.Queue[str | _End | _Failed], batch: _Batch, deadline: float) -> None:
+        """Move pieces from the queue into chunks until the backend ends, fails, or the deadline comes."""
+        outcome = batch.outcome
+        while True:
+            item = await self._next(queue, batch, deadline)
+            if item is None:
+                continue  # a chunk went out, or a wait ended: look again
+            if isinstance(item, _Deadline):
+                outcome.ending = Ending.deadline
+                return
+            if isinstance(item, _End):
+                return
+            if isinstance(item, _Failed):
+                refused = isinstance(item.error, RefusedError)
+                outcome.ending = Ending.refused if refused else Ending.error
+                outcome.error = item.error
+                return
+            if item:
+                await batch.add(item)
+
+    async def _next(
+        self, queue: asyncio.Queue[str | _End | _Failed], batch: _Batch, deadline: float
+    ) -> str | _End | _Failed | _Deadline | None:
+        """The next item, or the deadline; None after flushing a chunk whose oldest piece waited enough,
+        or after waiting in vain until then."""
+        # Fast path: take what is already there without creating a timer.
+        with contextlib.suppress(asyncio.QueueEmpty):
+            return queue.get_nowait()
+        now = self.clock()
+        wait = batch.wait(deadline, now)
+        if wait <= 0:
+            if now >= deadline:
+                return _DEADLINE
+            await batch.flush()  # the oldest piece has waited long enough
+            return None
+        try:
+            return await asyncio.wait_for(queue.get(), timeout=wait)
+        except TimeoutError:
+            return None
+
+
+class _Batch:
+    """The pieces of one stream waiting to go out as a chunk, and what was sent so far."""
+
+    def __init__(
+        self, streamer: TokenStreamer, send: Send, outcome: StreamOutcome, *, started: float
+    ) -> None:
+        self.streamer = streamer
+        self.send = send
+        self.outcome = outcome
+        self.started = started
+        self.buffer: list[str] = []
+        self.oldest = 0.0
+
+    def wait(self, deadline: float, now: float) -> float:
+        """Seconds until the deadline, or until the oldest buffered piece has waited long enough."""
+        wait = deadline - now
+        if self.buffer:
+            streamer = self.streamer
+            delay = streamer.max_delay if self.outcome.chunks else streamer.first_chunk_delay
+            wait = min(wait, self.oldest + delay - now)
+        return wait
+
+    async def add(self, piece: str) -> None:
+        if not self.buffer:
+            self.oldest = self.streamer.clock()
+        self.buffer.append(piece)
+        self.outcome.pieces += 1
+        if len(self.buffer) >= self.streamer.batch_size:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self.buffer:
+            return
+        outcome = self.outcome
+        body = "".join(self.buffer).encode("utf-8")
+        count = len(self.buffer)
+        self.buffer = []
+        try:
+            await self.send({"type": "http.response.body", "body": body, "more_body": True})
+        except (OSError, RuntimeError) as exc:
+            # uvicorn raises ClientDisconnected (an OSError); starlette a RuntimeError on a closed
+            # stream. Either way nobody is listening any more.
+            raise ClientGone(str(exc)) from exc
+        if outcome.first_chunk_after is None:
+            outcome.first_chunk_after = self.streamer.clock() - self.started
+        outcome.chunks += 1
+        outcome.bytes_sent += len(body)
+        outcome.chunk_sizes.append(count)
+
+
+async def _stop(producer: asyncio.Task[None]) -> None:
+    producer.cancel()
+    # Wait for the producer so the backend has really stopped (and released the model) before the next
+    # request may take it. Shielded: under a cancelled anyio scope (the response's task group) every
+    # unshielded await would be cancelled again at once, and the next request would start on a model
+    # that is still generating. Its own errors were already reported through the queue.
+    with anyio.CancelScope(shield=True), contextlib.suppress(asyncio.CancelledError, Exception):
+        await producer
 
 
 async def until_stop(pieces: AsyncIterator[str], stops: tuple[str, ...]) -> AsyncIterator[str]:

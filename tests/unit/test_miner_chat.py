@@ -10,10 +10,10 @@ from services.miner.chat import (
     ChatError,
     ChatMessage,
     build_chat,
-    decode_einstein,
     last_user_message,
     transcript,
 )
+from services.miner.protocolspec import decode_einstein
 
 SYSTEM = "Be brief."
 

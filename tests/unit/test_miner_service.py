@@ -13,13 +13,13 @@ import pytest
 from bittensor.core.synapse import TerminalInfo
 
 from services.miner.backends.base import GenerationRequest
-from services.miner.backends.echo import EchoBackend
+from services.miner.backends.echo import EchoBackend, EchoSettings
 from services.miner.blacklist import ALLOWED_PRIORITY, Gatekeeper
 from services.miner.chat import ChatMessage
 from services.miner.errors import BackendError, ExitCode
 from services.miner.protocols import PROTOCOLS, StreamPromptingSynapse
 from services.miner.service import DisconnectAwareResponse, ExitRequest, MinerService
-from services.miner.settings import EchoSettings, MinerSettings
+from services.miner.settings import MinerSettings
 from tests.helpers import Wallets, free_port
 
 PROBE = "5ProbeHotkeyForTheFleet"

@@ -11,11 +11,13 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 
+from pydantic import Field
+
 from services.miner.backends.base import GenerationRequest
 from services.miner.backends.spec import BackendSpec
 from services.miner.chat import ChatMessage, last_user_message
 from services.miner.errors import BackendError
-from services.miner.settings import BackendName, EchoSettings
+from services.miner.groups import SettingsGroup
 
 _PIECE = re.compile(r"\S+\s*|\s+")
 
@@ -23,6 +25,20 @@ _PIECE = re.compile(r"\S+\s*|\s+")
 def split_pieces(text: str) -> list[str]:
     """Words with their trailing whitespace (leading whitespace is a piece of its own)."""
     return _PIECE.findall(text)
+
+
+class EchoSettings(SettingsGroup):
+    """The deterministic backend: streams the last user message back, word by word."""
+
+    delay_per_token: float = Field(0.0, ge=0, description="Seconds to wait before each piece (demo/tests).")
+    fail_after_tokens: int | None = Field(
+        None, ge=0, description="Raise a backend error on reaching this many pieces (fault injection)."
+    )
+    hang_after_tokens: int | None = Field(
+        None,
+        ge=0,
+        description="Stop producing (but stay connected) after this many pieces (fault injection).",
+    )
 
 
 class EchoBackend:
@@ -67,7 +83,7 @@ class EchoBackend:
 
 
 SPEC = BackendSpec(
-    name=BackendName.echo,
+    name="echo",
     settings=EchoSettings,
     create=EchoBackend,
     summary="no model: streams the prompt back (plumbing checks, demos, fault injection)",

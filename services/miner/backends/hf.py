@@ -8,15 +8,29 @@ disconnect ends ``generate`` at the next token and nothing of one request leaks 
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from services.miner.backends.base import GenerationRequest, iterate_in_thread
 from services.miner.backends.spec import BackendSpec, Memory
 from services.miner.chat import TRANSCRIPT_STOP, ChatMessage, transcript
 from services.miner.errors import BackendError, ConfigError
-from services.miner.settings import BackendName, HFSettings
+from services.miner.groups import SettingsGroup
+
+
+class HFSettings(SettingsGroup):
+    """HuggingFace transformers: generation in a worker thread feeding an async queue."""
+
+    model: str | None = Field(None, description="A local model directory (or a hub id when online).")
+    gguf_file: str | None = Field(None, description="Load this GGUF file from the model directory.")
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
+    torch_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "float32", description="Weights dtype."
+    )
+    n_threads: int | None = Field(None, ge=1, description="torch intra-op threads.")
 
 
 class HFBackend:
@@ -40,6 +54,7 @@ class HFBackend:
         ).expanduser().exists():
             raise ConfigError(f"MINER_HF__MODEL: model directory not found: {source}")
         try:
+            # torch and transformers take seconds to import: only a miner of this backend pays.
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:
@@ -87,6 +102,20 @@ class HFBackend:
         return max(1, int(limit) - max_tokens) if limit else None
 
     def _pieces(self, request: GenerationRequest, stop: threading.Event) -> Iterator[str]:
+        streamer, worker, failure = self._start(request, stop)
+        try:
+            yield from _until_marker(streamer, stop)
+        finally:
+            stop.set()
+            worker.join()
+        if failure:
+            raise BackendError(f"transformers generate failed: {failure[0]}") from failure[0]
+
+    def _start(
+        self, request: GenerationRequest, stop: threading.Event
+    ) -> tuple[Iterable[str], threading.Thread, list[BaseException]]:
+        """Start ``generate`` in a worker thread: its streamer, the thread, and where its error goes."""
+        # torch and transformers take seconds to import: only a miner of this backend pays, at load().
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
@@ -97,11 +126,7 @@ class HFBackend:
         inputs = self._tokenizer(self._prompt(request.chat), return_tensors="pt").to(self.settings.device)
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure: list[BaseException] = []
-        sampling: dict[str, Any] = {"do_sample": False}
-        if request.temperature > 0:
-            sampling = {"do_sample": True, "temperature": request.temperature}
-            if request.top_p is not None:
-                sampling["top_p"] = request.top_p
+        sampling = _sampling(request)
         if request.seed is not None:
             torch.manual_seed(request.seed)
 
@@ -124,35 +149,7 @@ class HFBackend:
 
         worker = threading.Thread(target=generate, name="hf-generate", daemon=True)
         worker.start()
-        held = ""
-        try:
-            for text in streamer:
-                if stop.is_set():
-                    break
-                # Hold back text that could be the start of a stop marker, and cut at a full one.
-                held += text
-                cut = min((i for i in (held.find(s) for s in TRANSCRIPT_STOP) if i >= 0), default=-1)
-                if cut >= 0:
-                    if held[:cut]:
-                        yield held[:cut]
-                    held = ""
-                    stop.set()
-                    break
-                if "\n" in held:
-                    keep = held.rfind("\n")
-                    if held[:keep]:
-                        yield held[:keep]
-                    held = held[keep:]
-                else:
-                    yield held
-                    held = ""
-            if held and not stop.is_set():
-                yield held
-        finally:
-            stop.set()
-            worker.join()
-        if failure:
-            raise BackendError(f"transformers generate failed: {failure[0]}") from failure[0]
+        return streamer, worker, failure
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         return iterate_in_thread(lambda stop: self._pieces(request, stop))
@@ -162,12 +159,52 @@ class HFBackend:
         self._tokenizer = None
 
 
+def _sampling(request: GenerationRequest) -> dict[str, Any]:
+    """``generate``'s sampling arguments: greedy at temperature 0."""
+    sampling: dict[str, Any] = {"do_sample": False}
+    if request.temperature > 0:
+        sampling = {"do_sample": True, "temperature": request.temperature}
+        if request.top_p is not None:
+            sampling["top_p"] = request.top_p
+    return sampling
+
+
+def _until_marker(texts: Iterable[str], stop: threading.Event) -> Iterator[str]:
+    """The streamer's text up to the first transcript stop marker (which sets ``stop``).
+
+    Text that could be the start of a marker is held back, up to its last newline, and cut at a full one.
+    """
+    held = ""
+    for text in texts:
+        if stop.is_set():
+            break
+        held += text
+        cut = min((i for i in (held.find(s) for s in TRANSCRIPT_STOP) if i >= 0), default=-1)
+        if cut >= 0:
+            if held[:cut]:
+                yield held[:cut]
+            held = ""
+            stop.set()
+            break
+        if "\n" in held:
+            keep = held.rfind("\n")
+            if held[:keep]:
+                yield held[:keep]
+            held = held[keep:]
+        else:
+            yield held
+            held = ""
+    if held and not stop.is_set():
+        yield held
+
+
 SPEC = BackendSpec(
-    name=BackendName.hf,
+    name="hf",
     settings=HFSettings,
     create=HFBackend,
     summary="transformers in the miner (CPU torch): one generation at a time",
     image="hf",
+    image_target="miner-hf",
     gpu_image=None,  # the hf image carries CPU torch
     model_settings=("model", "gguf_file"),
     gpu_settings=("device",),

@@ -11,15 +11,33 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
+
+from pydantic import Field
 
 from services.miner.backends.base import GenerationRequest, iterate_in_thread, sampling
 from services.miner.backends.spec import BackendSpec, Memory
 from services.miner.chat import TRANSCRIPT_STOP, ChatMessage, transcript
 from services.miner.errors import ConfigError, RequestError
-from services.miner.settings import BackendName, LlamaCppSettings
+from services.miner.groups import SettingsGroup
 
 BUNDLED_MODEL = "gemma-3-270m-q4_k_m.gguf"
+
+
+class LlamaCppSettings(SettingsGroup):
+    """llama-cpp-python on CPU, or on GPU with ``n_gpu_layers``."""
+
+    model_path: Path | None = Field(None, description="Path to a GGUF model file.")
+    n_ctx: int = Field(2048, ge=128, description="Context window in tokens.")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads for generation (default: all cores).")
+    n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1: all; 0: CPU only).")
+    n_batch: int = Field(512, ge=1, description="Prompt-processing batch size.")
+    seed: int = Field(-1, description="Sampling seed (-1: random).")
+    chat_format: str | None = Field(
+        None,
+        description="Force a llama.cpp chat format; default: the model's own template, else a transcript.",
+    )
 
 
 class LlamaCppBackend:
@@ -46,7 +64,7 @@ class LlamaCppBackend:
             hint = " (the bundled model: run `make model`)" if path.name == BUNDLED_MODEL else ""
             raise ConfigError(f"MINER_LLAMACPP__MODEL_PATH: model file not found: {path}{hint}")
         try:
-            from llama_cpp import Llama
+            from llama_cpp import Llama  # the native library loads here: only a miner of this backend pays
         except ImportError as exc:  # a cuda/hf image without llama.cpp, say
             raise ConfigError(f"MINER_BACKEND=llamacpp: llama-cpp-python is not installed ({exc})") from exc
         try:
@@ -134,7 +152,7 @@ class LlamaCppBackend:
 
 
 SPEC = BackendSpec(
-    name=BackendName.llamacpp,
+    name="llamacpp",
     settings=LlamaCppSettings,
     create=LlamaCppBackend,
     summary="llama-cpp-python in the miner, on CPU or GPU (n_gpu_layers): one generation at a time",

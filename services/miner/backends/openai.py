@@ -7,19 +7,22 @@ for the whole fleet. The API key comes from the environment and is never logged.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import re
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
+from pydantic import Field, SecretStr
 
 from services.miner.backends.base import GenerationRequest, sampling
 from services.miner.backends.spec import BackendSpec
 from services.miner.chat import TRANSCRIPT_STOP, ChatMessage, transcript
 from services.miner.errors import BackendError, BusyError, ConfigError, DependencyError, RequestError
-from services.miner.settings import BackendName, OpenAISettings
+from services.miner.groups import SettingsGroup
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +31,6 @@ def _connection_errors(openai: Any) -> tuple[type[BaseException], ...]:
     """openai's connection error and the HTTP client's own transport errors (a reset mid-stream is not
     wrapped by openai). openai 1.x uses httpx, openai 3.x its fork httpx2: take whichever is there.
     """
-    import importlib
-
     found: list[type[BaseException]] = [openai.APIConnectionError]
     for name in ("httpx2", "httpx"):
         try:
@@ -49,6 +50,31 @@ def llama_server_load(metrics_text: str) -> tuple[int, int] | None:
     if "requests_processing" not in gauges:
         return None
     return int(gauges["requests_processing"]), int(gauges.get("requests_deferred", 0))
+
+
+class OpenAISettings(SettingsGroup):
+    """Any OpenAI-compatible server (vLLM, llama_cpp.server, OpenAI itself)."""
+
+    base_url: str | None = Field(None, description="Base URL, e.g. http://127.0.0.1:8000/v1.")
+    model: str = Field("default", description="Model name sent to the server.")
+    api_key: SecretStr = Field(
+        SecretStr("not-needed"), description="API key (pass it through the environment, never a file)."
+    )
+    request_timeout: float = Field(
+        60.0, gt=0, description="Seconds before a request to the server is abandoned."
+    )
+    use_chat: bool = Field(True, description="Use /chat/completions (else /completions with a transcript).")
+    health_url: str | None = Field(
+        None, description="The server's health URL for warm-up checks (default: base_url's root + /health)."
+    )
+    server_slots: int | None = Field(
+        None,
+        ge=1,
+        description="The parallel slots of a llama-server shared with other miners: before admitting a "
+        "request the miner asks its /metrics how many are busy and how many requests wait, and answers "
+        "503 busy at once when none would free before the deadline (the fleet sets it for its model "
+        "servers).",
+    )
 
 
 class LlamaServerLoad:
@@ -143,7 +169,7 @@ class OpenAIBackend:
         if not self.settings.base_url:
             raise ConfigError("MINER_OPENAI__BASE_URL: not set (e.g. http://127.0.0.1:8000/v1)")
         try:
-            import openai
+            import openai  # the SDK takes ~0.4 s to import: only a miner of this backend pays
         except ImportError as exc:
             raise ConfigError(f"MINER_BACKEND=openai: the openai package is not installed ({exc})") from exc
         self._client = openai.AsyncOpenAI(
@@ -157,8 +183,6 @@ class OpenAIBackend:
     def warmup(self) -> None:
         """Nothing to warm in the miner; say so if the server is not up yet (it is not an error: the
         miner answers 503 naming the server until it is)."""
-        import urllib.request
-
         url = self.health_url
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
@@ -181,7 +205,7 @@ class OpenAIBackend:
         return None
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
-        import openai
+        import openai  # loaded by load() already; at module level every miner would pay ~0.4 s
 
         common: dict[str, Any] = {"model": self.settings.model, **sampling(request), "stream": True}
         try:
@@ -234,7 +258,7 @@ class OpenAIBackend:
 
 
 SPEC = BackendSpec(
-    name=BackendName.openai,
+    name="openai",
     settings=OpenAISettings,
     create=OpenAIBackend,
     summary="any OpenAI-compatible server: one of the fleet's model servers, or a base_url",

@@ -16,10 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from services.miner.settings import BackendName
-
 if TYPE_CHECKING:
     from services.miner.backends.base import Backend
+
+
+# The images every backend may run on, and the Dockerfile target building each; a backend with an image
+# of its own names it and its target in its spec.
+SHARED_IMAGE_TARGETS: dict[str, str] = {"cpu": "miner", "cuda": "miner-cuda"}
 
 
 class Memory(StrEnum):
@@ -34,12 +37,15 @@ class Memory(StrEnum):
 class BackendSpec:
     """What the miner and the fleet need to know about one backend."""
 
-    name: BackendName
+    name: str  # the backend's name: MINER_BACKEND's value and its settings group (MINER_<NAME>__*)
     settings: type[BaseModel]  # its settings group: ``MinerSettings.<name>``
     create: Callable[[Any], Backend]  # the backend, from its group's settings (heavy imports wait for load)
     summary: str  # one line for the fleet file's docs
     image: str = "cpu"  # the image it runs on without a GPU: cpu or hf
     gpu_image: str | None = "cuda"  # the image with a GPU (None: it has no GPU build)
+    # The Dockerfile target that builds ``image`` when that image is the backend's own (None: it runs on
+    # the shared images, SHARED_IMAGE_TARGETS).
+    image_target: str | None = None
     # Settings the fleet fills in from the model named under `models:`: the model's path, and (if given) a
     # second naming a GGUF file inside the first (a .gguf model then goes as its folder and its name).
     model_settings: tuple[str, ...] = ()
@@ -55,6 +61,11 @@ class BackendSpec:
     @property
     def needs_model(self) -> bool:
         return bool(self.model_settings)
+
+    @property
+    def loads_one_file(self) -> bool:
+        """Its model is one GGUF file (llama.cpp), never a folder (the fleet checks the path)."""
+        return self.memory is Memory.gguf
 
     @property
     def in_process(self) -> bool:
