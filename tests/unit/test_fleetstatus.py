@@ -8,7 +8,13 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from orchestrator.fleet.load import LoadedFleet
-from orchestrator.fleetstatus import (
+from orchestrator.policy import State
+from orchestrator.probing.modelservers import ServerReport, ServerVerdict
+from orchestrator.probing.probe import ProbeReport, Verdict
+from orchestrator.runtimes.swarm.runtime import Location
+from orchestrator.runtimes.swarm.watch import with_nodes
+from orchestrator.status.app import page
+from orchestrator.status.fleetstatus import (
     Change,
     FleetStatus,
     MinerStatus,
@@ -19,13 +25,7 @@ from orchestrator.fleetstatus import (
     TrafficPoint,
     Where,
 )
-from orchestrator.modelservers import ServerReport, ServerVerdict
-from orchestrator.policy import State
-from orchestrator.probe import ProbeReport, Verdict
-from orchestrator.runtimes.swarm import Location
-from orchestrator.status import page
-from orchestrator.supervise import format_status
-from orchestrator.swarmwatch import with_nodes
+from orchestrator.watch.supervise import format_status
 
 UNIT: dict[str, Any] = {
     "role": Role.miner,

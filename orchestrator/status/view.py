@@ -1,17 +1,17 @@
-"""The watch loop's records as a :class:`~orchestrator.fleetstatus.FleetStatus`, what ``/status`` serves."""
+"""The watch loop's records as a :class:`~orchestrator.status.fleetstatus.FleetStatus` (``/status``)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from orchestrator.fleetstatus import Change, FleetStatus, MinerStatus, ServerStatus, UnitFields
-from orchestrator.modelservers import ServerReport, ServerTarget
-from orchestrator.probe import ProbeReport, ProbeTarget
-from orchestrator.rollout import read_status
+from orchestrator.probing.modelservers import ServerReport, ServerTarget
+from orchestrator.probing.probe import ProbeReport, ProbeTarget
+from orchestrator.runtimes.rollout import read_status
+from orchestrator.status.fleetstatus import Change, FleetStatus, MinerStatus, ServerStatus, UnitFields
 
 if TYPE_CHECKING:
-    from orchestrator.watch import Watched, Watcher
+    from orchestrator.watch.loop import Watched, Watcher
 
 
 def _unit(watcher: Watcher, watched: Watched, now: float) -> UnitFields:

@@ -1,6 +1,6 @@
 """What ``/status`` serves, as typed records: the fleet, each unit, its last probe, what its metrics said.
 
-The watch loop builds a :class:`FleetStatus` (:mod:`orchestrator.statusview`); the metrics, the status
+The watch loop builds a :class:`FleetStatus` (:mod:`orchestrator.status.view`); the metrics, the status
 page and ``orchestrator status`` read its fields. JSON is written only at the HTTP edge (``to_json``) and
 read back only by the CLI and the benchmarks (``FleetStatus.from_json``), so the wire format is spelled
 out once, here.
@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, NotRequired, TypedDict, TypeVar
 
-from orchestrator.modelservers import ServerReport, ServerVerdict
 from orchestrator.policy import State
-from orchestrator.probe import ProbeReport, Verdict
+from orchestrator.probing.modelservers import ServerReport, ServerVerdict
+from orchestrator.probing.probe import ProbeReport, Verdict
 
 R = TypeVar("R", ProbeReport, ServerReport)
 
@@ -341,7 +341,7 @@ class FleetStatus:
     model_servers: tuple[ServerStatus, ...] = ()
     # The fleet file changed under the watch (what changed); it decides nothing on failures meanwhile.
     fleet_changed: str | None = None
-    # The last rolling update's progress (orchestrator/rollout.py: state/rollout/status.json), if any.
+    # The last rolling update's progress (runtimes/rollout.py: state/rollout/status.json), if any.
     rollout: Mapping[str, Any] | None = None
 
     @property

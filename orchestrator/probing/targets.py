@@ -1,15 +1,13 @@
-"""``python -m orchestrator health``: stream a real prompt through every miner and judge the answers."""
+"""What a probe needs from the fleet file: one target per miner, and the probe's own signing wallet."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any
 
 from orchestrator.errors import PermanentError
 from orchestrator.fleet.load import LoadedFleet
-from orchestrator.probe import Prober, ProbeReport, ProbeTarget, format_table
+from orchestrator.probing.probe import ProbeTarget
 from orchestrator.render import RenderError, read_ss58
 
 
@@ -55,41 +53,3 @@ def targets(loaded: LoadedFleet, host: str, names: Sequence[str] = ()) -> list[P
             )
         )
     return result
-
-
-async def check(
-    loaded: LoadedFleet,
-    host: str,
-    names: Sequence[str] = (),
-    timeout: float | None = None,
-    chosen: Sequence[ProbeTarget] | None = None,
-) -> list[ProbeReport]:
-    """Every miner (or the ``names``) probed at ``host``, or the ``chosen`` targets where they say."""
-    probe = loaded.fleet.probe
-    prober = Prober(probe_wallet(loaded), probe.prompt, timeout or probe.timeout, probe.max_concurrency)
-    try:
-        return await prober.probe_all(targets(loaded, host, names) if chosen is None else chosen)
-    finally:
-        await prober.aclose()
-
-
-def print_reports(reports: list[ProbeReport], out: TextIO, *, as_json: bool, stale: str | None) -> None:
-    if as_json:
-        payload = {
-            "healthy": all(r.healthy for r in reports),
-            "stale_compose": stale,
-            "miners": [r.as_dict() for r in reports],
-        }
-        out.write(json.dumps(payload, indent=2) + "\n")
-    else:
-        out.write(format_table(reports) + "\n")
-
-
-def run_health(
-    loaded: LoadedFleet,
-    host: str,
-    names: Sequence[str],
-    timeout: float | None,
-    chosen: Sequence[ProbeTarget] | None = None,
-) -> list[ProbeReport]:
-    return asyncio.run(check(loaded, host, names, timeout, chosen))

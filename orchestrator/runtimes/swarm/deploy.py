@@ -24,9 +24,9 @@ from orchestrator.errors import TemporaryError
 from orchestrator.fleet.load import LoadedFleet
 from orchestrator.placement import node_labels
 from orchestrator.render.stack import STACK_FILE, key_files, name_variable
-from orchestrator.runtimes.docker_sdk import engine_client
-from orchestrator.runtimes.swarm import SwarmRuntime, node_location
-from orchestrator.swarmstack import annotate, dump, load_stack
+from orchestrator.runtimes.compose.runtime import engine_client
+from orchestrator.runtimes.swarm.runtime import SwarmRuntime, node_location
+from orchestrator.runtimes.swarm.stack import annotate, dump, load_stack
 
 STACK_LABEL = "com.docker.stack.namespace"
 
@@ -230,8 +230,8 @@ def _passed(defaults: dict[str, str]) -> dict[str, str]:
 
 async def wait_healthy(loaded: LoadedFleet, runtime: SwarmRuntime, timeout: float) -> list[dict[str, Any]]:
     """Every miner's task running and its stream healthy at its node's address; the last view."""
-    from orchestrator.health import probe_wallet, targets
-    from orchestrator.probe import Prober
+    from orchestrator.probing.probe import Prober
+    from orchestrator.probing.targets import probe_wallet, targets
 
     probe = loaded.fleet.probe
     prober = Prober(probe_wallet(loaded), probe.prompt, probe.timeout, probe.max_concurrency)
@@ -288,8 +288,8 @@ def swarm_up(
     loaded: LoadedFleet, manager: str | None, orchestrator: str, timeout: float, out: TextIO
 ) -> bool:
     """Deploy the fleet; True when every miner streams through its node's address within ``timeout``."""
+    from orchestrator.provision.wallets import ensure_wallets
     from orchestrator.render import render, write
-    from orchestrator.wallets import ensure_wallets
 
     engine = manager_engine(manager)
     report = ensure_wallets(loaded)

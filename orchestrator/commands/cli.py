@@ -70,7 +70,7 @@ def cmd_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_wallets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from orchestrator.wallets import ensure_wallets
+    from orchestrator.provision.wallets import ensure_wallets
 
     # The files that do not exist yet are what this command creates: don't require them.
     loaded = _load(args, err, check_files=False)
@@ -90,9 +90,9 @@ def cmd_init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """What the stack needs before it starts, idempotently: the local hotkeys (chain networks: none, and
     no wallet is mounted) and the bundled model. The compose stack's one-shot `init` service runs this,
     so a plain `docker compose up` works right after a clone."""
-    from orchestrator.model import bundled_models_needed, ensure_gguf
-    from orchestrator.supervise import in_container_view
-    from orchestrator.wallets import container_user, ensure_wallets
+    from orchestrator.provision.model import bundled_models_needed, ensure_gguf
+    from orchestrator.provision.wallets import container_user, ensure_wallets
+    from orchestrator.watch.supervise import in_container_view
     from services.miner.settings import Network
 
     loaded = _load(args, err, check_files=False)
@@ -125,7 +125,7 @@ def cmd_init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_health(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from orchestrator.health import print_reports, run_health
+    from orchestrator.commands.health import print_reports, run_health
     from orchestrator.render import compose_staleness
 
     # Files are checked by the probe itself (it needs hotkeys, not models): a fleet whose model file
@@ -141,7 +141,7 @@ def cmd_health(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     chosen: list[Any] | None = None
     unannounced: list[Any] = []
     if args.announced:
-        from orchestrator.chainview import announced
+        from orchestrator.status.chainview import announced
 
         chosen, unannounced = announced(loaded, args.host, args.miner)  # OrchestratorError: said, exit 1
     reports = run_health(loaded, args.host, args.miner, args.timeout, chosen) + unannounced
@@ -151,7 +151,7 @@ def cmd_health(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def cmd_capacity(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """A measurement: exit 0 whatever it finds; 2 for an invalid fleet file, 1 when nothing could be sent."""
-    from orchestrator.capacity import print_reports, run_capacity
+    from orchestrator.probing.capacity import print_reports, run_capacity
 
     loaded = _load(args, err, check_files=False)
     unknown = [name for name in args.miner if name not in {m.name for m in loaded.miners}]
@@ -178,8 +178,8 @@ def _fleet_capacity(
     """``capacity --fleet``: K validators each asking every chosen miner at once, each server alone beside."""
     import asyncio
 
-    from orchestrator.fleetload import load_fleet, print_fleet
-    from orchestrator.health import probe_wallet
+    from orchestrator.probing.fleetload import load_fleet, print_fleet
+    from orchestrator.probing.targets import probe_wallet
 
     wallets = [probe_wallet(loaded)] * args.concurrency
     report = asyncio.run(
@@ -193,14 +193,14 @@ def _fleet_capacity(
 
 
 def cmd_rollout(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from orchestrator.rollout import command
+    from orchestrator.runtimes.rollout import command
 
     return command(args, _load(args, err, check_files=False), err)
 
 
 def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from orchestrator.statefile import state_path
-    from orchestrator.supervise import run_watch
+    from orchestrator.watch.statefile import state_path
+    from orchestrator.watch.supervise import run_watch
 
     loaded = _load(args, err, check_files=False)
     return run_watch(
@@ -213,11 +213,11 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from orchestrator.supervise import fetch_status, format_status
+    from orchestrator.watch.supervise import fetch_status, format_status
 
     loaded = _load(args, err, check_files=False)
     status = fetch_status(args.url or f"http://127.0.0.1:{loaded.fleet.status_api.port}")
-    from orchestrator.chainview import status_view
+    from orchestrator.status.chainview import status_view
 
     chain = status_view(loaded)
     if args.json:
@@ -234,7 +234,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def cmd_swarm(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``swarm up``: deploy on a Docker Swarm and wait until every miner streams; ``swarm down``: remove."""
-    from orchestrator.swarmdeploy import swarm_down, swarm_up
+    from orchestrator.runtimes.swarm.deploy import swarm_down, swarm_up
 
     loaded = _load(args, err, check_files=False)
     if args.action == "up":

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from orchestrator.fleet.load import LoadedFleet
-from orchestrator.fleetstatus import FleetStatus, UnitStatus, Where
+from orchestrator.status.fleetstatus import FleetStatus, UnitStatus, Where
 
 Snapshot = Callable[[], FleetStatus]
 U = TypeVar("U", bound=UnitStatus)

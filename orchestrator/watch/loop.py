@@ -5,7 +5,7 @@ runtime's events (a process started or exited, the operator stopping something),
 stream every ``probe.interval``, a model server's ``GET /health``; every few seconds while starting)
 and a tick (backoff deadlines). Each event goes through the pure policy
 (``orchestrator.policy.transition``); the actions it returns go to the runtime. Every state change is
-logged as one structured line and saved to the state file (``orchestrator.statefile``).
+logged as one structured line and saved to the state file (``orchestrator.watch.statefile``).
 
 The operator wins: a stop the orchestrator did not cause leaves the unit STOPPED; for a while after
 any such stop in the project (``compose down`` stops them one after another) no unit leaves BACKOFF;
@@ -25,9 +25,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from orchestrator.fleetstatus import FleetStatus, Role
-from orchestrator.metrics import FleetMetrics
-from orchestrator.modelservers import ServerReport, ServerTarget, ServerVerdict
 from orchestrator.policy import (
     Action,
     Adopted,
@@ -45,7 +42,8 @@ from orchestrator.policy import (
     Tick,
     transition,
 )
-from orchestrator.probe import ProbeReport, ProbeTarget, Verdict
+from orchestrator.probing.modelservers import ServerReport, ServerTarget, ServerVerdict
+from orchestrator.probing.probe import ProbeReport, ProbeTarget, Verdict
 from orchestrator.runtimes.base import (
     OperatorStop,
     ProcessExited,
@@ -54,9 +52,11 @@ from orchestrator.runtimes.base import (
     RuntimeFailure,
     RuntimeGone,
 )
-from orchestrator.statefile import StateFile
+from orchestrator.status.fleetstatus import FleetStatus, Role
+from orchestrator.status.metrics import FleetMetrics
+from orchestrator.watch.statefile import StateFile
 
-log = logging.getLogger("orchestrator.watch")
+log = logging.getLogger("orchestrator.watch.loop")
 
 STARTING_PROBE_INTERVAL = 2.0  # a starting miner is probed this often, so it turns RUNNING quickly
 TICK_INTERVAL = 0.5  # resolution of backoff deadlines
@@ -79,7 +79,7 @@ async def wait(stop: asyncio.Event, timeout: float) -> bool:
 
 
 class Probe(Protocol):
-    """What the watch needs from a prober (``orchestrator.probe.Prober``); tests pass a fake."""
+    """What the watch needs from a prober (``orchestrator.probing.probe.Prober``); tests pass a fake."""
 
     async def probe(self, target: ProbeTarget) -> ProbeReport: ...
 
@@ -93,7 +93,7 @@ class Probe(Protocol):
 
 
 class ServerHealth(Protocol):
-    """What the watch needs to check a model server (``orchestrator.modelservers.ServerChecker``)."""
+    """What the watch needs to check a model server (``orchestrator.probing.modelservers.ServerChecker``)."""
 
     async def check(self, target: ServerTarget) -> ServerReport: ...
 
@@ -430,7 +430,7 @@ class Watcher:
         return None if monotonic is None else monotonic - self.clock() + self.wall_clock()
 
     def snapshot(self) -> FleetStatus:
-        """What ``/status`` serves (:mod:`orchestrator.statusview`)."""
-        from orchestrator.statusview import snapshot
+        """What ``/status`` serves (:mod:`orchestrator.status.view`)."""
+        from orchestrator.status.view import snapshot
 
         return snapshot(self)

@@ -9,7 +9,7 @@ service, not the services of a stack. The rollout therefore deploys a part of th
   servers and the orchestrator are applied as Swarm applies them; services of miners no longer in the
   fleet file are removed;
 - changed: a miner whose service's ``minerfleet.revision`` label differs from the rendered one
-  (orchestrator/swarmstack.py), or that has no running task;
+  (orchestrator/runtimes/swarm/stack.py), or that has no running task;
 - replace: the stack with the rest and this batch's miners, so only they change; Swarm stops the old
   task first (``update_config``: ``order: stop-first``), and the call returns once the new task runs,
   fails, or is not coming (a change that needs no new task); the rollout's stream probe, at the node's
@@ -24,10 +24,9 @@ from dataclasses import replace
 from typing import Any, TextIO
 
 from orchestrator.fleet.load import LoadedFleet
-from orchestrator.probe import ProbeTarget
-from orchestrator.runtimes.docker_sdk import _parse_time, engine_client
-from orchestrator.runtimes.swarm import node_location, unit_of
-from orchestrator.swarmdeploy import (
+from orchestrator.probing.probe import ProbeTarget
+from orchestrator.runtimes.compose.runtime import _parse_time, engine_client
+from orchestrator.runtimes.swarm.deploy import (
     STACK_LABEL,
     annotated,
     deploy_env,
@@ -37,7 +36,8 @@ from orchestrator.swarmdeploy import (
     prune_replaced_keys,
     stack_deploy,
 )
-from orchestrator.swarmstack import REVISION_LABEL, only, revisions
+from orchestrator.runtimes.swarm.runtime import node_location, unit_of
+from orchestrator.runtimes.swarm.stack import REVISION_LABEL, only, revisions
 
 POLL = 0.5
 _RUNNING = frozenset({"starting", "running"})
@@ -45,7 +45,7 @@ _ENDED = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned", "r
 
 
 class SwarmUpdater:
-    """The ``Updater`` (orchestrator/rollout.py) of a stack on a swarm, through a manager's engine."""
+    """The ``Updater`` (runtimes/rollout.py) of a stack on a swarm, through a manager's engine."""
 
     def __init__(self, loaded: LoadedFleet, engine: str | None, out: TextIO, wait: float = 60.0) -> None:
         self.loaded = loaded

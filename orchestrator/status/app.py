@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from orchestrator.fleetstatus import (
+from orchestrator.status.fleetstatus import (
     FleetStatus,
     MinerStatus,
     MinerTraffic,
@@ -33,9 +33,9 @@ from orchestrator.fleetstatus import (
     ServerTraffic,
     UnitStatus,
 )
-from orchestrator.metrics import FleetMetrics
-from orchestrator.metrics import metrics_text as metrics_text
-from orchestrator.unitmetrics import UnitScraper, fetch, sd_targets
+from orchestrator.status.metrics import FleetMetrics
+from orchestrator.status.metrics import metrics_text as metrics_text
+from orchestrator.status.unitmetrics import UnitScraper, fetch, sd_targets
 
 Snapshot = Callable[[], FleetStatus]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -4,7 +4,7 @@ Validators query concurrently, so a miner is judged by how many of K simultaneou
 full. For each miner in turn (never two at once: miners sharing a model server would share the load), K
 requests leave together from K separate dendrites (own HTTP session and uuid each; all signed by the
 probe's hotkey, the one key miners accept on network local), for N rounds. Each request is read by the
-probe (:class:`orchestrator.probe.Prober`) and counted as:
+probe (:class:`orchestrator.probing.probe.Prober`) and counted as:
 
 - **answered**: HTTP 200 carrying an answer (the probe's check: some text, not an error message);
 - **complete**: answered, and not cut at the deadline. A miner flushes and ends a stream
@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from orchestrator.fleet.load import LoadedFleet
-from orchestrator.health import probe_wallet, targets
-from orchestrator.probe import CHARS_PER_TOKEN, Prober, ProbeReport, ProbeTarget, Verdict, judge
+from orchestrator.probing.probe import CHARS_PER_TOKEN, Prober, ProbeReport, ProbeTarget, Verdict, judge
+from orchestrator.probing.targets import probe_wallet, targets
 from services.miner.client import StreamResult
 from services.miner.settings import MinerSettings
 

@@ -2,10 +2,11 @@
 ``metrics_port`` and llama-server on its port.
 
 :class:`UnitScraper` reads them every few seconds for the status page (requests, answered fraction and
-first-chunk p90 over the last minutes, with a short history: a :class:`~orchestrator.fleetstatus.Traffic`
-per unit), and the status API lists them for Prometheus's HTTP service discovery (``/targets``) and
-passes scrapes through (``/scrape/<unit>``), so a Prometheus on the host needs only the orchestrator's
-address, on docker and supervisor alike.
+first-chunk p90 over the last minutes, with a short history: a
+:class:`~orchestrator.status.fleetstatus.Traffic` per unit), and the status API lists them for
+Prometheus's HTTP service discovery (``/targets``) and
+passes scrapes through (``/scrape/<unit>``), so a Prometheus on the host needs only the
+orchestrator's address, on docker and supervisor alike.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.fleetstatus import MinerTraffic, Role, ServerTraffic, Traffic, TrafficPoint
-from orchestrator.metrics import FleetMetrics
+from orchestrator.status.fleetstatus import MinerTraffic, Role, ServerTraffic, Traffic, TrafficPoint
+from orchestrator.status.metrics import FleetMetrics
 
 SCRAPE_TIMEOUT = 5.0
 WINDOW = 300.0  # seconds the status page sums over ("the last minutes")

@@ -6,7 +6,7 @@ every chosen miner together, K x M requests per round, for N rounds. As SN1's va
 validator asks its own question in a round, the same to every miner, and a new one the next round
 (:func:`round_prompts`): a server that has just answered a question keeps its prompt cached, and one
 question asked of everyone would measure that cache rather than the fleet. Each request is counted by
-the capacity command's rules (:func:`orchestrator.capacity.classify`), per miner and for the fleet.
+the capacity command's rules (:func:`orchestrator.probing.capacity.classify`), per miner and for the fleet.
 
 Beside it, in the same run, each model server the chosen miners use is asked *on its own* (no miner,
 no axon) at the concurrency its miners had (K x its miners), with the same chat, ``max_tokens`` and
@@ -26,7 +26,8 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from orchestrator.capacity import (
+from orchestrator.fleet.load import LoadedFleet, Miner
+from orchestrator.probing.capacity import (
     DEFAULT_MARGIN,
     CapacityReport,
     cut_after,
@@ -34,9 +35,8 @@ from orchestrator.capacity import (
     percentile,
     summarize,
 )
-from orchestrator.fleet.load import LoadedFleet, Miner
-from orchestrator.health import targets
-from orchestrator.probe import CHARS_PER_TOKEN, Prober, ProbeReport, ProbeTarget
+from orchestrator.probing.probe import CHARS_PER_TOKEN, Prober, ProbeReport, ProbeTarget
+from orchestrator.probing.targets import targets
 from services.miner.backends.openai import llama_server_load
 from services.miner.chat import build_chat
 from services.miner.settings import MinerSettings

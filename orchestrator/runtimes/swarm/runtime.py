@@ -43,7 +43,7 @@ from orchestrator.runtimes.base import (
     diff_events,
     last_error_line,
 )
-from orchestrator.runtimes.docker_sdk import _parse_time, engine_client, failure
+from orchestrator.runtimes.compose.runtime import _parse_time, engine_client, failure
 
 POLL_INTERVAL = 1.0
 START_WAIT = 3.0  # seconds start() waits for Swarm to place the new task (the watch waits with it)

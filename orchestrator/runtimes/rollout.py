@@ -32,7 +32,7 @@ from typing import Any, Protocol, TextIO
 
 from orchestrator.errors import PermanentError
 from orchestrator.fleet.load import LoadedFleet
-from orchestrator.probe import Prober, ProbeReport, ProbeTarget
+from orchestrator.probing.probe import Prober, ProbeReport, ProbeTarget
 
 ROLLOUT_DIR = Path("state") / "rollout"
 PREVIOUS = "previous"
@@ -41,7 +41,7 @@ STATUS = "status.json"
 RENDERED = ("docker-compose.yml", "docker-stack.yml", "config/generated")
 POLL = 2.0  # seconds between probes of a replaced miner
 # docker compose v2, else docker-compose 1.29 (this checkout's script; run from any project directory)
-COMPOSE_SH = Path(__file__).resolve().parents[1] / "scripts" / "compose.sh"
+COMPOSE_SH = Path(__file__).resolve().parents[2] / "scripts" / "compose.sh"
 
 
 class RolloutError(PermanentError):
@@ -345,7 +345,7 @@ def run_rollout(
 def command(args: Any, loaded: LoadedFleet, err: TextIO) -> int:
     """``rollout [--save | --rollback] [--runtime docker|supervisor|swarm] [--manager ENGINE]``."""
     from orchestrator.fleet.load import load_fleet
-    from orchestrator.health import probe_wallet, targets
+    from orchestrator.probing.targets import probe_wallet, targets
 
     if args.save:
         print(f"rollout: saved the running revision in {save_previous(loaded)}", file=err)
@@ -361,8 +361,8 @@ def command(args: Any, loaded: LoadedFleet, err: TextIO) -> int:
             xmlrpc.client.ServerProxy(f"http://127.0.0.1:{loaded.fleet.supervisor.port}/RPC2")
         )
     elif args.runtime == "swarm":
-        from orchestrator.swarmdeploy import manager_engine
-        from orchestrator.swarmrollout import SwarmUpdater
+        from orchestrator.runtimes.swarm.deploy import manager_engine
+        from orchestrator.runtimes.swarm.rollout import SwarmUpdater
 
         swarm = SwarmUpdater(loaded, manager_engine(args.manager), err, streaming_within(loaded))
         try:

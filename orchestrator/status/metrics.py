@@ -1,9 +1,9 @@
 """The orchestrator's own Prometheus families (:class:`FleetMetrics`).
 
-Each unit's state and restarts by reason are read from the watch's :class:`~orchestrator.fleetstatus.
+Each unit's state and restarts by reason are read from the watch's :class:`~orchestrator.status.fleetstatus.
 FleetStatus` at scrape time; probe results are observed as they happen (counters by verdict, first-chunk
 and duration histograms), beside the last probe's values as gauges. The units' own metrics, which the
-orchestrator reads and passes through, are :mod:`orchestrator.unitmetrics`.
+orchestrator reads and passes through, are :mod:`orchestrator.status.unitmetrics`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from orchestrator.fleetstatus import FleetStatus, UnitStatus
-from orchestrator.modelservers import ServerReport
 from orchestrator.policy import State
-from orchestrator.probe import ProbeReport
+from orchestrator.probing.modelservers import ServerReport
+from orchestrator.probing.probe import ProbeReport
+from orchestrator.status.fleetstatus import FleetStatus, UnitStatus
 
 Snapshot = Callable[[], FleetStatus]
 PROBE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0)

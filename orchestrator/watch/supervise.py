@@ -19,15 +19,15 @@ from typing import Any
 
 from orchestrator.errors import TemporaryError
 from orchestrator.fleet.load import LoadedFleet, hash_file_bytes
-from orchestrator.fleetstatus import FleetStatus, Role, UnitStatus, Where
-from orchestrator.health import probe_wallet, targets
-from orchestrator.metrics import FleetMetrics
-from orchestrator.modelservers import ServerChecker, server_targets
-from orchestrator.probe import Prober
+from orchestrator.probing.modelservers import ServerChecker, server_targets
+from orchestrator.probing.probe import Prober
+from orchestrator.probing.targets import probe_wallet, targets
 from orchestrator.runtimes.base import Runtime
-from orchestrator.statefile import StateFile
-from orchestrator.unitmetrics import UnitEndpoint, UnitScraper
-from orchestrator.watch import Watcher
+from orchestrator.status.fleetstatus import FleetStatus, Role, UnitStatus, Where
+from orchestrator.status.metrics import FleetMetrics
+from orchestrator.status.unitmetrics import UnitEndpoint, UnitScraper
+from orchestrator.watch.loop import Watcher
+from orchestrator.watch.statefile import StateFile
 
 log = logging.getLogger("orchestrator")
 SCRAPE_INTERVAL = 10.0  # seconds between reads of the units' own /metrics (the status page's figures)
@@ -47,15 +47,15 @@ def in_container_view(loaded: LoadedFleet) -> LoadedFleet:
 
 def make_runtime(loaded: LoadedFleet, kind: str) -> Runtime:
     if kind == "swarm":
-        from orchestrator.runtimes.swarm import SwarmRuntime
+        from orchestrator.runtimes.swarm.runtime import SwarmRuntime
 
         engines = {name: node.engine for name, node in loaded.fleet.nodes.items() if node.engine}
         return SwarmRuntime(loaded.fleet.project, engines=engines)
     if kind == "docker":
-        from orchestrator.runtimes.docker_sdk import DockerRuntime
+        from orchestrator.runtimes.compose.runtime import DockerRuntime
 
         return DockerRuntime(loaded.fleet.project)
-    from orchestrator.runtimes.supervisord import SupervisorRuntime
+    from orchestrator.runtimes.supervisord.runtime import SupervisorRuntime
 
     return SupervisorRuntime(f"http://127.0.0.1:{loaded.fleet.supervisor.port}/RPC2")
 
@@ -79,8 +79,8 @@ def make_watcher(
     probing: Any = prober
     checker: Any = ServerChecker()
     if runtime.name == "swarm" and probe_host is None:
-        from orchestrator.runtimes.swarm import SwarmRuntime
-        from orchestrator.swarmwatch import AtNode
+        from orchestrator.runtimes.swarm.runtime import SwarmRuntime
+        from orchestrator.runtimes.swarm.watch import AtNode
 
         assert isinstance(runtime, SwarmRuntime)
         # Each miner and model server at its node's address, wherever its task runs now.
@@ -138,7 +138,7 @@ def configure_logging() -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     # bittensor (imported for the probe's dendrite) silences loggers that exist at its import.
-    for name in ("orchestrator", "orchestrator.watch", "orchestrator.state"):
+    for name in ("orchestrator", "orchestrator.watch.loop", "orchestrator.state"):
         logging.getLogger(name).setLevel(logging.NOTSET)
     for noisy in ("bittensor", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -177,7 +177,7 @@ async def serve_watch(
     state_file: Path | None = None,
 ) -> int:
     from orchestrator.runtimes.base import RuntimeFailure
-    from orchestrator.status import make_app
+    from orchestrator.status.app import make_app
 
     runtime = make_runtime(loaded, runtime_kind)
     watcher, prober = make_watcher(loaded, runtime, probe_host, state_file)
@@ -195,8 +195,8 @@ async def serve_watch(
 
     snapshot = watcher.snapshot
     if runtime.name == "swarm":
-        from orchestrator.runtimes.swarm import SwarmRuntime
-        from orchestrator.swarmwatch import with_nodes
+        from orchestrator.runtimes.swarm.runtime import SwarmRuntime
+        from orchestrator.runtimes.swarm.watch import with_nodes
 
         assert isinstance(runtime, SwarmRuntime)
         snapshot = with_nodes(watcher.snapshot, runtime, loaded)
