@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from orchestrator.errors import EXIT_FAILED, EXIT_INVALID, OrchestratorError
 from orchestrator.fleet.load import DEFAULT_FLEET_FILE, FleetInvalid, LoadedFleet, load_fleet
+from orchestrator.runtimes.registry import NAMES
 from services.miner.signed import SCHEMES
 
 EXIT_OK = 0
@@ -193,7 +194,7 @@ def _fleet_capacity(
 
 
 def cmd_rollout(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from orchestrator.runtimes.rollout import command
+    from orchestrator.commands.rollout import command
 
     return command(args, _load(args, err, check_files=False), err)
 
@@ -412,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_rollout,
         "replace changed miners a few at a time, each batch gated on streaming; or roll back",
     )
-    rollout.add_argument("--runtime", choices=["docker", "supervisor", "swarm"], default="docker",
+    rollout.add_argument("--runtime", choices=NAMES, default="docker",
                          help="where the miners run (default: %(default)s)")  # fmt: skip
     rollout.add_argument("--manager", default=None,
                          help="swarm: a manager's engine (default: DOCKER_HOST, or this one)")  # fmt: skip
@@ -431,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.add_argument(
         "--runtime",
-        choices=["docker", "supervisor", "swarm"],
+        choices=NAMES,
         default=os.environ.get("MINERFLEET_RUNTIME", "supervisor"),
         help="where the miners run (default: $MINERFLEET_RUNTIME or %(default)s)",
     )

@@ -23,16 +23,15 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
-from orchestrator.errors import PermanentError
 from orchestrator.fleet.load import LoadedFleet
 from orchestrator.probing.probe import Prober, ProbeReport, ProbeTarget
+from orchestrator.runtimes.spec import RolloutError, Updater, streaming_within
 
 ROLLOUT_DIR = Path("state") / "rollout"
 PREVIOUS = "previous"
@@ -40,12 +39,6 @@ STATUS = "status.json"
 # What a revision is: the fleet file and everything rendered from it (relative to the project directory).
 RENDERED = ("docker-compose.yml", "docker-stack.yml", "config/generated")
 POLL = 2.0  # seconds between probes of a replaced miner
-# docker compose v2, else docker-compose 1.29 (this checkout's script; run from any project directory)
-COMPOSE_SH = Path(__file__).resolve().parents[2] / "scripts" / "compose.sh"
-
-
-class RolloutError(PermanentError):
-    """Nothing to roll back to, or the runtime refused a step."""
 
 
 # --- revisions ---------------------------------------------------------------------------------------
@@ -89,155 +82,6 @@ def restore_previous(loaded: LoadedFleet) -> None:
             shutil.copy2(source, target)
 
 
-# --- the runtimes ------------------------------------------------------------------------------------
-
-
-class Updater(Protocol):
-    """How one runtime tells changed miners and replaces them."""
-
-    def prepare(self, miners: Sequence[str]) -> list[str]:
-        """Apply every change but the miners' (model servers, the orchestrator); what it changed."""
-        ...
-
-    def changed(self, miners: Sequence[str]) -> list[str]:
-        """The miners whose running settings or image differ from the rendered ones (or not running)."""
-        ...
-
-    def replace(self, names: Sequence[str]) -> None:
-        """Replace these miners with the rendered settings (stop the old process, start the new)."""
-        ...
-
-    def locate(self, target: ProbeTarget) -> ProbeTarget:
-        """Where the replaced miner answers now (on a swarm: its node's address)."""
-        ...
-
-
-class ComposeUpdater:
-    """docker compose: a service changed when its rendered config hash (env files included) or its
-    image differs from its container's."""
-
-    def __init__(self, loaded: LoadedFleet, compose: Sequence[str] = ("bash", str(COMPOSE_SH))) -> None:
-        self.loaded = loaded
-        self.compose = [*compose, "-f", str(loaded.project_dir / "docker-compose.yml")]
-        self.cwd = loaded.project_dir
-
-    def _run(self, *args: str) -> str:
-        done = subprocess.run([*self.compose, *args], cwd=self.cwd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RolloutError(f"compose {' '.join(args)}: {done.stderr.strip()[-800:]}")
-        return done.stdout
-
-    def _services(self) -> dict[str, str]:
-        lines = self._run("config", "--hash=*").splitlines()
-        return dict(line.split(None, 1) for line in lines if line.strip())
-
-    def prepare(self, miners: Sequence[str]) -> list[str]:
-        others = [s for s in self._services() if s not in miners]
-        before = set(self._changed(others))
-        if others:
-            self._run("up", "-d", "--no-build", "--no-deps", "--remove-orphans", *others)
-        return sorted(before)
-
-    def changed(self, miners: Sequence[str]) -> list[str]:
-        return self._changed(list(miners))
-
-    def _changed(self, services: Sequence[str]) -> list[str]:
-        import docker
-
-        client = docker.from_env()
-        wanted = self._services()
-        running = {}
-        for ident in self._run("ps", "-q").split():  # this compose project's containers, none other
-            try:
-                container = client.containers.get(ident)
-            except docker.errors.NotFound:
-                continue  # removed meanwhile
-            if container.labels.get("com.docker.compose.oneoff") != "True":
-                running[container.labels.get("com.docker.compose.service")] = container
-        images: dict[str, str | None] = {}
-        out = []
-        for service in services:
-            container = running.get(service)
-            done_once = (
-                container is not None
-                and container.status == "exited"
-                and (
-                    container.attrs["State"].get("ExitCode") == 0  # a one-shot (init) that did its work
-                )
-            )
-            if container is None or (container.status != "running" and not done_once):
-                out.append(service)
-                continue
-            if container.labels.get("com.docker.compose.config-hash") != wanted.get(service):
-                out.append(service)
-                continue
-            tag = container.attrs["Config"]["Image"]
-            if tag not in images:
-                try:
-                    images[tag] = client.images.get(tag).id
-                except docker.errors.ImageNotFound:
-                    images[tag] = None
-            if images[tag] is not None and images[tag] != container.attrs["Image"]:
-                out.append(service)  # a new image under the same tag
-        return out
-
-    def replace(self, names: Sequence[str]) -> None:
-        self._run("up", "-d", "--no-build", "--no-deps", *names)
-
-    def locate(self, target: ProbeTarget) -> ProbeTarget:
-        return target
-
-
-class SupervisorUpdater:
-    """supervisord: ``reloadConfig`` says which programs changed (a miner's program carries the hash of
-    its rendered settings); a program is replaced by removing and adding its group."""
-
-    def __init__(self, proxy: Any) -> None:
-        self.proxy = proxy
-        self._diff: tuple[list[str], list[str], list[str]] | None = None
-
-    def _reload(self) -> tuple[list[str], list[str], list[str]]:
-        if self._diff is None:
-            added, changed, removed = self.proxy.supervisor.reloadConfig()[0]
-            self._diff = (list(added), list(changed), list(removed))
-        return self._diff
-
-    def prepare(self, miners: Sequence[str]) -> list[str]:
-        added, changed, removed = self._reload()
-        others = [n for n in [*added, *changed] if n not in miners]
-        for name in [*removed, *others]:
-            self._remove(name)
-        for name in others:
-            self.proxy.supervisor.addProcessGroup(name)
-        return sorted([*others, *removed])
-
-    def changed(self, miners: Sequence[str]) -> list[str]:
-        added, changed, _ = self._reload()
-        infos = {i["name"]: i for i in self.proxy.supervisor.getAllProcessInfo()}
-        stopped = [n for n in miners if infos.get(n, {}).get("statename") not in ("RUNNING", "STARTING")]
-        return [n for n in miners if n in added or n in changed or n in stopped]
-
-    def replace(self, names: Sequence[str]) -> None:
-        for name in names:
-            self._remove(name)
-            self.proxy.supervisor.addProcessGroup(name)  # autostart: it starts with the new settings
-
-    def locate(self, target: ProbeTarget) -> ProbeTarget:
-        return target
-
-    def _remove(self, name: str) -> None:
-        import xmlrpc.client
-
-        try:
-            self.proxy.supervisor.stopProcessGroup(name, True)
-        except xmlrpc.client.Fault:
-            pass  # not running, or not there at all
-        try:
-            self.proxy.supervisor.removeProcessGroup(name)
-        except xmlrpc.client.Fault:
-            pass
-
-
 # --- the rollout -------------------------------------------------------------------------------------
 
 
@@ -255,12 +99,6 @@ class Progress:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.data, indent=2) + "\n", encoding="utf-8")
         print(f"rollout: {message}", file=self.out, flush=True)
-
-
-def streaming_within(loaded: LoadedFleet) -> float:
-    """Seconds a replaced miner has to stream (``rollout.wait``; default: its start grace and a probe)."""
-    fleet = loaded.fleet
-    return fleet.rollout.wait or (fleet.restart.start_grace + fleet.probe.timeout)
 
 
 async def streams(prober: Prober, target: ProbeTarget, within: float) -> ProbeReport:
@@ -340,42 +178,6 @@ def run_rollout(
             await prober.aclose()
 
     return asyncio.run(main())
-
-
-def command(args: Any, loaded: LoadedFleet, err: TextIO) -> int:
-    """``rollout [--save | --rollback] [--runtime docker|supervisor|swarm] [--manager ENGINE]``."""
-    from orchestrator.fleet.load import load_fleet
-    from orchestrator.probing.targets import probe_wallet, targets
-
-    if args.save:
-        print(f"rollout: saved the running revision in {save_previous(loaded)}", file=err)
-        return 0
-    if args.rollback:
-        restore_previous(loaded)
-        loaded = load_fleet(loaded.path, loaded.project_dir, check_files=False)
-    updater: Updater
-    if args.runtime == "supervisor":
-        import xmlrpc.client
-
-        updater = SupervisorUpdater(
-            xmlrpc.client.ServerProxy(f"http://127.0.0.1:{loaded.fleet.supervisor.port}/RPC2")
-        )
-    elif args.runtime == "swarm":
-        from orchestrator.runtimes.swarm.deploy import manager_engine
-        from orchestrator.runtimes.swarm.rollout import SwarmUpdater
-
-        swarm = SwarmUpdater(loaded, manager_engine(args.manager), err, streaming_within(loaded))
-        try:
-            return run_rollout(
-                loaded, swarm, targets(loaded, args.host), probe_wallet(loaded), err, rollback=args.rollback
-            )
-        finally:
-            swarm.finish()
-    else:
-        updater = ComposeUpdater(loaded)
-    return run_rollout(
-        loaded, updater, targets(loaded, args.host), probe_wallet(loaded), err, rollback=args.rollback
-    )
 
 
 def read_status(project_dir: Path) -> dict[str, Any] | None:

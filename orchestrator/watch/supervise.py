@@ -22,11 +22,14 @@ from orchestrator.fleet.load import LoadedFleet, hash_file_bytes
 from orchestrator.probing.modelservers import ServerChecker, server_targets
 from orchestrator.probing.probe import Prober
 from orchestrator.probing.targets import probe_wallet, targets
-from orchestrator.runtimes.base import Runtime
+from orchestrator.runtimes.base import Runtime, RuntimeFailure
+from orchestrator.runtimes.registry import RUNTIMES, runtime_spec
+from orchestrator.status.app import make_app
 from orchestrator.status.fleetstatus import FleetStatus, Role, UnitStatus, Where
 from orchestrator.status.metrics import FleetMetrics
 from orchestrator.status.unitmetrics import UnitEndpoint, UnitScraper
 from orchestrator.watch.loop import Watcher
+from orchestrator.watch.placed import AtNode, with_nodes
 from orchestrator.watch.statefile import StateFile
 
 log = logging.getLogger("orchestrator")
@@ -46,18 +49,7 @@ def in_container_view(loaded: LoadedFleet) -> LoadedFleet:
 
 
 def make_runtime(loaded: LoadedFleet, kind: str) -> Runtime:
-    if kind == "swarm":
-        from orchestrator.runtimes.swarm.runtime import SwarmRuntime
-
-        engines = {name: node.engine for name, node in loaded.fleet.nodes.items() if node.engine}
-        return SwarmRuntime(loaded.fleet.project, engines=engines)
-    if kind == "docker":
-        from orchestrator.runtimes.compose.runtime import DockerRuntime
-
-        return DockerRuntime(loaded.fleet.project)
-    from orchestrator.runtimes.supervisord.runtime import SupervisorRuntime
-
-    return SupervisorRuntime(f"http://127.0.0.1:{loaded.fleet.supervisor.port}/RPC2")
+    return runtime_spec(kind).runtime(loaded)
 
 
 def make_watcher(
@@ -65,8 +57,9 @@ def make_watcher(
 ) -> tuple[Watcher, Prober]:
     probe = loaded.fleet.probe
     prober = Prober(probe_wallet(loaded), probe.prompt, probe.timeout, probe.max_concurrency)
+    spec = RUNTIMES.get(runtime.name)
     # Inside the compose network every miner and model server is reachable by its service name.
-    by_service = runtime.name == "docker" and probe_host is None
+    by_service = spec is not None and spec.probes_by_service and probe_host is None
     watched = []
     for target in targets(loaded, probe_host or "127.0.0.1"):
         if by_service:
@@ -78,13 +71,10 @@ def make_watcher(
     ]
     probing: Any = prober
     checker: Any = ServerChecker()
-    if runtime.name == "swarm" and probe_host is None:
-        from orchestrator.runtimes.swarm.runtime import SwarmRuntime
-        from orchestrator.runtimes.swarm.watch import AtNode
-
-        assert isinstance(runtime, SwarmRuntime)
+    if spec is not None and spec.locator is not None and probe_host is None:
         # Each miner and model server at its node's address, wherever its task runs now.
-        probing, checker = AtNode(prober, runtime, loaded), AtNode(checker, runtime, loaded)
+        locate = spec.locator(runtime, loaded)
+        probing, checker = AtNode(prober, locate), AtNode(checker, locate)
     watcher = Watcher(
         watched,
         runtime,
@@ -176,9 +166,6 @@ async def serve_watch(
     probe_host: str | None,
     state_file: Path | None = None,
 ) -> int:
-    from orchestrator.runtimes.base import RuntimeFailure
-    from orchestrator.status.app import make_app
-
     runtime = make_runtime(loaded, runtime_kind)
     watcher, prober = make_watcher(loaded, runtime, probe_host, state_file)
     try:
@@ -194,12 +181,9 @@ async def serve_watch(
     import uvicorn
 
     snapshot = watcher.snapshot
-    if runtime.name == "swarm":
-        from orchestrator.runtimes.swarm.runtime import SwarmRuntime
-        from orchestrator.runtimes.swarm.watch import with_nodes
-
-        assert isinstance(runtime, SwarmRuntime)
-        snapshot = with_nodes(watcher.snapshot, runtime, loaded)
+    spec = RUNTIMES.get(runtime.name)
+    if spec is not None and spec.locator is not None:
+        snapshot = with_nodes(watcher.snapshot, spec.locator(runtime, loaded))
     scraper = make_scraper(loaded, watcher)
     app = make_app(snapshot, watcher.metrics, scraper)
     config = uvicorn.Config(app, host=status_host, port=port, log_level="warning")

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
 from typing import Any
 
 from orchestrator.runtimes.base import (
@@ -31,6 +30,7 @@ from orchestrator.runtimes.base import (
     RuntimeGone,
     last_error_line,
 )
+from orchestrator.runtimes.engine import engine_client, failure, parse_time
 
 STOP_TIMEOUT = 20  # seconds docker waits after SIGTERM (the miner lets in-flight answers finish)
 LOG_TAIL = 40
@@ -96,7 +96,7 @@ class DockerRuntime:
             process_id=f"{container.id[:12]}:{state.get('StartedAt', '')}" if running else "",
             exit_code=None if running else state.get("ExitCode"),
             oom=bool(state.get("OOMKilled")),
-            started_at=_parse_time(state.get("StartedAt")),
+            started_at=parse_time(state.get("StartedAt")),
             detail=detail,
             status=str(state.get("Status", "")),
         )
@@ -242,28 +242,6 @@ class DockerRuntime:
                 self._client.close()
 
 
-def engine_client(base_url: str | None = None) -> Any:
-    """A docker client for the engine at ``base_url``, else the one the environment names (``DOCKER_HOST``,
-    else the local socket)."""
-    import docker
-
-    try:
-        return docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
-    except docker.errors.DockerException as exc:
-        raise failure(f"no docker engine answers{f' at {base_url}' if base_url else ''}", exc) from exc
-
-
-def failure(what: str, exc: BaseException) -> RuntimeFailure:
-    """A runtime failure; a refused docker socket says how to fix it."""
-    if "Permission denied" in str(exc):
-        return RuntimeFailure(
-            "the docker socket refuses this user: give the orchestrator the socket's group "
-            "(MINERFLEET_DOCKER_GID=$(stat -c %g /var/run/docker.sock) in .env or the environment; "
-            "`make up` does it)"
-        )
-    return RuntimeFailure(f"{what}: {exc}")
-
-
 def _event_time(item: dict[str, Any]) -> float | None:
     """When the engine says an event happened (wall-clock seconds)."""
     if item.get("timeNano"):
@@ -271,15 +249,3 @@ def _event_time(item: dict[str, Any]) -> float | None:
     if item.get("time"):
         return float(item["time"])
     return None
-
-
-def _parse_time(value: str | None) -> float | None:
-    if not value or value.startswith("0001"):
-        return None
-    try:
-        # docker gives nanoseconds; Python's fromisoformat takes microseconds at most.
-        head, _, rest = value.partition(".")
-        fraction = rest.rstrip("Z")[:6]
-        return datetime.fromisoformat(f"{head}.{fraction or '0'}+00:00").timestamp()
-    except ValueError:
-        return None

@@ -24,7 +24,7 @@ from orchestrator.errors import TemporaryError
 from orchestrator.fleet.load import LoadedFleet
 from orchestrator.placement import node_labels
 from orchestrator.render.stack import STACK_FILE, key_files, name_variable
-from orchestrator.runtimes.compose.runtime import engine_client
+from orchestrator.runtimes.engine import engine_client
 from orchestrator.runtimes.swarm.runtime import SwarmRuntime, node_location
 from orchestrator.runtimes.swarm.stack import annotate, dump, load_stack
 

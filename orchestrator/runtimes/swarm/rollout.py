@@ -21,11 +21,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from orchestrator.fleet.load import LoadedFleet
-from orchestrator.probing.probe import ProbeTarget
-from orchestrator.runtimes.compose.runtime import _parse_time, engine_client
+from orchestrator.runtimes.engine import engine_client, parse_time
 from orchestrator.runtimes.swarm.deploy import (
     STACK_LABEL,
     annotated,
@@ -38,6 +37,9 @@ from orchestrator.runtimes.swarm.deploy import (
 )
 from orchestrator.runtimes.swarm.runtime import node_location, unit_of
 from orchestrator.runtimes.swarm.stack import REVISION_LABEL, only, revisions
+
+if TYPE_CHECKING:  # only in annotations: the probe imports bittensor (0.8 s), which `validate` skips
+    from orchestrator.probing.probe import ProbeTarget
 
 POLL = 0.5
 _RUNNING = frozenset({"starting", "running"})
@@ -104,7 +106,7 @@ class SwarmUpdater:
         self, service_id: str, skip: frozenset[str] | set[str] = frozenset()
     ) -> dict[str, Any] | None:
         tasks = [t for t in self._tasks(service_id) if t["ID"] not in skip]
-        return max(tasks, key=lambda t: _parse_time(t.get("CreatedAt") or "") or 0.0) if tasks else None
+        return max(tasks, key=lambda t: parse_time(t.get("CreatedAt") or "") or 0.0) if tasks else None
 
     def replace(self, names: Sequence[str]) -> None:
         live = self._services()

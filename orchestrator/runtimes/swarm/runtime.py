@@ -43,7 +43,7 @@ from orchestrator.runtimes.base import (
     diff_events,
     last_error_line,
 )
-from orchestrator.runtimes.compose.runtime import _parse_time, engine_client, failure
+from orchestrator.runtimes.engine import engine_client, failure, parse_time
 
 POLL_INTERVAL = 1.0
 START_WAIT = 3.0  # seconds start() waits for Swarm to place the new task (the watch waits with it)
@@ -153,9 +153,9 @@ class SwarmRuntime:
         newest: dict[str, dict[str, Any]] = {}
         for task in tasks:
             sid = str(task.get("ServiceID", ""))
-            created = _parse_time(task.get("CreatedAt") or "") or 0.0
+            created = parse_time(task.get("CreatedAt") or "") or 0.0
             best = newest.get(sid)
-            if best is None or created > (_parse_time(best.get("CreatedAt") or "") or 0.0):
+            if best is None or created > (parse_time(best.get("CreatedAt") or "") or 0.0):
                 newest[sid] = task
         infos: dict[str, ProcessInfo] = {}
         for name in names:
@@ -182,7 +182,7 @@ class SwarmRuntime:
         drained = node is not None and (node.get("Spec") or {}).get("Availability") == "drain"
         running = state in _UP and desired == "running" and not node_down
         container = status.get("ContainerStatus") or {}
-        started = _parse_time(status.get("Timestamp")) if running else None
+        started = parse_time(status.get("Timestamp")) if running else None
         if running:
             return ProcessInfo(
                 name=name, exists=True, running=True, process_id=str(task.get("ID", "")), started_at=started,
