@@ -2,16 +2,67 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
+from orchestrator.policy import MinerRecord
 from orchestrator.probing.modelservers import ServerReport, ServerTarget
 from orchestrator.probing.probe import ProbeReport, ProbeTarget
 from orchestrator.runtimes.rollout import read_status
-from orchestrator.status.fleetstatus import Change, FleetStatus, MinerStatus, ServerStatus, UnitFields
+from orchestrator.status.fleetstatus import Change, FleetStatus, MinerStatus, Role, ServerStatus, UnitFields
 
-if TYPE_CHECKING:
-    from orchestrator.watch.loop import Watched, Watcher
+# What the status reads of the watch loop (orchestrator.watch.loop's Watcher and Watched), read-only:
+# the watch depends on the status, never the other way round.
+
+
+class Watched(Protocol):
+    """One unit under watch."""
+
+    @property
+    def target(self) -> ProbeTarget | ServerTarget: ...
+    @property
+    def record(self) -> MinerRecord: ...
+    @property
+    def role(self) -> Role: ...
+    @property
+    def last_probe(self) -> ProbeReport | ServerReport | None: ...
+    @property
+    def last_probe_at(self) -> float | None: ...
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class _Saved(Protocol):
+    @property
+    def path(self) -> Path: ...
+
+
+class Watcher(Protocol):
+    """The watch loop: its units, its runtime and state file, and its clocks."""
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def runtime(self) -> _Named: ...
+    @property
+    def adopted(self) -> bool: ...
+    @property
+    def state(self) -> _Saved | None: ...
+    @property
+    def miners(self) -> Mapping[str, Watched]: ...
+    @property
+    def servers(self) -> Mapping[str, Watched]: ...
+    @property
+    def fleet_changed(self) -> str | None: ...
+
+    def wall(self, monotonic: float | None) -> float | None: ...
 
 
 def _unit(watcher: Watcher, watched: Watched, now: float) -> UnitFields:

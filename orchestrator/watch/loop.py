@@ -54,6 +54,7 @@ from orchestrator.runtimes.base import (
 )
 from orchestrator.status.fleetstatus import FleetStatus, Role
 from orchestrator.status.metrics import FleetMetrics
+from orchestrator.status.view import snapshot as status_of
 from orchestrator.watch.statefile import StateFile
 
 log = logging.getLogger("orchestrator.watch.loop")
@@ -431,6 +432,4 @@ class Watcher:
 
     def snapshot(self) -> FleetStatus:
         """What ``/status`` serves (:mod:`orchestrator.status.view`)."""
-        from orchestrator.status.view import snapshot
-
-        return snapshot(self)
+        return status_of(self)
