@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
+from orchestrator.commands.base import EXIT_OK, load, unknown_miners
+from orchestrator.errors import EXIT_FAILED, EXIT_INVALID
 from orchestrator.fleet.load import LoadedFleet
 from orchestrator.probing.probe import Prober, ProbeReport, ProbeTarget, format_table
 from orchestrator.probing.targets import probe_wallet, targets
+from orchestrator.render import compose_staleness
+from orchestrator.status.chainview import announced
 
 
 async def check(
@@ -48,3 +53,21 @@ def run_health(
     chosen: Sequence[ProbeTarget] | None = None,
 ) -> list[ProbeReport]:
     return asyncio.run(check(loaded, host, names, timeout, chosen))
+
+
+def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    # Files are checked by the probe itself (it needs hotkeys, not models): a fleet whose model file
+    # moved must still be probed.
+    loaded = load(args, check_files=False)
+    if unknown_miners(args, loaded, err):
+        return EXIT_INVALID
+    stale = compose_staleness(loaded)
+    if stale.stale:
+        print(f"WARNING: {stale.message}", file=err)
+    chosen: list[Any] | None = None
+    unannounced: list[Any] = []
+    if args.announced:
+        chosen, unannounced = announced(loaded, args.host, args.miner)  # OrchestratorError: said, exit 1
+    reports = run_health(loaded, args.host, args.miner, args.timeout, chosen) + unannounced
+    print_reports(reports, out, as_json=args.json, stale=stale.message if stale.stale else None)
+    return EXIT_OK if all(r.healthy for r in reports) else EXIT_FAILED

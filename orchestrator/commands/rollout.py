@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
-from typing import Any, TextIO
+import argparse
+from typing import TextIO
 
-from orchestrator.fleet.load import LoadedFleet, load_fleet
+from orchestrator.commands.base import load
+from orchestrator.fleet.load import load_fleet
 from orchestrator.probing.targets import probe_wallet, targets
 from orchestrator.runtimes.registry import runtime_spec
 from orchestrator.runtimes.rollout import restore_previous, run_rollout, save_previous
 
 
-def command(args: Any, loaded: LoadedFleet, err: TextIO) -> int:
+def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``rollout [--save | --rollback] [--runtime docker|supervisor|swarm] [--manager ENGINE]``."""
+    loaded = load(args, check_files=False)
     if args.save:
         print(f"rollout: saved the running revision in {save_previous(loaded)}", file=err)
         return 0

@@ -10,7 +10,7 @@ file is named with the ``btcli`` command that makes it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator.fleet.load import LoadedFleet, display
@@ -152,3 +152,11 @@ def ensure_wallets(
                 )
     handed, unreadable = hand_over(loaded, user or container_user(), give=local or give)
     return WalletReport(lines + handed, missing or unreadable)
+
+
+def in_container_view(loaded: LoadedFleet) -> LoadedFleet:
+    """Inside the orchestrator container the wallets are mounted elsewhere ($MINERFLEET_WALLET_PATH)."""
+    wallet_path = os.environ.get("MINERFLEET_WALLET_PATH")
+    if not wallet_path:
+        return loaded
+    return replace(loaded, fleet=loaded.fleet.model_copy(update={"wallet_path": wallet_path}))

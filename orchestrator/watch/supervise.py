@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import socket
 import sys
@@ -22,6 +21,7 @@ from orchestrator.fleet.load import LoadedFleet, hash_file_bytes
 from orchestrator.probing.modelservers import ServerChecker, server_targets
 from orchestrator.probing.probe import Prober
 from orchestrator.probing.targets import probe_wallet, targets
+from orchestrator.provision.wallets import in_container_view
 from orchestrator.runtimes.base import Runtime, RuntimeFailure
 from orchestrator.runtimes.registry import RUNTIMES, runtime_spec
 from orchestrator.status.app import make_app
@@ -38,14 +38,6 @@ SCRAPE_INTERVAL = 10.0  # seconds between reads of the units' own /metrics (the 
 
 class WatchError(TemporaryError):
     """The watch cannot start (no runtime answers, the status port is taken) or cannot be reached."""
-
-
-def in_container_view(loaded: LoadedFleet) -> LoadedFleet:
-    """Inside the orchestrator container the wallets are mounted elsewhere ($MINERFLEET_WALLET_PATH)."""
-    wallet_path = os.environ.get("MINERFLEET_WALLET_PATH")
-    if not wallet_path:
-        return loaded
-    return replace(loaded, fleet=loaded.fleet.model_copy(update={"wallet_path": wallet_path}))
 
 
 def make_runtime(loaded: LoadedFleet, kind: str) -> Runtime:
