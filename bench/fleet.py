@@ -33,7 +33,7 @@ from orchestrator.fleet.load import LoadedFleet, load_fleet
 from orchestrator.probing.capacity import CapacityReport
 from orchestrator.probing.fleetload import FleetLoadReport, direct_session, request_body, stream_direct
 from orchestrator.probing.fleetload import load_fleet as load_the_fleet
-from orchestrator.probing.probe import CHARS_PER_TOKEN
+from orchestrator.probing.reports import CHARS_PER_TOKEN
 from orchestrator.probing.targets import probe_wallet
 
 NAME = "fleet"

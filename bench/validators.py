@@ -64,7 +64,7 @@ from bench.memory import model_server as llama_cpp_python_server
 from bench.streaming import rotations
 from devkit.local import llama_server
 from orchestrator.probing.capacity import LoadRunner, classify, cut_after, percentile
-from orchestrator.probing.probe import ProbeReport, ProbeTarget
+from orchestrator.probing.reports import ProbeReport, ProbeTarget
 from services.miner.settings import MinerSettings
 
 NAME = "validators"

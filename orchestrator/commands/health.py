@@ -11,7 +11,8 @@ from typing import Any, TextIO
 from orchestrator.commands.base import EXIT_OK, load, unknown_miners
 from orchestrator.errors import EXIT_FAILED, EXIT_INVALID
 from orchestrator.fleet.load import LoadedFleet
-from orchestrator.probing.probe import Prober, ProbeReport, ProbeTarget, format_table
+from orchestrator.probing.probe import Prober
+from orchestrator.probing.reports import ProbeReport, ProbeTarget, format_table
 from orchestrator.probing.targets import probe_wallet, targets
 from orchestrator.render import compose_staleness
 from orchestrator.status.chainview import announced

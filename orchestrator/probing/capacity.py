@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from orchestrator.fleet.load import LoadedFleet
-from orchestrator.probing.probe import CHARS_PER_TOKEN, Prober, ProbeReport, ProbeTarget, Verdict, judge
+from orchestrator.probing.probe import Prober
+from orchestrator.probing.reports import CHARS_PER_TOKEN, ProbeReport, ProbeTarget, Verdict, judge
 from orchestrator.probing.targets import probe_wallet, targets
 from services.miner.client import StreamResult
 from services.miner.settings import MinerSettings

@@ -35,7 +35,8 @@ from orchestrator.probing.capacity import (
     percentile,
     summarize,
 )
-from orchestrator.probing.probe import CHARS_PER_TOKEN, Prober, ProbeReport, ProbeTarget
+from orchestrator.probing.probe import Prober
+from orchestrator.probing.reports import CHARS_PER_TOKEN, ProbeReport, ProbeTarget
 from orchestrator.probing.targets import targets
 from services.miner.backends.openai import llama_server_load
 from services.miner.chat import build_chat

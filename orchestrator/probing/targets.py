@@ -7,7 +7,7 @@ from typing import Any
 
 from orchestrator.errors import PermanentError
 from orchestrator.fleet.load import LoadedFleet
-from orchestrator.probing.probe import ProbeTarget
+from orchestrator.probing.reports import ProbeTarget
 from orchestrator.render import RenderError, read_ss58
 
 

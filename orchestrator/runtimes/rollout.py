@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from orchestrator.fleet.load import LoadedFleet
-from orchestrator.probing.probe import Prober, ProbeReport, ProbeTarget
+from orchestrator.probing.probe import Prober
+from orchestrator.probing.reports import ProbeReport, ProbeTarget
 from orchestrator.runtimes.spec import RolloutError, Updater, streaming_within
 
 ROLLOUT_DIR = Path("state") / "rollout"

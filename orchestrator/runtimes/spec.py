@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import Protocol, TextIO
 
 from orchestrator.errors import PermanentError
 from orchestrator.fleet.load import LoadedFleet
+from orchestrator.probing.reports import ProbeTarget
 from orchestrator.runtimes.base import Runtime
-
-if TYPE_CHECKING:  # only in annotations: the probe imports bittensor (0.8 s), which `validate` skips
-    from orchestrator.probing.probe import ProbeTarget
 
 # Where a unit runs now: (node name, address), either None when the runtime cannot say.
 Locate = Callable[[str], tuple[str | None, str | None]]

@@ -17,7 +17,7 @@ from typing import Any
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.fleet.load import LoadedFleet, Miner
-from orchestrator.probing.probe import ProbeReport, ProbeTarget, not_announced
+from orchestrator.probing.reports import ProbeReport, ProbeTarget, not_announced
 from orchestrator.probing.targets import targets
 from services.miner.blacklist import Neuron, SubtensorChain
 from services.miner.settings import Network

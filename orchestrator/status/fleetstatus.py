@@ -15,7 +15,7 @@ from typing import Any, NotRequired, TypedDict, TypeVar
 
 from orchestrator.policy import State
 from orchestrator.probing.modelservers import ServerReport, ServerVerdict
-from orchestrator.probing.probe import ProbeReport, Verdict
+from orchestrator.probing.reports import ProbeReport, Verdict
 
 R = TypeVar("R", ProbeReport, ServerReport)
 

@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from orchestrator.policy import State
 from orchestrator.probing.modelservers import ServerReport
-from orchestrator.probing.probe import ProbeReport
+from orchestrator.probing.reports import ProbeReport
 from orchestrator.status.fleetstatus import FleetStatus, UnitStatus
 
 Snapshot = Callable[[], FleetStatus]

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from orchestrator.policy import MinerRecord
 from orchestrator.probing.modelservers import ServerReport, ServerTarget
-from orchestrator.probing.probe import ProbeReport, ProbeTarget
+from orchestrator.probing.reports import ProbeReport, ProbeTarget
 from orchestrator.runtimes.rollout import read_status
 from orchestrator.status.fleetstatus import Change, FleetStatus, MinerStatus, Role, ServerStatus, UnitFields
 

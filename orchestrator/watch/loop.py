@@ -43,7 +43,7 @@ from orchestrator.policy import (
     transition,
 )
 from orchestrator.probing.modelservers import ServerReport, ServerTarget, ServerVerdict
-from orchestrator.probing.probe import ProbeReport, ProbeTarget, Verdict
+from orchestrator.probing.reports import ProbeReport, ProbeTarget, Verdict
 from orchestrator.runtimes.base import (
     OperatorStop,
     ProcessExited,
@@ -57,7 +57,7 @@ from orchestrator.status.metrics import FleetMetrics
 from orchestrator.status.view import snapshot as status_of
 from orchestrator.watch.statefile import StateFile
 
-log = logging.getLogger("orchestrator.watch.loop")
+log = logging.getLogger("orchestrator.watch")
 
 STARTING_PROBE_INTERVAL = 2.0  # a starting miner is probed this often, so it turns RUNNING quickly
 TICK_INTERVAL = 0.5  # resolution of backoff deadlines

@@ -120,7 +120,7 @@ def configure_logging() -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     # bittensor (imported for the probe's dendrite) silences loggers that exist at its import.
-    for name in ("orchestrator", "orchestrator.watch.loop", "orchestrator.state"):
+    for name in ("orchestrator", "orchestrator.watch", "orchestrator.state"):
         logging.getLogger(name).setLevel(logging.NOTSET)
     for noisy in ("bittensor", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

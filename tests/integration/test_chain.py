@@ -21,7 +21,8 @@ import pytest
 from bittensor_wallet import Wallet
 
 from devkit.mockchain import MockChain, fresh_chain
-from orchestrator.probing.probe import Prober, ProbeTarget, Verdict
+from orchestrator.probing.probe import Prober
+from orchestrator.probing.reports import ProbeTarget, Verdict
 from services.miner.app import serve
 from services.miner.client import axon_info, chat_once, make_dendrite, make_synapse, stream_once
 from services.miner.errors import ConfigError, ExitCode

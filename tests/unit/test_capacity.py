@@ -18,7 +18,7 @@ from orchestrator.probing.capacity import (
     percentile,
     summarize,
 )
-from orchestrator.probing.probe import ProbeReport, ProbeTarget, report
+from orchestrator.probing.reports import ProbeReport, ProbeTarget, report
 from services.miner.client import StreamResult
 
 TARGET = ProbeTarget("m-1", "5FcXSsAejw7Beau9RmpmX6jFxkEstd8jarGeXyvB1QaWrQMV", "127.0.0.1", 8091, "echo",

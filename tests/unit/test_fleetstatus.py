@@ -11,7 +11,7 @@ from typing import Any, cast
 from orchestrator.fleet.load import LoadedFleet
 from orchestrator.policy import State
 from orchestrator.probing.modelservers import ServerReport, ServerVerdict
-from orchestrator.probing.probe import ProbeReport, Verdict
+from orchestrator.probing.reports import ProbeReport, Verdict
 from orchestrator.runtimes.swarm.runtime import Location
 from orchestrator.runtimes.swarm.watch import where
 from orchestrator.status.app import page

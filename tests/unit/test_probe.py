@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.probing.probe import ProbeTarget, Verdict, format_table, judge, report
+from orchestrator.probing.reports import ProbeTarget, Verdict, format_table, judge, report
 from services.miner.client import StreamResult
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.policy import Exited, RestartPolicy, State, StopRequested
 from orchestrator.probing.modelservers import ServerReport, ServerTarget, ServerVerdict
-from orchestrator.probing.probe import ProbeReport, ProbeTarget, Verdict
+from orchestrator.probing.reports import ProbeReport, ProbeTarget, Verdict
 from orchestrator.runtimes.base import (
     OperatorStop,
     ProcessExited,

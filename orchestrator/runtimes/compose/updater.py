@@ -5,13 +5,10 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from orchestrator.fleet.load import LoadedFleet
+from orchestrator.probing.reports import ProbeTarget
 from orchestrator.runtimes.spec import RolloutError
-
-if TYPE_CHECKING:  # only in annotations: the probe imports bittensor (0.8 s), which `validate` skips
-    from orchestrator.probing.probe import ProbeTarget
 
 # docker compose v2, else docker-compose 1.29 (this checkout's script; run from any project directory)
 COMPOSE_SH = Path(__file__).resolve().parents[3] / "scripts" / "compose.sh"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import xmlrpc.client
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # only in annotations: the probe imports bittensor (0.8 s), which `validate` skips
-    from orchestrator.probing.probe import ProbeTarget
+from orchestrator.probing.reports import ProbeTarget
 
 
 class SupervisorUpdater:

@@ -21,9 +21,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from orchestrator.fleet.load import LoadedFleet
+from orchestrator.probing.reports import ProbeTarget
 from orchestrator.runtimes.engine import engine_client, parse_time
 from orchestrator.runtimes.swarm.deploy import (
     STACK_LABEL,
@@ -37,9 +38,6 @@ from orchestrator.runtimes.swarm.deploy import (
 )
 from orchestrator.runtimes.swarm.runtime import node_location, unit_of
 from orchestrator.runtimes.swarm.stack import REVISION_LABEL, only, revisions
-
-if TYPE_CHECKING:  # only in annotations: the probe imports bittensor (0.8 s), which `validate` skips
-    from orchestrator.probing.probe import ProbeTarget
 
 POLL = 0.5
 _RUNNING = frozenset({"starting", "running"})
