@@ -18,12 +18,9 @@ left running: the next watch adopts them without restarting anything, with the r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from orchestrator.policy import (
     Action,
@@ -56,6 +53,7 @@ from orchestrator.status.fleetstatus import FleetStatus, Role
 from orchestrator.status.metrics import FleetMetrics
 from orchestrator.status.view import snapshot as status_of
 from orchestrator.watch.statefile import StateFile
+from orchestrator.watch.units import Probe, ServerHealth, Watched, wait
 
 log = logging.getLogger("orchestrator.watch")
 
@@ -70,53 +68,6 @@ LIVENESS_INTERVAL = 5.0
 """Seconds between a running miner's liveness checks (``GET /health``, which its event loop answers and
 counts nowhere), between its stream probes: a hung miner (paused, deadlocked) fails one every interval, and
 ``unhealthy_after_failed_probes`` of them restart it, in well under a minute with the shipped numbers."""
-
-
-async def wait(stop: asyncio.Event, timeout: float) -> bool:
-    """Sleep ``timeout`` seconds or until ``stop`` is set; True when stopped."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout)
-    return stop.is_set()
-
-
-class Probe(Protocol):
-    """What the watch needs from a prober (``orchestrator.probing.probe.Prober``); tests pass a fake."""
-
-    async def probe(self, target: ProbeTarget) -> ProbeReport: ...
-
-    async def alive(self, target: ProbeTarget) -> str | None:
-        """None when the miner's HTTP server answers at all; else why not."""
-        ...
-
-    async def first_chunk(self, target: ProbeTarget) -> ProbeReport:
-        """The first protocol's stream, read to its first chunk only (a recovery, followed at once)."""
-        ...
-
-
-class ServerHealth(Protocol):
-    """What the watch needs to check a model server (``orchestrator.probing.modelservers.ServerChecker``)."""
-
-    async def check(self, target: ServerTarget) -> ServerReport: ...
-
-
-@dataclass
-class Watched:
-    """One unit under watch: its policy numbers, where to probe it, and what we know."""
-
-    target: ProbeTarget | ServerTarget
-    policy: RestartPolicy
-    record: MinerRecord
-    role: Role = Role.miner
-    last_probe: ProbeReport | ServerReport | None = None
-    last_probe_at: float | None = None  # monotonic
-    probing: bool = False
-    last_alive_at: float | None = None  # monotonic: the last liveness check's end
-    checking_alive: bool = False
-    # A stream probe has passed since the process last started: only then can a liveness failure mean
-    # a hang (before, an adopted container may still be loading its model, its port not yet open).
-    proven: bool = False
-    probe_requested: bool = False  # probe at the loop's next pass (its model server is back)
-    log_tail: list[str] = field(default_factory=list)
 
 
 class Watcher:
