@@ -31,9 +31,10 @@ from bench._common import ROOT, Figure, Result, machine, main_for, make_result, 
 from devkit.local import free_port, llama_server, llama_server_binary
 from orchestrator.fleet.load import LoadedFleet, load_fleet
 from orchestrator.probing.capacity import CapacityReport
-from orchestrator.probing.fleetload import FleetLoadReport, direct_session, request_body, stream_direct
+from orchestrator.probing.fleetload import FleetLoadReport
 from orchestrator.probing.fleetload import load_fleet as load_the_fleet
 from orchestrator.probing.reports import CHARS_PER_TOKEN
+from orchestrator.probing.serverload import direct_session, request_body, stream_direct
 from orchestrator.probing.targets import probe_wallet
 
 NAME = "fleet"

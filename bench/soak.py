@@ -42,8 +42,9 @@ from bench._common import (
 from bench.fleet import CONFIG, HOST, TIMEOUT, _up
 from orchestrator.fleet.load import load_fleet
 from orchestrator.probing.capacity import classify, cut_after
-from orchestrator.probing.fleetload import fleet_round, round_prompts
+from orchestrator.probing.fleetload import fleet_round
 from orchestrator.probing.probe import Prober
+from orchestrator.probing.serverload import round_prompts
 from orchestrator.probing.targets import probe_wallet, targets
 
 NAME = "soak"
