@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bittensor_wallet import Wallet
+
 from orchestrator.fleet.load import LoadedFleet, display
 from services.miner import keys
 from services.miner.settings import Network
@@ -93,12 +95,8 @@ def ensure_wallets(
 ) -> WalletReport:
     """Create the missing keys (local) or list them with the commands that create them (chain), then
     make sure the containers' user can read what they mount (``give``: hand them over on a chain too)."""
-    from bittensor_wallet import Wallet
-
-    fleet = loaded.fleet
-    project_dir = loaded.project_dir
     root = loaded.wallet_dir
-    local = fleet.network == Network.local
+    local = loaded.fleet.network == Network.local
     lines: list[str] = []
     missing = False
     wallets_done: set[str] = set()
@@ -110,48 +108,65 @@ def ensure_wallets(
             cleared = _clear_mount_stub(path)
             if cleared:
                 lines.append(cleared)
-        shown_hotkey = display(project_dir, hotkey_path)
         if wallet_name not in wallets_done:
             wallets_done.add(wallet_name)
             if not coldkeypub.is_file():
-                if local and not (root / wallet_name / "coldkey").exists():
-                    wallet.create_new_coldkey(use_password=False, overwrite=False, suppress=True)
-                    lines.append(
-                        f"created coldkey {wallet_name} (unencrypted, stays on this host): "
-                        f"{wallet.coldkeypub.ss58_address}"
-                    )
-                elif local:
-                    missing = True
-                    lines.append(
-                        f"missing {display(project_dir, coldkeypub)}, but a coldkey exists: run "
-                        f"`btcli wallet regen_coldkeypub --wallet.name {wallet_name} --wallet.path {root}`"
-                    )
-                else:
-                    missing = True
-                    lines.append(
-                        f"missing {display(project_dir, coldkeypub)}: run `btcli wallet new_coldkey "
-                        f"--wallet.name {wallet_name}` (`btcli wallet regen_coldkeypub` for an existing one)"
-                    )
-        if hotkey_path.exists():
-            lines.append(f"ok      {shown_hotkey}")
-        elif local:
-            wallet.create_new_hotkey(use_password=False, overwrite=False, suppress=True)
-            lines.append(f"created {shown_hotkey} (unencrypted): {wallet.hotkey.ss58_address}")
-        else:
-            missing = True
-            made = (
-                f"missing {shown_hotkey}: run `btcli wallet new_hotkey --wallet.name {wallet_name} "
-                f"--wallet.hotkey {hotkey}`"
-            )
-            if (wallet_name, hotkey) == (fleet.probe.wallet, fleet.probe.hotkey):
-                lines.append(f"{made} (the probe's key signs health checks only: no registration needed)")
-            else:
-                lines.append(
-                    f"{made}, then register it on subnet {fleet.netuid} (`btcli subnet register --netuid "
-                    f"{fleet.netuid} --wallet.name {wallet_name} --wallet.hotkey {hotkey}`)"
-                )
+                line, lacking = _coldkey(loaded, wallet, wallet_name, coldkeypub, local)
+                lines.append(line)
+                missing = missing or lacking
+        line, lacking = _hotkey(loaded, wallet, (wallet_name, hotkey), hotkey_path, local)
+        lines.append(line)
+        missing = missing or lacking
     handed, unreadable = hand_over(loaded, user or container_user(), give=local or give)
     return WalletReport(lines + handed, missing or unreadable)
+
+
+def _coldkey(
+    loaded: LoadedFleet, wallet: Wallet, name: str, coldkeypub: Path, local: bool
+) -> tuple[str, bool]:
+    """A wallet without its coldkeypub.txt: created (local, no coldkey yet), or what to run; missing?"""
+    root, shown = loaded.wallet_dir, display(loaded.project_dir, coldkeypub)
+    if local and not (root / name / "coldkey").exists():
+        wallet.create_new_coldkey(use_password=False, overwrite=False, suppress=True)
+        return (
+            f"created coldkey {name} (unencrypted, stays on this host): {wallet.coldkeypub.ss58_address}",
+            False,
+        )
+    if local:
+        return (
+            f"missing {shown}, but a coldkey exists: run "
+            f"`btcli wallet regen_coldkeypub --wallet.name {name} --wallet.path {root}`",
+            True,
+        )
+    return (
+        f"missing {shown}: run `btcli wallet new_coldkey "
+        f"--wallet.name {name}` (`btcli wallet regen_coldkeypub` for an existing one)",
+        True,
+    )
+
+
+def _hotkey(
+    loaded: LoadedFleet, wallet: Wallet, key: tuple[str, str], hotkey_path: Path, local: bool
+) -> tuple[str, bool]:
+    """A hotkey: there, created (local), or what to run to make and register it; missing?"""
+    fleet, (wallet_name, hotkey) = loaded.fleet, key
+    shown_hotkey = display(loaded.project_dir, hotkey_path)
+    if hotkey_path.exists():
+        return f"ok      {shown_hotkey}", False
+    if local:
+        wallet.create_new_hotkey(use_password=False, overwrite=False, suppress=True)
+        return f"created {shown_hotkey} (unencrypted): {wallet.hotkey.ss58_address}", False
+    made = (
+        f"missing {shown_hotkey}: run `btcli wallet new_hotkey --wallet.name {wallet_name} "
+        f"--wallet.hotkey {hotkey}`"
+    )
+    if key == (fleet.probe.wallet, fleet.probe.hotkey):
+        return f"{made} (the probe's key signs health checks only: no registration needed)", True
+    return (
+        f"{made}, then register it on subnet {fleet.netuid} (`btcli subnet register --netuid "
+        f"{fleet.netuid} --wallet.name {wallet_name} --wallet.hotkey {hotkey}`)",
+        True,
+    )
 
 
 def in_container_view(loaded: LoadedFleet) -> LoadedFleet:
