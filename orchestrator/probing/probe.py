@@ -29,7 +29,7 @@ from services.miner.client import (
     make_synapse,
     stream_once,
 )
-from services.miner.protocols import PROTOCOLS, Route
+from services.miner.protocols import PROTOCOLS, ROUTES, Route
 
 
 def bittensor_logs_to_stderr() -> None:
@@ -94,8 +94,6 @@ class Prober:
     async def probe(self, target: ProbeTarget) -> ProbeReport:
         """Every route the miner serves, one after the other; the report is the first protocol's stream,
         with the verdict and reason of the first route that failed (named in the reason)."""
-        from services.miner.protocols import ROUTES, Route
-
         main = await self.stream(target, target.protocol)
         routes = {_route_name(target.protocol): main.verdict.value}
         failed: tuple[str, Verdict, str] | None = None if main.healthy else ("", main.verdict, main.reason)

@@ -73,7 +73,7 @@ class ProbeTarget:
         """Where validators reach it: the axon, and the HTTP door with its port and signatures."""
         doors: list[dict[str, Any]] = [{"door": "axon", "port": self.port, "protocols": list(self.served)}]
         if self.http_auth:
-            from services.miner.httpdoor import DOOR_PATHS
+            from services.miner.httpdoor import DOOR_PATHS  # imports bittensor (1 s): only when shown
 
             doors.append({"door": "http", "port": self.http_port or self.port,
                           "auth": list(self.http_auth), "paths": list(DOOR_PATHS)})  # fmt: skip

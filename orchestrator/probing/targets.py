@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bittensor_wallet import Wallet
+
 from orchestrator.errors import PermanentError
 from orchestrator.fleet.load import LoadedFleet
 from orchestrator.probing.reports import ProbeTarget
@@ -17,8 +19,6 @@ class HealthError(PermanentError):
 
 def probe_wallet(loaded: LoadedFleet) -> Any:
     """The probe's wallet with its (unencrypted) hotkey, which signs every probe request."""
-    from bittensor_wallet import Wallet
-
     probe = loaded.fleet.probe
     path = loaded.hotkey_file(probe.wallet, probe.hotkey)
     if not path.is_file():

@@ -23,6 +23,9 @@ from typing import Any, TextIO
 from orchestrator.errors import TemporaryError
 from orchestrator.fleet.load import LoadedFleet
 from orchestrator.placement import node_labels
+from orchestrator.probing.targets import probe_wallet, targets
+from orchestrator.provision.wallets import ensure_wallets
+from orchestrator.render import render, write
 from orchestrator.render.stack import STACK_FILE, key_files, name_variable
 from orchestrator.runtimes.engine import engine_client
 from orchestrator.runtimes.swarm.runtime import SwarmRuntime, node_location
@@ -207,7 +210,7 @@ def key_names(loaded: LoadedFleet) -> dict[str, str]:
 
 def prune_keys(client: Any, stack: str, keep: set[str]) -> list[str]:
     """Remove the stack's secrets and configs that the deploy replaced; one still in use stays."""
-    import docker
+    import docker  # slow to import (0.14 s): only when the swarm is reached
 
     label = {"label": [f"{STACK_LABEL}={stack}"]}
     removed = []
@@ -230,8 +233,8 @@ def _passed(defaults: dict[str, str]) -> dict[str, str]:
 
 async def wait_healthy(loaded: LoadedFleet, runtime: SwarmRuntime, timeout: float) -> list[dict[str, Any]]:
     """Every miner's task running and its stream healthy at its node's address; the last view."""
+    # The prober imports bittensor (0.8 s): the registry loads this module for every command.
     from orchestrator.probing.probe import Prober
-    from orchestrator.probing.targets import probe_wallet, targets
 
     probe = loaded.fleet.probe
     prober = Prober(probe_wallet(loaded), probe.prompt, probe.timeout, probe.max_concurrency)
@@ -288,9 +291,6 @@ def swarm_up(
     loaded: LoadedFleet, manager: str | None, orchestrator: str, timeout: float, out: TextIO
 ) -> bool:
     """Deploy the fleet; True when every miner streams through its node's address within ``timeout``."""
-    from orchestrator.provision.wallets import ensure_wallets
-    from orchestrator.render import render, write
-
     engine = manager_engine(manager)
     report = ensure_wallets(loaded)
     if report.missing:
