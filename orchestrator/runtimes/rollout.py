@@ -1,4 +1,5 @@
-"""``python -m orchestrator rollout``: apply a changed fleet file or new images a few miners at a time.
+"""The rolling update (``python -m orchestrator rollout``): apply a changed fleet file or new images a few
+miners at a time, through a runtime's ``Updater`` (``runtimes/<name>/updater.py``).
 
 ``docker compose up`` (and ``supervisorctl update``) replace every changed miner at the same moment, and
 while their models load none of them answers: a validator that asks then scores them all zero. A rollout

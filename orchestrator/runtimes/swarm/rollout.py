@@ -45,7 +45,7 @@ _ENDED = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned", "r
 
 
 class SwarmUpdater:
-    """The ``Updater`` (runtimes/rollout.py) of a stack on a swarm, through a manager's engine."""
+    """The ``Updater`` (runtimes/spec.py) of a stack on a swarm, through a manager's engine."""
 
     def __init__(self, loaded: LoadedFleet, engine: str | None, out: TextIO, wait: float = 60.0) -> None:
         self.loaded = loaded
