@@ -13,7 +13,7 @@ from orchestrator.policy import State
 from orchestrator.probing.modelservers import ServerReport, ServerVerdict
 from orchestrator.probing.reports import ProbeReport, Verdict
 from orchestrator.runtimes.swarm.runtime import Location
-from orchestrator.runtimes.swarm.watch import where
+from orchestrator.runtimes.swarm.where import where
 from orchestrator.status.app import page
 from orchestrator.status.fleetstatus import (
     Change,

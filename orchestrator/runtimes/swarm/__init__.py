@@ -11,7 +11,7 @@ from orchestrator.runtimes.spec import Locate, RuntimeSpec, streaming_within
 from orchestrator.runtimes.swarm.deploy import manager_engine
 from orchestrator.runtimes.swarm.rollout import SwarmUpdater
 from orchestrator.runtimes.swarm.runtime import SwarmRuntime
-from orchestrator.runtimes.swarm.watch import where
+from orchestrator.runtimes.swarm.where import where
 
 
 def _runtime(loaded: LoadedFleet) -> SwarmRuntime:
