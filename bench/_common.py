@@ -35,7 +35,7 @@ from devkit.local import (
     stop_process,
     wait_for_port,
 )
-from orchestrator.capacity import percentile as capacity_percentile
+from orchestrator.probing.capacity import percentile as capacity_percentile
 
 __all__ = [
     "GGUF",

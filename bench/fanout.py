@@ -2,9 +2,9 @@
 
 32 echo miners (each its own hotkey and process, ``delay_per_token`` 0.05 s so a probe takes ~0.4 s like
 a small model would) are started once and reused. One long-lived *probing worker* per fleet size holds an
-``orchestrator.probe.Prober`` (as the watch loop does) and, on command, runs ``Prober.probe_all`` over its
-miners; rounds go through the sizes in turn. Each round reports the fan-out's wall time against the
-slowest single probe in it (1.0 = perfectly parallel), and the CPU time the probing process spent
+``orchestrator.probing.probe.Prober`` (as the watch loop does) and, on command, runs ``Prober.probe_all``
+over its miners; rounds go through the sizes in turn. Each round reports the fan-out's wall time against
+the slowest single probe in it (1.0 = perfectly parallel), and the CPU time the probing process spent
 (``getrusage``); each worker reports its peak memory (``VmHWM``). Sizes above the fleet's
 ``probe.max_concurrency`` (8 by default) are also probed with the limit lifted, to show what the limit
 costs. Finally the real CLI (``python -m orchestrator health --json``) runs once per size, measured from
@@ -90,8 +90,8 @@ def worker(config: Path, project: Path, names: list[str]) -> int:
         answers.flush()
 
     from orchestrator.fleet.load import load_fleet
-    from orchestrator.health import probe_wallet, targets
-    from orchestrator.probe import Prober
+    from orchestrator.probing.probe import Prober
+    from orchestrator.probing.targets import probe_wallet, targets
 
     loaded = load_fleet(config, project, check_files=False)
     chosen = targets(loaded, LOCALHOST, names)

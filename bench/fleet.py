@@ -3,7 +3,7 @@ the rendered container limits), K validators each asking every miner at the same
 
 Figures only count on the fleet a user runs, so this benchmark measures nothing else: it runs
 ``make up`` (which reuses what is built and running) and loads that stack through its published ports,
-as ``python -m orchestrator capacity --fleet`` does (:mod:`orchestrator.fleetload`): K = 1, 8, 16
+as ``python -m orchestrator capacity --fleet`` does (:mod:`orchestrator.probing.fleetload`): K = 1, 8, 16
 validators (own dendrites; signed by the probe's hotkey, the one key a ``network: local`` fleet admits),
 the SN1 synapse, a 12 s timeout, the shipped ``max_tokens``. Beside each K, in the same run, the model
 server is asked on its own at the same concurrency (K x its miners), with the miners' chat and cut.
@@ -29,12 +29,13 @@ from typing import Any
 
 from bench._common import ROOT, Figure, Result, machine, main_for, make_result, progress
 from devkit.local import free_port, llama_server, llama_server_binary
-from orchestrator.capacity import CapacityReport
 from orchestrator.fleet.load import LoadedFleet, load_fleet
-from orchestrator.fleetload import FleetLoadReport, direct_session, request_body, stream_direct
-from orchestrator.fleetload import load_fleet as load_the_fleet
-from orchestrator.health import probe_wallet
-from orchestrator.probe import CHARS_PER_TOKEN
+from orchestrator.probing.capacity import CapacityReport
+from orchestrator.probing.fleetload import FleetLoadReport
+from orchestrator.probing.fleetload import load_fleet as load_the_fleet
+from orchestrator.probing.reports import CHARS_PER_TOKEN
+from orchestrator.probing.serverload import direct_session, request_body, stream_direct
+from orchestrator.probing.targets import probe_wallet
 
 NAME = "fleet"
 TITLE = "The shipped fleet (make up, docker) under K validators asking every miner at once"

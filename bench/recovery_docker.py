@@ -20,7 +20,7 @@ from bench._common import (
 )
 from bench.recovery import DOCKER_IMAGES, make_recovery_project, watch_process
 from bench.recovery_rounds import RoundTimes, measure, status
-from orchestrator.supervise import WatchError
+from orchestrator.watch.supervise import WatchError
 
 # --- docker ----------------------------------------------------------------------------------------
 

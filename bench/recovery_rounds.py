@@ -1,5 +1,5 @@
 """The recovery benchmark's rounds: trigger one exit, time the way back from the watch's ``/status``
-(read as :class:`~orchestrator.fleetstatus.FleetStatus`) and from a client's own streams."""
+(read as :class:`~orchestrator.status.fleetstatus.FleetStatus`) and from a client's own streams."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench._common import LOCALHOST, port_open, progress
-from orchestrator.fleetstatus import Change, FleetStatus, MinerStatus
 from orchestrator.policy import State
-from orchestrator.supervise import WatchError, fetch_status
+from orchestrator.status.fleetstatus import Change, FleetStatus, MinerStatus
+from orchestrator.watch.supervise import WatchError, fetch_status
 from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
 
 RESET_AFTER = 3.0

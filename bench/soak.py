@@ -40,11 +40,12 @@ from bench._common import (
     write_result,
 )
 from bench.fleet import CONFIG, HOST, TIMEOUT, _up
-from orchestrator.capacity import classify, cut_after
 from orchestrator.fleet.load import load_fleet
-from orchestrator.fleetload import fleet_round, round_prompts
-from orchestrator.health import probe_wallet, targets
-from orchestrator.probe import Prober
+from orchestrator.probing.capacity import classify, cut_after
+from orchestrator.probing.fleetload import fleet_round
+from orchestrator.probing.probe import Prober
+from orchestrator.probing.serverload import round_prompts
+from orchestrator.probing.targets import probe_wallet, targets
 
 NAME = "soak"
 TITLE = "The shipped fleet (make up, docker) under steady validator load: answers, restarts, memory"

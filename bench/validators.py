@@ -11,11 +11,12 @@ temperature 0, 1 thread; the same transcript prompt through ``/completions``):
   batching; ``MINER_MAX_CONCURRENCY`` = its 8 slots). The binary comes from ``scripts/llama-server.sh``
   (or ``$MINERFLEET_LLAMA_SERVER``); without one the path is skipped and the reason printed.
 
-Each request is counted by the capacity command's rules (``orchestrator.capacity``): *answered* (200 with
-an answer), *refused* (``503 busy`` and other statuses); *complete* is judged by length here, which the
-capacity command cannot do: at temperature 0 the prompt gives the K=1 answer, so a shorter one was cut
-at the miner's deadline or ended early (e.g. by ``llama_cpp.server``'s ``interrupt_requests``). Tokens are
-counted by tokenizing each answer with the model (as ``bench.streaming``); total tokens/s is every
+Each request is counted by the capacity command's rules (``orchestrator.probing.capacity``): *answered*
+(200 with an answer), *refused* (``503 busy`` and other statuses); *complete* is judged by length here,
+which the capacity command cannot do: at temperature 0 the prompt gives the K=1 answer, so a shorter one
+was cut at the miner's deadline or ended early (e.g. by ``llama_cpp.server``'s
+``interrupt_requests``). Tokens are counted by tokenizing each answer with the model (as
+``bench.streaming``); total tokens/s is every
 answer's tokens over the round's wall time, and its ratio to K=1 says what concurrency buys.
 
 Run: ``python -m bench.validators [--quick]`` (quick: K = 1, 4, 8, one round).
@@ -62,8 +63,8 @@ from bench._common import (
 from bench.memory import model_server as llama_cpp_python_server
 from bench.streaming import rotations
 from devkit.local import llama_server
-from orchestrator.capacity import LoadRunner, classify, cut_after, percentile
-from orchestrator.probe import ProbeReport, ProbeTarget
+from orchestrator.probing.capacity import LoadRunner, classify, cut_after, percentile
+from orchestrator.probing.reports import ProbeReport, ProbeTarget
 from services.miner.settings import MinerSettings
 
 NAME = "validators"

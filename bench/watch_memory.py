@@ -61,7 +61,7 @@ def snap():
         for d in diff[:25]:
             f.write(f"{d}\\n" + "".join(f"    {line}\\n" for line in d.traceback.format()[-24:]))
 threading.Thread(target=snap, daemon=True).start()
-from orchestrator.cli import main
+from orchestrator.commands.cli import main
 sys.exit(main(sys.argv[4:]))
 """
 

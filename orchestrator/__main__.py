@@ -1,5 +1,5 @@
-"""``python -m orchestrator``: see :mod:`orchestrator.cli`."""
+"""``python -m orchestrator``: see :mod:`orchestrator.commands.cli`."""
 
-from orchestrator.cli import main
+from orchestrator.commands.cli import main
 
 raise SystemExit(main())

@@ -4,7 +4,7 @@ Every error the orchestrator raises on purpose derives from :class:`Orchestrator
 *permanent* (the input is wrong: a retry gives the same answer until someone fixes it) or *temporary*
 (something outside is not there yet or hiccuped: the same call may pass later, and the watch loop
 retries it). Each carries the CLI's exit code; ``python -m orchestrator`` maps errors to exit codes in
-one place (:func:`orchestrator.cli.main`), and its messages already name what to fix.
+one place (:func:`orchestrator.commands.cli.main`), and its messages already name what to fix.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the project's packages are not on the path
 
-from orchestrator.model import ModelError  # noqa: E402
-from orchestrator.model import ensure_gguf as _ensure_gguf  # noqa: E402
+from orchestrator.provision.model import ModelError  # noqa: E402
+from orchestrator.provision.model import ensure_gguf as _ensure_gguf  # noqa: E402
 
 MODELS = ROOT / "models"
 GGUF = MODELS / "gemma-3-270m-q4_k_m.gguf"
@@ -27,7 +27,7 @@ HF_DIR = MODELS / "gemma-3-270m-hf"
 
 
 def ensure_gguf() -> Path:
-    """The one implementation lives in orchestrator.model (also used by `python -m orchestrator init`)."""
+    """The one implementation lives in orchestrator.provision.model (also `python -m orchestrator init`)."""
     try:
         _ensure_gguf(GGUF)
     except ModelError as exc:

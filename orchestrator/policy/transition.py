@@ -24,7 +24,7 @@ A probe failure that is not the process's own fault (its model server is down: `
 shows as UNHEALTHY but never counts toward a restart: restarting a miner cannot bring its server back.
 
 The same machine supervises model servers (their "probe" is ``GET /health``). Records outlive the
-watch process (``orchestrator.statefile``): when the watch starts again, ``Adopted`` meets the record
+watch process (``orchestrator.watch.statefile``): when the watch starts again, ``Adopted`` meets the record
 it saved, so FATAL stays FATAL, STOPPED stays stopped, and restart counts and windows carry on.
 """
 

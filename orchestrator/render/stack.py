@@ -93,7 +93,7 @@ def _deploy(placement: Placement, labels: dict[str, str], limits: Limits) -> dic
         "restart_policy": {"condition": "none"},  # the orchestrator decides
         # A changed unit: its old task stops before the new one starts (its ports are published on the
         # node), and Swarm pauses an update whose new task fails; the orchestrator's rollout decides
-        # which units change when, and its stream probe gates each batch (orchestrator/swarmrollout.py).
+        # which units change when, and its stream probe gates each batch (runtimes/swarm/rollout.py).
         "update_config": dict(UPDATE),
         "rollback_config": dict(UPDATE),
     }

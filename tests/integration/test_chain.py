@@ -21,7 +21,8 @@ import pytest
 from bittensor_wallet import Wallet
 
 from devkit.mockchain import MockChain, fresh_chain
-from orchestrator.probe import Prober, ProbeTarget, Verdict
+from orchestrator.probing.probe import Prober
+from orchestrator.probing.reports import ProbeTarget, Verdict
 from services.miner.app import serve
 from services.miner.client import axon_info, chat_once, make_dendrite, make_synapse, stream_once
 from services.miner.errors import ConfigError, ExitCode
@@ -280,8 +281,9 @@ async def test_health_announced_probes_each_miner_where_the_chain_says_and_statu
     import io
     import json
 
-    from orchestrator import chainview, cli
+    from orchestrator.commands import cli
     from orchestrator.fleet.load import load_fleet
+    from orchestrator.status import chainview
 
     chain.add_neuron(NETUID, wallets.miner_hotkey, OWNER)
     chain.add_neuron(NETUID, wallets.stranger_hotkey, OWNER)  # registered, never started: not announced

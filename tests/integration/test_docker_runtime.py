@@ -21,7 +21,7 @@ from orchestrator.runtimes.base import (
     RuntimeEvent,
     RuntimeFailure,
 )
-from orchestrator.runtimes.docker_sdk import DockerRuntime
+from orchestrator.runtimes.compose.runtime import DockerRuntime
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.probe import Prober, ProbeTarget, Verdict
+from orchestrator.probing.probe import Prober
+from orchestrator.probing.reports import ProbeTarget, Verdict
 from tests.helpers import Wallets, free_port, running_miner
 
 pytestmark = pytest.mark.integration

@@ -9,9 +9,16 @@ from typing import Any
 
 import pytest
 
-from orchestrator import capacity
-from orchestrator.capacity import CapacityReport, LoadRunner, classify, cut_after, percentile, summarize
-from orchestrator.probe import ProbeReport, ProbeTarget, report
+from orchestrator.probing import capacity
+from orchestrator.probing.capacity import (
+    CapacityReport,
+    LoadRunner,
+    classify,
+    cut_after,
+    percentile,
+    summarize,
+)
+from orchestrator.probing.reports import ProbeReport, ProbeTarget, report
 from services.miner.client import StreamResult
 
 TARGET = ProbeTarget("m-1", "5FcXSsAejw7Beau9RmpmX6jFxkEstd8jarGeXyvB1QaWrQMV", "127.0.0.1", 8091, "echo",

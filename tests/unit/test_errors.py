@@ -9,7 +9,7 @@ import pkgutil
 from pathlib import Path
 
 import orchestrator
-from orchestrator.cli import main
+from orchestrator.commands.cli import main
 from orchestrator.errors import EXIT_FAILED, EXIT_INVALID, OrchestratorError
 
 

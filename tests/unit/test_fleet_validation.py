@@ -10,7 +10,7 @@ from typing import Any, get_args
 import pytest
 from pydantic import BaseModel
 
-from orchestrator import cli
+from orchestrator.commands import cli
 from orchestrator.fleet import PASS_THROUGH, PASS_THROUGH_GROUPS, MinerOptions, json_schema
 from orchestrator.fleet.load import FleetInvalid, load_fleet
 from services.miner.settings import MinerSettings

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli
+from orchestrator.commands import cli
 from orchestrator.fleet import located as yamlsource
 from tests.fleets import make_key, make_project
 

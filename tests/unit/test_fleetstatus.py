@@ -4,11 +4,18 @@ the CLI's table and the swarm's node column read their fields."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from types import SimpleNamespace
 from typing import Any, cast
 
 from orchestrator.fleet.load import LoadedFleet
-from orchestrator.fleetstatus import (
+from orchestrator.policy import State
+from orchestrator.probing.modelservers import ServerReport, ServerVerdict
+from orchestrator.probing.reports import ProbeReport, Verdict
+from orchestrator.runtimes.swarm.runtime import Location
+from orchestrator.runtimes.swarm.where import where
+from orchestrator.status.app import page
+from orchestrator.status.fleetstatus import (
     Change,
     FleetStatus,
     MinerStatus,
@@ -19,13 +26,8 @@ from orchestrator.fleetstatus import (
     TrafficPoint,
     Where,
 )
-from orchestrator.modelservers import ServerReport, ServerVerdict
-from orchestrator.policy import State
-from orchestrator.probe import ProbeReport, Verdict
-from orchestrator.runtimes.swarm import Location
-from orchestrator.status import page
-from orchestrator.supervise import format_status
-from orchestrator.swarmwatch import with_nodes
+from orchestrator.watch.placed import with_nodes
+from orchestrator.watch.supervise import format_status
 
 UNIT: dict[str, Any] = {
     "role": Role.miner,
@@ -169,7 +171,7 @@ def test_on_a_swarm_each_unit_says_where_it_runs() -> None:
 
     # Nothing pinned in the fleet file: a unit without a task yet has no node.
     loaded = cast(LoadedFleet, SimpleNamespace(miners=[], model_servers=[]))
-    status = with_nodes(_fleet, Runtime(), loaded)()
+    status = with_nodes(_fleet, partial(where, Runtime(), loaded))()
     assert status.placed and status.miner("gemma-1").where == Where("beta", "10.213.0.2")
     assert status.miner("echo-1").where == Where(None, None)
     served = status.to_json()

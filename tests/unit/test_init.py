@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli, model
+from orchestrator.commands import cli
 from orchestrator.fleet.load import load_fleet
+from orchestrator.provision import model
 from tests.fleets import BUNDLED_MODEL, make_project, shipped_project
 
 ECHO_ONLY = """

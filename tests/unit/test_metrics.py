@@ -9,8 +9,15 @@ import pytest
 from prometheus_client import generate_latest
 
 from orchestrator.fleet.load import FleetInvalid, load_fleet
-from orchestrator.fleetstatus import MinerTraffic, Role
-from orchestrator.unitmetrics import Sample, UnitEndpoint, UnitTraffic, parse_miner, quantile, sd_targets
+from orchestrator.status.fleetstatus import MinerTraffic, Role
+from orchestrator.status.unitmetrics import (
+    Sample,
+    UnitEndpoint,
+    UnitTraffic,
+    parse_miner,
+    quantile,
+    sd_targets,
+)
 from services.miner.ledger import MAX_HOTKEYS, CallerLedger
 from services.miner.metrics import MinerMetrics
 from tests.fleets import make_project

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.probe import ProbeTarget, Verdict, format_table, judge, report
+from orchestrator.probing.reports import ProbeTarget, Verdict, format_table, judge, report
 from services.miner.client import StreamResult
 
 
@@ -76,7 +76,7 @@ def test_report_estimates_tokens_per_second_and_the_table_shows_every_miner() ->
 
 async def test_every_route_a_miner_serves_is_probed_and_the_failed_one_is_named() -> None:
     """Fakes at the seams (the stream and the plain call); the routes come from the miner's protocols."""
-    from orchestrator.probe import Prober
+    from orchestrator.probing.probe import Prober
 
     target = ProbeTarget(
         "m-2", "5Fc", "127.0.0.1", 8091, "echo", "prompting", protocols=("prompting", "text-prompting")

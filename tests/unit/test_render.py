@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import cli
+from orchestrator.commands import cli
 from orchestrator.fleet.load import LoadedFleet, load_fleet
 from orchestrator.render import (
     COMPOSE_FILE,

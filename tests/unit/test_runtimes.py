@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from orchestrator.runtimes.base import OperatorStop, ProcessExited, ProcessStarted, RuntimeEvent, RuntimeGone
-from orchestrator.runtimes.docker_sdk import DockerRuntime, unit_name
-from orchestrator.runtimes.supervisord import SupervisorRuntime
+from orchestrator.runtimes.compose.runtime import DockerRuntime, unit_name
+from orchestrator.runtimes.supervisord.runtime import SupervisorRuntime
 
 P = "minerfleet"
 
@@ -281,7 +281,7 @@ async def test_supervisord_does_not_start_a_program_being_stopped() -> None:
 
 
 def test_model_server_health_verdicts() -> None:
-    from orchestrator.modelservers import ServerVerdict, judge
+    from orchestrator.probing.modelservers import ServerVerdict, judge
 
     assert judge(200, '{"status":"ok"}', "") == (ServerVerdict.healthy, "")
     assert judge(503, '{"error":{"message":"Loading model"}}', "")[0] is ServerVerdict.loading
@@ -297,7 +297,7 @@ async def test_the_server_checker_reads_a_real_health_endpoint() -> None:
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from orchestrator.modelservers import ServerChecker, ServerTarget, ServerVerdict
+    from orchestrator.probing.modelservers import ServerChecker, ServerTarget, ServerVerdict
 
     status = {"code": 503}
 
@@ -332,7 +332,7 @@ async def test_the_server_checker_reads_a_real_health_endpoint() -> None:
 
 def test_the_watch_finds_the_fleets_model_servers(tmp_path: Path) -> None:
     from orchestrator.fleet.load import load_fleet
-    from orchestrator.modelservers import ServerTarget, server_targets
+    from orchestrator.probing.modelservers import ServerTarget, server_targets
     from tests.fleets import shipped_project
 
     loaded = load_fleet(shipped_project(tmp_path), tmp_path, check_files=False)

@@ -21,7 +21,7 @@ from orchestrator.policy import (
     Tick,
     transition,
 )
-from orchestrator.statefile import DEFAULT_STATE_FILE, STATE_ENV, StateFile, state_path
+from orchestrator.watch.statefile import DEFAULT_STATE_FILE, STATE_ENV, StateFile, state_path
 
 POLICY = RestartPolicy()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.runtimes.swarm import Location, SwarmRuntime, node_location, unit_of
+from orchestrator.runtimes.swarm.runtime import Location, SwarmRuntime, node_location, unit_of
 
 NODES = {
     "n1": {

@@ -1,10 +1,10 @@
-"""The stack as deployed (orchestrator/swarmstack.py): what makes a unit's revision change, and what not."""
+"""The stack as deployed (runtimes/swarm/stack.py): what makes a unit's revision change, and what not."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.swarmstack import IMAGE_LABEL, annotate, only, revisions, substitute
+from orchestrator.runtimes.swarm.stack import IMAGE_LABEL, annotate, only, revisions, substitute
 
 STACK = {
     "services": {

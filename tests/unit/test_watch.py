@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.fleetstatus import FleetStatus
-from orchestrator.modelservers import ServerReport, ServerTarget, ServerVerdict
 from orchestrator.policy import Exited, RestartPolicy, State, StopRequested
-from orchestrator.probe import ProbeReport, ProbeTarget, Verdict
+from orchestrator.probing.modelservers import ServerReport, ServerTarget, ServerVerdict
+from orchestrator.probing.reports import ProbeReport, ProbeTarget, Verdict
 from orchestrator.runtimes.base import (
     OperatorStop,
     ProcessExited,
@@ -23,10 +22,11 @@ from orchestrator.runtimes.base import (
     diff_events,
     last_error_line,
 )
-from orchestrator.statefile import StateFile
-from orchestrator.status import metrics_text, page
-from orchestrator.supervise import format_status
-from orchestrator.watch import OPERATOR_HOLD, Watcher
+from orchestrator.status.app import metrics_text, page
+from orchestrator.status.fleetstatus import FleetStatus
+from orchestrator.watch.loop import OPERATOR_HOLD, Watcher
+from orchestrator.watch.statefile import StateFile
+from orchestrator.watch.supervise import format_status
 
 POLICY = RestartPolicy(backoff_initial=0.05, backoff_max=0.1, start_grace=0, unhealthy_after_failed_probes=2)
 
