@@ -8,7 +8,7 @@
 | :mod:`~orchestrator.fleet.located` | YAML with the line of every value, bounded against alias bombs |
 | :mod:`~orchestrator.fleet.errors` | ``file:line: field: problem; fix: ...`` errors |
 | :mod:`~orchestrator.fleet.resolved` | a miner and a model server with every derived value decided |
-| :mod:`~orchestrator.fleet.checks` | the checks across fields and files (``check*.py``: one group each) |
+| :mod:`~orchestrator.fleet.checks` | the checks across fields and files (a module per group) |
 | :mod:`~orchestrator.fleet.load` | ``load_fleet``: all of the above, every error at once |
 """
 

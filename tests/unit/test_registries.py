@@ -24,7 +24,7 @@ import pytest
 
 from orchestrator.fleet import json_schema
 from orchestrator.fleet import options as fleet_options
-from orchestrator.fleet.checkfiles import ONE_FILE_MODELS
+from orchestrator.fleet.checks.files import ONE_FILE_MODELS
 from orchestrator.render.compose import TARGETS
 from services.miner import backends, httpdoor, protocols, protocolspec, signed
 from services.miner.backends.spec import Memory
@@ -99,7 +99,7 @@ def test_no_module_outside_its_own_names_a_backend_or_a_protocol() -> None:
             assert not named & set(BACKEND_NAMES), path
         if path.name != "protocolspec.py":
             assert not named & set(PROTOCOL_NAMES), path
-    for relative in ("orchestrator/fleet/checkfiles.py", "orchestrator/fleet/options.py"):
+    for relative in ("orchestrator/fleet/checks/files.py", "orchestrator/fleet/options.py"):
         named = _string_constants(ROOT / relative)
         assert not named & set(BACKEND_NAMES + PROTOCOL_NAMES), relative
 
@@ -241,7 +241,7 @@ def test_a_fake_backend_shows_up_everywhere(tmp_path: Path) -> None:
         """
         from orchestrator.fleet import json_schema
         from orchestrator.fleet import options
-        from orchestrator.fleet.checkfiles import ONE_FILE_MODELS
+        from orchestrator.fleet.checks.files import ONE_FILE_MODELS
         from orchestrator.render.compose import TARGETS
         from services.miner.errors import ConfigError
         from services.miner.settings import BACKEND_CHOICES, BackendName, describe_settings, load_settings

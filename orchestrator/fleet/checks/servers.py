@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.fleet.checknodes import PlacementChecks
+from orchestrator.fleet.checks.nodes import PlacementChecks
 from orchestrator.fleet.resolved import (
     LEGACY_MODEL_SERVER,
     ModelServer,

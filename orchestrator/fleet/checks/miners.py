@@ -10,7 +10,7 @@ from typing import Any
 from bittensor_wallet.utils import is_valid_ss58_address
 from pydantic import ValidationError
 
-from orchestrator.fleet.checknodes import PlacementChecks
+from orchestrator.fleet.checks.nodes import PlacementChecks
 from orchestrator.fleet.options import BACKEND_GROUPS, Defaults, MinerOptions, MinerSpec
 from orchestrator.fleet.resolved import (
     Miner,

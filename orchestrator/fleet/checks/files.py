@@ -3,7 +3,7 @@ command that creates what is missing."""
 
 from __future__ import annotations
 
-from orchestrator.fleet.checkbase import Checks
+from orchestrator.fleet.checks.base import Checks
 from orchestrator.fleet.resolved import (
     Miner,
     display,

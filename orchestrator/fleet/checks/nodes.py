@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
-from orchestrator.fleet.checkbase import Checks
+from orchestrator.fleet.checks.base import Checks
 from orchestrator.fleet.options import MinerOptions, MinerSpec
 from orchestrator.placement import Placement, matching
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.fleet import located as yamlsource
-from orchestrator.fleet.checkfiles import FileChecks
-from orchestrator.fleet.checkminers import MinerChecks
-from orchestrator.fleet.checkservers import ServerChecks
+from orchestrator.fleet.checks.files import FileChecks
+from orchestrator.fleet.checks.miners import MinerChecks
+from orchestrator.fleet.checks.servers import ServerChecks
 from orchestrator.fleet.errors import FleetError
 from orchestrator.fleet.resolved import (
     LEGACY_MODEL_SERVER,
