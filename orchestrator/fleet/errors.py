@@ -106,11 +106,18 @@ def translate(err: ErrorDetails, doc: yamlsource.LocatedDocument) -> FleetError:
     if loc and loc[-1] == "[key]":  # a dict key (a model name) failed its pattern
         loc = loc[:-1]
     name = next((part for part in reversed(loc) if isinstance(part, str)), "")
-    line = doc.line_of(loc)
-    where = format_path(loc)
     secret = "key" in name.lower()  # never echo what might be a credential
     shown = "it" if secret else _show(value)
+    problem, fix = _key_problem(kind, loc, name, shown, value, ctx) or _value_problem(
+        kind, name, shown, ctx, err
+    )
+    return FleetError(doc.line_of(loc), format_path(loc), problem, fix)
 
+
+def _key_problem(
+    kind: str, loc: tuple[str | int, ...], name: str, shown: str, value: Any, ctx: dict[str, Any]
+) -> tuple[str, str] | None:
+    """A key that is unknown or missing, or a value outside a fixed list: (problem, fix), else None."""
     if kind == "extra_forbidden":
         known = _known_keys(loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
@@ -118,11 +125,9 @@ def translate(err: ErrorDetails, doc: yamlsource.LocatedDocument) -> FleetError:
             fix = f"did you mean {close[0]!r}?"
         else:
             fix = f"remove it; the keys allowed here are: {', '.join(known)}" if known else "remove it"
-        return FleetError(line, where, f"unknown key {loc[-1]!r}", fix)
+        return f"unknown key {loc[-1]!r}", fix
     if kind == "missing":
-        return FleetError(
-            line, where, f"required key {name!r} is missing", _MISSING_FIXES.get(name, f"add `{name}:`")
-        )
+        return f"required key {name!r} is missing", _MISSING_FIXES.get(name, f"add `{name}:`")
     if kind in ("enum", "literal_error"):
         expected = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         noun = _NOUNS.get(name, "value")
@@ -130,38 +135,43 @@ def translate(err: ErrorDetails, doc: yamlsource.LocatedDocument) -> FleetError:
         close = difflib.get_close_matches(str(value), expected, n=1, cutoff=0.5)
         if close:
             fix = f"did you mean {close[0]!r}? ({fix})"
-        return FleetError(line, where, f"unknown {noun} {shown}", fix)
+        return f"unknown {noun} {shown}", fix
+    return None
+
+
+_BOUNDS = {
+    "greater_than": ("greater than", "gt"),
+    "greater_than_equal": ("at least", "ge"),
+    "less_than": ("less than", "lt"),
+    "less_than_equal": ("at most", "le"),
+}
+
+
+def _value_problem(
+    kind: str, name: str, shown: str, ctx: dict[str, Any], err: ErrorDetails
+) -> tuple[str, str]:
+    """A value of the wrong type, size, range or shape: (problem, fix)."""
     if kind == "less_than_equal" and name == "streaming_batch_size":
-        return FleetError(
-            line,
-            where,
+        return (
             f"streaming batch size {shown} is over {MAX_STREAMING_BATCH_SIZE}: validators penalise bigger "
             "chunks",
             f"set streaming_batch_size to {MAX_STREAMING_BATCH_SIZE} or less",
         )
     if kind in _TYPE_WORDS:
         word, fix = _TYPE_WORDS[kind]
-        return FleetError(line, where, f"expected {word}, got {shown}", fix)
-    bounds = {
-        "greater_than": ("greater than", "gt"),
-        "greater_than_equal": ("at least", "ge"),
-        "less_than": ("less than", "lt"),
-        "less_than_equal": ("at most", "le"),
-    }
-    if kind in bounds:
-        words, key = bounds[kind]
-        return FleetError(line, where, f"{shown} is out of range", f"use a value {words} {ctx.get(key)}")
+        return f"expected {word}, got {shown}", fix
+    if kind in _BOUNDS:
+        words, key = _BOUNDS[kind]
+        return f"{shown} is out of range", f"use a value {words} {ctx.get(key)}"
     if kind == "too_short":
         if name == "miners":
-            return FleetError(
-                line, where, "the fleet has no miners", "add at least one miner under `miners:`"
-            )
-        return FleetError(line, where, "the list is empty", "list at least one item, or remove the key")
+            return "the fleet has no miners", "add at least one miner under `miners:`"
+        return "the list is empty", "list at least one item, or remove the key"
     if kind == "string_too_short":
-        return FleetError(line, where, "must not be empty", "write a value, or remove the key")
+        return "must not be empty", "write a value, or remove the key"
     if kind == "string_pattern_mismatch":
         hint = _PATTERN_HINTS.get(str(err["loc"][-1]), "use letters, digits, '.', '_' and '-' (no '/')")
-        return FleetError(line, where, f"{shown} is not a valid name", hint)
+        return f"{shown} is not a valid name", hint
     if kind == "value_error":
         message = str(ctx.get("error", err["msg"]))
         problem, sep, fix = message.partition("; fix: ")
@@ -169,8 +179,8 @@ def translate(err: ErrorDetails, doc: yamlsource.LocatedDocument) -> FleetError:
             problem, sep, fix = message.rpartition(": ")
             if not sep:
                 problem, fix = message, "correct the value"
-        return FleetError(line, where, problem, fix)
-    return FleetError(line, where, f"{err['msg']} (got {shown})", "see config/miners.schema.json")
+        return problem, fix
+    return f"{err['msg']} (got {shown})", "see config/miners.schema.json"
 
 
 def _show(value: Any) -> str:

@@ -20,9 +20,10 @@ from orchestrator.fleet.sections import (
     ENV_NAME_PATTERN,
     ImageName,
 )
+from orchestrator.policy import RestartPolicy
 from services.miner.backends import SPECS
 from services.miner.backends.spec import BackendSpec
-from services.miner.settings import BackendName
+from services.miner.settings import BACKEND_CHOICES, BackendName
 
 
 class MinerChecks(PlacementChecks):
@@ -33,6 +34,44 @@ class MinerChecks(PlacementChecks):
         backend are known, even with errors, so the checks across miners (ports, hotkeys, files) still
         see it: the fleet is only usable when no error at all was found."""
         options = _merge(self.fleet.defaults, spec)
+        if not self._named_wallet_and_backend(spec, options, i):
+            return None
+        assert options.wallet is not None and options.backend is not None
+        backend = options.backend
+        self._check_backend_groups(spec, backend, i)
+        self._check_one_line(options, i)
+        self._check_allowed_hotkeys(spec, i)
+        model, server = self._check_backend(spec, options, i, used_models)
+        image, gpus = self._check_image(spec, options, backend, i)
+        placement = self._place_miner(spec, options, i)
+        self._check_node_gpus(
+            placement, gpus, ("miners", i, "gpus") if spec.gpus is not None else ("defaults", "gpus")
+        )
+        axon_port = spec.axon_port if spec.axon_port is not None else self.fleet.port_base + i
+        metrics_port = options.metrics_port
+        if metrics_port is None and self.fleet.metrics_port_offset is not None:
+            metrics_port = axon_port + self.fleet.metrics_port_offset
+        return Miner(
+            index=i,
+            name=spec.name,
+            wallet=options.wallet,
+            hotkey=spec.hotkey,
+            axon_port=axon_port,
+            axon_external_port=spec.axon_external_port,
+            backend=backend,
+            protocols=tuple(options.protocols or ["prompting"]),
+            image=image,
+            gpus=tuple(gpus),
+            model=model,
+            model_server=server,
+            options=options,
+            restart=self._restart_of(options, i),
+            placement=placement,
+            metrics_port=metrics_port,
+        )
+
+    def _named_wallet_and_backend(self, spec: MinerSpec, options: MinerOptions, i: int) -> bool:
+        """The miner (or ``defaults``) names a wallet and a backend; each missing one is an error."""
         if options.wallet is None:
             self.error(
                 self.miner_at(i),
@@ -43,11 +82,12 @@ class MinerChecks(PlacementChecks):
             self.error(
                 self.miner_at(i),
                 f"miner {spec.name!r} has no backend",
-                "set `backend:` (echo, llamacpp, hf or openai) on the miner or under `defaults:`",
+                f"set `backend:` ({BACKEND_CHOICES.rstrip('.')}) on the miner or under `defaults:`",
             )
-        if options.wallet is None or options.backend is None:
-            return None
-        backend = options.backend
+        return options.wallet is not None and options.backend is not None
+
+    def _check_backend_groups(self, spec: MinerSpec, backend: BackendName, i: int) -> None:
+        """No options group of another backend than the miner's."""
         for group in BACKEND_GROUPS:
             if group != backend.value and getattr(spec, group) is not None:
                 self.error(
@@ -55,9 +95,14 @@ class MinerChecks(PlacementChecks):
                     f"{group} options on a miner whose backend is {backend.value}",
                     f"remove the `{group}:` section, or set backend: {group}",
                 )
-        self._check_one_line(options, i)
-        self._check_allowed_hotkeys(spec, i)
 
+    def _check_backend(
+        self, spec: MinerSpec, options: MinerOptions, i: int, used_models: dict[str, tuple[int, str]]
+    ) -> tuple[str | None, str | None]:
+        """What the miner's backend needs: one generation at a time in process, a model, a model
+        server, its secrets. Returns the model and the model server it uses."""
+        backend = options.backend
+        assert backend is not None
         model: str | None = None
         server: str | None = None
         described = SPECS[backend]
@@ -81,13 +126,10 @@ class MinerChecks(PlacementChecks):
         if described.model_server:
             server = self._check_server(described, group, i)
         self._check_secrets(described, group, i)
+        return model, server
 
-        image, gpus = self._check_image(spec, options, backend, i)
-        placement = self._place_miner(spec, options, i)
-        self._check_node_gpus(
-            placement, gpus, ("miners", i, "gpus") if spec.gpus is not None else ("defaults", "gpus")
-        )
-
+    def _restart_of(self, options: MinerOptions, i: int) -> RestartPolicy:
+        """The fleet's restart policy with the miner's own overrides; bad numbers are errors."""
         restart = self.fleet.restart
         overrides = options.restart.model_dump(exclude_none=True) if options.restart is not None else {}
         try:
@@ -97,29 +139,7 @@ class MinerChecks(PlacementChecks):
                 message = str((err.get("ctx") or {}).get("error", err["msg"]))
                 problem, _, fix = message.rpartition(": ")
                 self.error(self.miner_at(i, "restart"), problem or message, fix or "adjust the numbers")
-
-        axon_port = spec.axon_port if spec.axon_port is not None else self.fleet.port_base + i
-        metrics_port = options.metrics_port
-        if metrics_port is None and self.fleet.metrics_port_offset is not None:
-            metrics_port = axon_port + self.fleet.metrics_port_offset
-        return Miner(
-            index=i,
-            name=spec.name,
-            wallet=options.wallet,
-            hotkey=spec.hotkey,
-            axon_port=axon_port,
-            axon_external_port=spec.axon_external_port,
-            backend=backend,
-            protocols=tuple(options.protocols or ["prompting"]),
-            image=image,
-            gpus=tuple(gpus),
-            model=model,
-            model_server=server,
-            options=options,
-            restart=restart,
-            placement=placement,
-            metrics_port=metrics_port,
-        )
+        return restart
 
     def _check_server(self, described: BackendSpec, group: Any, i: int) -> str | None:
         """A backend that talks to a server names one of the fleet's model servers or gives its own
