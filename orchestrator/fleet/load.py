@@ -103,34 +103,7 @@ def load_fleet(
     path = Path(path)
     project_dir = Path.cwd() if project_dir is None else Path(project_dir)
     file = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise FleetInvalid(
-            file,
-            [FleetError(0, "", f"cannot read the fleet file ({exc.strerror})", "pass --config PATH")],
-        ) from exc
-    try:
-        doc = yamlsource.load(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise FleetInvalid(
-            file, [FleetError(0, "", "the file is not UTF-8 text", "save it as UTF-8")]
-        ) from exc
-    except yamlsource.YamlTooLarge as exc:
-        raise FleetInvalid(file, [FleetError(exc.line, format_path(exc.path), exc.problem, exc.fix)]) from exc
-    except yamlsource.YamlSyntaxError as exc:
-        raise FleetInvalid(
-            file,
-            [
-                FleetError(
-                    exc.line,
-                    "",
-                    f"YAML syntax error: {exc.problem}",
-                    "check the indentation and quoting on this line and the one before it",
-                )
-            ],
-        ) from exc
-
+    raw, doc = _read(path)
     errors = [FleetError(p.line, format_path(p.path), p.problem, p.fix) for p in doc.problems]
     if not isinstance(doc.data, dict):
         errors.append(
@@ -165,6 +138,38 @@ def load_fleet(
         sha256=hash_file_bytes(raw),
         model_servers=tuple(servers),
     )
+
+
+def _read(path: Path) -> tuple[bytes, yamlsource.LocatedDocument]:
+    """The file's bytes and its YAML with lines; a file that cannot be read or parsed is one error."""
+    file = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise FleetInvalid(
+            file,
+            [FleetError(0, "", f"cannot read the fleet file ({exc.strerror})", "pass --config PATH")],
+        ) from exc
+    try:
+        return raw, yamlsource.load(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise FleetInvalid(
+            file, [FleetError(0, "", "the file is not UTF-8 text", "save it as UTF-8")]
+        ) from exc
+    except yamlsource.YamlTooLarge as exc:
+        raise FleetInvalid(file, [FleetError(exc.line, format_path(exc.path), exc.problem, exc.fix)]) from exc
+    except yamlsource.YamlSyntaxError as exc:
+        raise FleetInvalid(
+            file,
+            [
+                FleetError(
+                    exc.line,
+                    "",
+                    f"YAML syntax error: {exc.problem}",
+                    "check the indentation and quoting on this line and the one before it",
+                )
+            ],
+        ) from exc
 
 
 def _validate_schema(

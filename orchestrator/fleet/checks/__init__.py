@@ -5,11 +5,14 @@ creates what is missing."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from orchestrator.fleet import located as yamlsource
+from orchestrator.fleet.checks.base import Checks
 from orchestrator.fleet.checks.files import FileChecks
 from orchestrator.fleet.checks.miners import MinerChecks
 from orchestrator.fleet.checks.servers import ServerChecks
@@ -45,6 +48,31 @@ class _Owner:
 
     def __str__(self) -> str:
         return f"{self.what} (line {self.line})" if self.line else self.what
+
+
+class _PortClaims:
+    """Who holds each port on each node (``None``: the one machine); a second claim is an error."""
+
+    def __init__(self, checks: Checks, every_node: tuple[str | None, ...]) -> None:
+        self.checks = checks
+        self.every_node = every_node
+        self.owners: dict[tuple[str | None, int], _Owner] = {}
+
+    def taken(self, port: int, nodes: Sequence[str | None] = ()) -> bool:
+        return any((node, port) in self.owners for node in (tuple(nodes) or self.every_node))
+
+    def claim(
+        self, port: int, owner: _Owner, where: tuple[int, str], fix: str, nodes: Sequence[str | None] = ()
+    ) -> None:
+        """Claim ``port`` on ``nodes`` (default: every node a unit may run on)."""
+        claiming = tuple(nodes) or self.every_node
+        for node in claiming:
+            if (node, port) in self.owners:
+                on = f" on node {node}" if node is not None else ""
+                self.checks.error(where, f"port {port} is already used{on} by {self.owners[node, port]}", fix)
+                return
+        for node in claiming:
+            self.owners[node, port] = owner
 
 
 @dataclass
@@ -103,68 +131,66 @@ class Checker(MinerChecks, ServerChecks, FileChecks):
 
     def _check_ports(self, miners: list[Miner], servers: list[ModelServer]) -> None:
         # One machine: ports are unique in the fleet. A swarm: unique on each node a unit may run on.
-        owners: dict[tuple[str | None, int], _Owner] = {}
-        every_node: tuple[str | None, ...] = tuple(self.fleet.nodes) or (None,)
-        claiming: tuple[str | None, ...] = every_node
-        clashed: set[str] = set()  # miners whose axon port clashed: their metrics port is not checked
+        claims = _PortClaims(self, tuple(self.fleet.nodes) or (None,))
+        self._claim_server_ports(claims, servers)
+        for section, what in (("status_api", "the status API"), ("supervisor", "supervisord")):
+            # the orchestrator runs on a manager: whichever node that is
+            port = getattr(self.fleet, section).port
+            written = self.doc.has((section, "port"))
+            line, where = self.at(section, "port")
+            owner = _Owner(what, line) if written else _Owner(f"{what} (default port)", 0)
+            claims.claim(port, owner, (line, where), f"change {section}.port")
+        clashed = self._claim_axon_ports(claims, miners)
+        for miner in miners:
+            if miner.name in clashed:  # two miners on one axon port: that error says it already
+                continue
+            claim = functools.partial(claims.claim, nodes=miner.placement.candidates)
+            self._claim_metrics_port(miner, claim)
+            if len(miner.own_ports) > 1:  # an HTTP door on a port of its own
+                door_at = self.miner_at(miner.index, "http", "port")
+                fix = "choose another http.port" + (
+                    " (set in defaults: every miner gets the same one; set it per miner)"
+                    if door_at[1].startswith("defaults")
+                    else ""
+                )
+                door = miner.own_ports[1]
+                claim(door, _Owner(f"the HTTP door of miner {miner.name!r}", door_at[0]), door_at, fix)
 
-        def claim(port: int, owner: _Owner, where: tuple[int, str], fix: str) -> None:
-            for node in claiming:
-                if (node, port) in owners:
-                    on = f" on node {node}" if node is not None else ""
-                    self.error(where, f"port {port} is already used{on} by {owners[node, port]}", fix)
-                    return
-            for node in claiming:
-                owners[node, port] = owner
-
+    def _claim_server_ports(self, claims: _PortClaims, servers: list[ModelServer]) -> None:
         for server in servers:
             line, where = self.at(*server.at, "port")
             what = "the model server" if server.at == ("model_server",) else f"model server {server.name!r}"
             if not self.doc.has((*server.at, "port")):
                 line = self.doc.line_of(server.at)
                 what += " (default port 8000)"
-            claiming = server.placement.candidates or every_node
-            claim(server.spec.port, _Owner(what, line), (line, where), f"change {where}")
-        claiming = every_node  # the orchestrator runs on a manager: whichever node that is
-        for section, what in (("status_api", "the status API"), ("supervisor", "supervisord")):
-            port = getattr(self.fleet, section).port
-            written = self.doc.has((section, "port"))
-            line, where = self.at(section, "port")
-            owner = _Owner(what, line) if written else _Owner(f"{what} (default port)", 0)
-            claim(port, owner, (line, where), f"change {section}.port")
+            owner = _Owner(what, line)
+            claims.claim(
+                server.spec.port, owner, (line, where), f"change {where}", server.placement.candidates
+            )
+
+    def _claim_axon_ports(self, claims: _PortClaims, miners: list[Miner]) -> set[str]:
+        """Each miner's axon port; the miners whose port clashed (their other ports are not checked)."""
+        clashed: set[str] = set()
         for miner in miners:
             if self.doc.has(("miners", miner.index, "axon_port")):
-                where2 = self.at("miners", miner.index, "axon_port")
+                where = self.at("miners", miner.index, "axon_port")
                 fix = "choose another axon_port"
                 what = f"miner {miner.name!r}"
             else:
-                where2 = self.at("miners", miner.index)
+                where = self.at("miners", miner.index)
                 fix = "set an axon_port on this miner, or change port_base"
                 what = f"miner {miner.name!r} (port_base + {miner.index})"
             if miner.axon_port > 65535:
                 self.error(
-                    where2,
+                    where,
                     f"port {miner.axon_port} (port_base + {miner.index}) is over 65535",
                     "lower port_base",
                 )
                 continue
-            claiming = miner.placement.candidates or every_node
-            if any((node, miner.axon_port) in owners for node in claiming):
+            if claims.taken(miner.axon_port, miner.placement.candidates):
                 clashed.add(miner.name)
-            claim(miner.axon_port, _Owner(what, where2[0]), where2, fix)
-        for miner in miners:
-            if miner.name not in clashed:  # two miners on one axon port: that error says it already
-                claiming = miner.placement.candidates or every_node
-                self._claim_metrics_port(miner, claim)
-                if len(miner.own_ports) > 1:  # an HTTP door on a port of its own
-                    door_at = self.miner_at(miner.index, "http", "port")
-                    fix = "choose another http.port" + (
-                        " (set in defaults: every miner gets the same one; set it per miner)"
-                        if door_at[1].startswith("defaults")
-                        else ""
-                    )
-                    door = miner.own_ports[1]
-                    claim(door, _Owner(f"the HTTP door of miner {miner.name!r}", door_at[0]), door_at, fix)
+            claims.claim(miner.axon_port, _Owner(what, where[0]), where, fix, miner.placement.candidates)
+        return clashed
 
     def _claim_metrics_port(self, miner: Miner, claim: Any) -> None:
         """A miner's metrics port clashes with no other port of the fleet, and exists."""
