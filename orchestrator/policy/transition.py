@@ -286,6 +286,35 @@ def _move(
     )
 
 
+def _crash_loop(
+    record: MinerRecord,
+    now: float,
+    reason: str,
+    detail: str,
+    policy: RestartPolicy,
+    recent: tuple[float, ...],
+    *,
+    process_up: bool,
+) -> tuple[MinerRecord, list[Action]]:
+    """-> FATAL: restarting forever hides the problem and burns the validators' patience."""
+    why = (
+        f"{len(recent) + 1} restarts within {policy.crash_loop_window:g}s "
+        f"(limit {policy.crash_loop_max_restarts}); last: {reason}" + (f": {detail}" if detail else "")
+    )
+    actions = [Action.STOP] if process_up else []
+    new = _move(
+        record,
+        now,
+        State.FATAL,
+        Reason.CRASH_LOOP,
+        detail=why,
+        actions=actions,
+        **_CLEARED,
+        recent_restarts=recent,
+    )
+    return new, actions
+
+
 def _restart(
     record: MinerRecord, now: float, reason: str, detail: str, policy: RestartPolicy, *, process_up: bool
 ) -> tuple[MinerRecord, list[Action]]:
@@ -297,24 +326,7 @@ def _restart(
     window_start = now - policy.crash_loop_window
     recent = tuple(t for t in record.recent_restarts if t > window_start)
     if len(recent) + 1 > policy.crash_loop_max_restarts:
-        # -> FATAL: restarting forever hides the problem and burns the validators' patience.
-        why = (
-            f"{len(recent) + 1} restarts within {policy.crash_loop_window:g}s "
-            f"(limit {policy.crash_loop_max_restarts}); last: {reason}" + (f": {detail}" if detail else "")
-        )
-        actions = [Action.STOP] if process_up else []
-        new = _move(
-            record,
-            now,
-            State.FATAL,
-            Reason.CRASH_LOOP,
-            detail=why,
-            actions=actions,
-            **_CLEARED,
-            recent_restarts=recent,
-        )
-        return new, actions
-
+        return _crash_loop(record, now, reason, detail, policy, recent, process_up=process_up)
     by_reason = dict(record.restarts_by_reason)
     by_reason[reason] = by_reason.get(reason, 0) + 1
     consecutive = record.consecutive_restarts + 1
