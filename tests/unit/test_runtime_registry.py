@@ -43,3 +43,21 @@ def test_what_differs_between_runtimes_is_said_in_their_specs() -> None:
     updater = runtime_spec("supervisor").updater(_loaded(), None, cast(Any, None))
     assert isinstance(updater, SupervisorUpdater)
     updater.finish()  # nothing to close
+
+
+def test_no_module_branches_on_a_runtime_name() -> None:
+    """What differs between runtimes lives in their specs: nowhere in the orchestrator is a runtime's
+    name compared (``== "swarm"``, ``in ("docker", ...)``), so a new runtime needs no edit elsewhere."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2] / "orchestrator"
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Compare):
+                continue
+            for side in (node.left, *node.comparators):
+                values = side.elts if isinstance(side, ast.Tuple | ast.List | ast.Set) else [side]
+                if any(isinstance(v, ast.Constant) and v.value in NAMES for v in values):
+                    found.append(f"{path.relative_to(root.parent)}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, "\n".join(found)
