@@ -120,6 +120,18 @@ miners:
 """
 
 
+def _stop(watch: subprocess.Popen[bytes] | None) -> None:
+    """Stop the watch as the operator would (SIGTERM), killing it if it does not end."""
+    if watch is None:
+        return
+    watch.send_signal(signal.SIGTERM)
+    try:
+        watch.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        watch.kill()
+        watch.wait()
+
+
 def _wait(what: str, check: Callable[[], Any], timeout: float = 90) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -280,13 +292,7 @@ def test_a_fleet_on_a_two_node_swarm(lab: Lab, tmp_path: Path) -> None:
             switch_off_beta()
             drain("alpha")
     finally:
-        if watch is not None:
-            watch.send_signal(signal.SIGTERM)
-            try:
-                watch.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                watch.kill()
-                watch.wait()
+        _stop(watch)
 
     # 5. swarm down: nothing of the stack is left on either node
     out = _run(*orchestrator, "swarm", "down", *where, "--manager", lab.manager, "--timeout", "120")
@@ -552,12 +558,6 @@ def test_a_rolling_update_on_the_swarm_keeps_three_of_four_answering(lab: Lab, t
         assert set(once().values()) == {"one two three "}
         print(f"stopped and rolled back at {time.monotonic() - began:.1f} s")
     finally:
-        if watch is not None:
-            watch.send_signal(signal.SIGTERM)
-            try:
-                watch.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                watch.kill()
-                watch.wait()
+        _stop(watch)
         out = _run(*orchestrator, "swarm", "down", *where, "--manager", lab.manager, "--timeout", "120")
     assert out.strip() == f"stack {STACK} removed", out
