@@ -67,7 +67,7 @@ mkdir -p "$cache/llama-server" "$cache/sdist"
 sdist=$cache/sdist/llama_cpp_python-$llama_version.tar.gz
 if [ ! -s "$sdist" ]; then
   python=${PYTHON:-python3}
-  say "fetching the llama-cpp-python $llama_version sdist (50 MB; ~10-40 s, pip caches it)"
+  say "fetching llama.cpp's source, the llama-cpp-python $llama_version sdist (50 MB; ~10-40 s; kept in $cache/sdist)"
   tmp=$(mktemp -d "$cache/sdist/.download.XXXXXX")
   # --no-binary for this package only: the sdist, not a wheel; its build tools may come as wheels.
   "$python" -m pip download -q --disable-pip-version-check --no-deps \
