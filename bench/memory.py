@@ -43,9 +43,9 @@ from bench._common import (
     started_miners,
     tree_memory,
 )
-from bench.harness import bench_tmp, model_missing
+from bench.harness import bench_tmp, model_missing, probe_dendrite
 from devkit.local import llama_cpp_server_process
-from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
+from services.miner.client import axon_info, make_synapse, stream_once
 
 NAME = "memory"
 TITLE = "Memory per hotkey: echo / openai / llamacpp miners; N hotkeys on a shared model server vs N models"
@@ -75,8 +75,7 @@ def warm(wallets: Wallets, miners: list[MinerProcess]) -> list[bool]:
     """One request to each miner (one after the other), so what a request allocates is counted."""
 
     async def go() -> list[bool]:
-        dendrite = make_dendrite(wallets.wallet("probe"))
-        try:
+        async with probe_dendrite(wallets) as dendrite:
             answers = []
             for miner in miners:
                 target = axon_info(LOCALHOST, miner.port, wallets.miner_hotkey)
@@ -85,8 +84,6 @@ def warm(wallets: Wallets, miners: list[MinerProcess]) -> list[bool]:
                 )
                 answers.append(result.ok)
             return answers
-        finally:
-            await dendrite.aclose_session()
 
     return asyncio.run(go())
 

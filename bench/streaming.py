@@ -17,7 +17,6 @@ Run: ``python -m bench.streaming [--quick]``.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from bench._common import (
     started_miners,
     summarize,
 )
-from bench.harness import probe_dendrite
+from bench.harness import bench_tmp, model_missing, probe_dendrite
 from bench.streaming_path import MinerAnswer, echo_part, miner_generation, rotations
 from services.miner.chat import TRANSCRIPT_STOP, build_chat, transcript
 from services.miner.settings import MinerSettings
@@ -319,12 +318,10 @@ def run(quick: bool) -> Result:
     """Measure both parts; return the result (figures + details)."""
     started, before = time.time(), machine()
     cfg = Config.for_run(quick)
-    if not GGUF.exists():
-        return make_result(
-            NAME, TITLE, quick, started, [], skipped=f"{GGUF} is missing (make model)", machine_before=before
-        )
-    with tempfile.TemporaryDirectory(prefix="minerfleet-bench-") as name:
-        tmp = Path(name)
+    missing = model_missing(NAME, TITLE, quick, started, before, "make model")
+    if missing is not None:
+        return missing
+    with bench_tmp() as tmp:
         wallets = make_wallets(tmp / "wallets")
         model_figures, model_details = model_part(cfg, tmp, wallets)
         echo_figures, echo_details = echo_part(
