@@ -27,7 +27,6 @@ Run: ``python -m bench.event_loop [--quick]``.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from bench._common import (
     started_miners,
     summarize,
 )
+from bench.harness import bench_tmp, model_missing
 from bench.seed_launch import seed_style_miner, seed_without_lock
 from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
 
@@ -95,6 +95,18 @@ class PhaseSamples:
     request_first_byte: list[float] = field(default_factory=list)
     request_status: dict[str, int] = field(default_factory=dict)
     load_durations: list[float] = field(default_factory=list)
+
+    def add_ping(self, latency: float | None) -> None:
+        """A ping's latency, or a failed ping (None)."""
+        if latency is None:
+            self.ping_failed += 1
+        else:
+            self.ping.append(latency)
+
+    def add_request(self, first: float, status: str) -> None:
+        """A new request's first byte, and its status label."""
+        self.request_first_byte.append(first)
+        self.request_status[status] = self.request_status.get(status, 0) + 1
 
 
 class Ping:
@@ -153,16 +165,10 @@ class Bench:
     async def idle(self, kind: str) -> None:
         samples = self.samples[(kind, "idle")]
         for _ in range(self.cfg.idle_pings):
-            latency = await self.ping(self.ports[kind])
-            if latency is None:
-                samples.ping_failed += 1
-            else:
-                samples.ping.append(latency)
+            samples.add_ping(await self.ping(self.ports[kind]))
             await asyncio.sleep(0.1)
         for _ in range(self.cfg.idle_requests):
-            first, status = await self.request(kind, SHORT_PROMPT, NEW_TIMEOUT)
-            samples.request_first_byte.append(first)
-            samples.request_status[status] = samples.request_status.get(status, 0) + 1
+            samples.add_request(*await self.request(kind, SHORT_PROMPT, NEW_TIMEOUT))
 
     async def loaded(self, kind: str) -> None:
         samples = self.samples[(kind, "loaded")]
@@ -184,16 +190,10 @@ class Bench:
         probes: list[asyncio.Task[Any]] = []
 
         async def ping_once() -> None:
-            latency = await self.ping(self.ports[kind])
-            if latency is None:
-                samples.ping_failed += 1
-            else:
-                samples.ping.append(latency)
+            samples.add_ping(await self.ping(self.ports[kind]))
 
         async def request_once() -> None:
-            first, status = await self.request(kind, SHORT_PROMPT, NEW_TIMEOUT)
-            samples.request_first_byte.append(first)
-            samples.request_status[status] = samples.request_status.get(status, 0) + 1
+            samples.add_request(*await self.request(kind, SHORT_PROMPT, NEW_TIMEOUT))
 
         next_ping = next_request = time.monotonic()
         requests_sent = 0
@@ -246,44 +246,29 @@ def _figures(samples: dict[tuple[str, str], PhaseSamples]) -> list[Figure]:
             where = "idle" if phase == "idle" else "during K long generations"
             ping = summarize(s.ping)
             first = summarize(s.request_first_byte)
-            figures.append(
-                Figure(
-                    f"{short}_{phase}_ping_p50_ms",
-                    f"{label}, {where}: /Synapse ping latency, p50",
-                    _ms(ping.get("median")),
-                    "ms",
-                    _ms_stats(ping),
-                )
-            )
-            figures.append(
-                Figure(
-                    f"{short}_{phase}_ping_p99_ms",
-                    f"{label}, {where}: /Synapse ping latency, p99",
-                    _ms(ping.get("p99")),
-                    "ms",
-                    _ms_stats(ping, tail=True),
-                )
-            )
             statuses = ", ".join(f"{k}: {v}" for k, v in sorted(s.request_status.items()))
-            figures.append(
-                Figure(
-                    f"{short}_{phase}_request_p50_ms",
-                    f"{label}, {where}: new request's first byte (first chunk or refusal), p50 ({statuses})",
-                    _ms(first.get("median")),
-                    "ms",
-                    _ms_stats(first),
-                )
-            )
-            figures.append(
-                Figure(
-                    f"{short}_{phase}_request_p99_ms",
-                    f"{label}, {where}: new request's first byte, p99 (few samples: about the max)",
-                    _ms(first.get("p99")),
-                    "ms",
-                    _ms_stats(first, tail=True),
-                )
-            )
+            key, what = f"{short}_{phase}", f"{label}, {where}"
+            figures += [
+                _latency(f"{key}_ping_p50_ms", f"{what}: /Synapse ping latency, p50", ping),
+                _latency(f"{key}_ping_p99_ms", f"{what}: /Synapse ping latency, p99", ping, tail=True),
+                _latency(
+                    f"{key}_request_p50_ms",
+                    f"{what}: new request's first byte (first chunk or refusal), p50 ({statuses})",
+                    first,
+                ),
+                _latency(
+                    f"{key}_request_p99_ms",
+                    f"{what}: new request's first byte, p99 (few samples: about the max)",
+                    first,
+                    tail=True,
+                ),
+            ]
     return figures
+
+
+def _latency(key: str, what: str, stats: dict[str, float], *, tail: bool = False) -> Figure:
+    """A latency in ms: the median (or, for a tail figure, the p99) of a sample."""
+    return Figure(key, what, _ms(stats.get("p99" if tail else "median")), "ms", _ms_stats(stats, tail=tail))
 
 
 def _ms(value: float | None) -> float | None:
@@ -296,50 +281,64 @@ def _ms_stats(stats: dict[str, float], *, tail: bool = False) -> dict[str, float
     return {k: (v if k == "n" else v * 1000) for k, v in stats.items() if k in keep}
 
 
-def run(quick: bool) -> Result:
-    """Start both miners, alternate idle and loaded phases, return p50/p99 latencies."""
-    started, before = time.time(), machine()
-    cfg = Config.for_run(quick)
-    if not GGUF.exists():
-        return make_result(
-            NAME, TITLE, quick, started, [], skipped=f"{GGUF} is missing", machine_before=before
-        )
-    with tempfile.TemporaryDirectory(prefix="minerfleet-bench-") as name:
-        tmp = Path(name)
-        wallets = make_wallets(tmp / "wallets")
-        env = miner_env(
-            wallets,
-            free_port(),
-            name="bench-loop",
-            backend="llamacpp",
-            llamacpp__model_path=str(GGUF),
-            llamacpp__n_threads=str(cfg.threads),
-            llamacpp__seed="0",
-            temperature="0",
-            max_tokens=str(cfg.gen_tokens),
-            max_queue=str(cfg.k - 1),  # the K generations fill the queue: a new request is told "busy"
-            log_level="warning",
-        )
-        progress("event_loop: the seed exactly (no lock), two concurrent requests")
-        unlocked = seed_without_lock(tmp, wallets, cfg.threads, cfg.gen_tokens, LONG_PROMPT)
-        with (
-            started_miners(tmp, [env]) as (ours,),
-            seed_style_miner(tmp, wallets, cfg.threads, cfg.gen_tokens) as (seed_port, seed),
-        ):
-            ports = {"minerfleet": ours.port, "seed-style": seed_port}
+def product_env(cfg: Config, wallets: Wallets) -> dict[str, str]:
+    """The product's llamacpp miner, its queue just big enough for the K load generations."""
+    return miner_env(
+        wallets,
+        free_port(),
+        name="bench-loop",
+        backend="llamacpp",
+        llamacpp__model_path=str(GGUF),
+        llamacpp__n_threads=str(cfg.threads),
+        llamacpp__seed="0",
+        temperature="0",
+        max_tokens=str(cfg.gen_tokens),
+        max_queue=str(cfg.k - 1),  # the K generations fill the queue: a new request is told "busy"
+        log_level="warning",
+    )
 
-            async def main() -> dict[tuple[str, str], PhaseSamples]:
-                bench = Bench(cfg, wallets, ports)
-                try:
-                    await bench.measure()
-                finally:
-                    await bench.close()
-                return bench.samples
 
-            samples = asyncio.run(main())
-            seed_exit = seed.poll()
-            seed_log = log_tail(tmp / f"seed-style-{seed_port}.log")
-    details = {
+async def sample_phases(
+    cfg: Config, wallets: Wallets, ports: dict[str, int]
+) -> dict[tuple[str, str], PhaseSamples]:
+    """Both miners' idle and loaded phases, round after round, from this process's event loop."""
+    bench = Bench(cfg, wallets, ports)
+    try:
+        await bench.measure()
+    finally:
+        await bench.close()
+    return bench.samples
+
+
+@dataclass
+class Measured:
+    """What one run measured: each (miner, phase)'s samples, and how the seed-style miners fared."""
+
+    samples: dict[tuple[str, str], PhaseSamples]
+    unlocked: str  # the seed exactly (no lock), two concurrent requests: what became of the process
+    seed_exit: int | None  # the seed-style miner's exit code if it exited during the run
+    seed_log: str
+
+
+def measure(cfg: Config, tmp: Path) -> Measured:
+    """The seed without its lock once; then both miners side by side, idle and loaded phases alternating."""
+    wallets = make_wallets(tmp / "wallets")
+    env = product_env(cfg, wallets)
+    progress("event_loop: the seed exactly (no lock), two concurrent requests")
+    unlocked = seed_without_lock(tmp, wallets, cfg.threads, cfg.gen_tokens, LONG_PROMPT)
+    with (
+        started_miners(tmp, [env]) as (ours,),
+        seed_style_miner(tmp, wallets, cfg.threads, cfg.gen_tokens) as (seed_port, seed),
+    ):
+        ports = {"minerfleet": ours.port, "seed-style": seed_port}
+        samples = asyncio.run(sample_phases(cfg, wallets, ports))
+        seed_exit = seed.poll()
+        seed_log = log_tail(tmp / f"seed-style-{seed_port}.log")
+    return Measured(samples, unlocked, seed_exit, seed_log)
+
+
+def details(cfg: Config, m: Measured) -> dict[str, Any]:
+    return {
         "k": cfg.k,
         "gen_tokens": cfg.gen_tokens,
         "n_threads": cfg.threads,
@@ -353,28 +352,40 @@ def run(quick: bool) -> Result:
                 "request_status": s.request_status,
                 "load_durations_s": [round(d, 2) for d in s.load_durations],
             }
-            for (kind, phase), s in samples.items()
+            for (kind, phase), s in m.samples.items()
         },
-        "seed_style_exit_during_run": seed_exit,
-        "seed_style_log_tail": seed_log[-500:],
+        "seed_style_exit_during_run": m.seed_exit,
+        "seed_style_log_tail": m.seed_log[-500:],
     }
+
+
+def run(quick: bool) -> Result:
+    """Start both miners, alternate idle and loaded phases, return p50/p99 latencies."""
+    started, before = time.time(), machine()
+    cfg = Config.for_run(quick)
+    missing = model_missing(NAME, TITLE, quick, started, before)
+    if missing is not None:
+        return missing
+    with bench_tmp() as tmp:
+        measured = measure(cfg, tmp)
     notes = [
         f"K={cfg.k} generations of {cfg.gen_tokens} tokens, n_threads {cfg.threads}; the product miner "
         f"runs with max_queue={cfg.k - 1}, so a new request during the load is answered 'busy' (503) at once",
         "the seed-style miner serialises generations with a lock (the seed itself crashes, see "
         "seed_without_lock); requests and pings wait for the event loop, which every batch of tokens blocks",
     ]
-    if seed_exit is not None:
-        notes.append(f"the seed-style miner (with its lock) exited during the run with {seed_exit}")
+    if measured.seed_exit is not None:
+        notes.append(f"the seed-style miner (with its lock) exited during the run with {measured.seed_exit}")
     figures = [
-        *_figures(samples),
+        *_figures(measured.samples),
         Figure(
             "seed_without_lock",
             "the seed exactly (no lock around a generation), 2 concurrent long requests: the process",
-            unlocked,
+            measured.unlocked,
         ),
     ]
-    return make_result(NAME, TITLE, quick, started, figures, details, notes=notes, machine_before=before)
+    details_ = details(cfg, measured)
+    return make_result(NAME, TITLE, quick, started, figures, details_, notes=notes, machine_before=before)
 
 
 def main() -> int:

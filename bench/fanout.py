@@ -15,14 +15,8 @@ Run: ``python -m bench.fanout [--quick]``.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
-import os
-import resource
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,18 +25,18 @@ from typing import Any
 
 from bench._common import (
     LOCALHOST,
-    ROOT,
     Figure,
     Result,
     free_ports,
     machine,
     main_for,
     make_result,
-    self_memory,
     started_miners,
     summarize,
     tree_memory,
 )
+from bench.fanout_worker import Worker, cli_health
+from bench.harness import PerRound, alternating, bench_tmp, per_round_figures
 
 NAME = "fanout"
 TITLE = "Fleet probe fan-out: wall time vs slowest single probe, CPU and memory of the prober"
@@ -75,342 +69,258 @@ def fleet_text(ports: Sequence[int]) -> str:
     )
 
 
-# --- the probing worker (a child process) -----------------------------------------------------------
+def names_of(n: int) -> list[str]:
+    """The first ``n`` miners' names."""
+    return [f"m{i}" for i in range(n)]
 
 
-def worker(config: Path, project: Path, names: list[str]) -> int:
-    """Read commands on stdin (``probe <concurrency>`` | ``quit``), answer one JSON line each."""
-    # Answers get the real stdout to themselves; anything else printed there (bittensor logs errors on
-    # stdout) goes to stderr, the worker's log.
-    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+def miner_envs(project: Path, ports: Sequence[int]) -> list[dict[str, str]]:
+    """The environment of each echo miner (its own hotkey and port; only the probe hotkey allowed)."""
+    from orchestrator.render import read_ss58
 
-    def answer(data: dict[str, Any]) -> None:
-        answers.write(json.dumps(data) + "\n")
-        answers.flush()
-
-    from orchestrator.fleet.load import load_fleet
-    from orchestrator.probing.probe import Prober
-    from orchestrator.probing.targets import probe_wallet, targets
-
-    loaded = load_fleet(config, project, check_files=False)
-    chosen = targets(loaded, LOCALHOST, names)
-    wallet = probe_wallet(loaded)
-    probe = loaded.fleet.probe
-    probers: dict[int, Prober] = {}
-    loop = asyncio.new_event_loop()
-    baseline = self_memory()
-    answer({"ready": True, "rss_mb": baseline["rss"], "default_concurrency": probe.max_concurrency})
-    for line in sys.stdin:
-        command = line.split()
-        if not command or command[0] == "quit":
-            break
-        concurrency = int(command[1])
-        prober = probers.setdefault(concurrency, Prober(wallet, probe.prompt, probe.timeout, concurrency))
-        before = resource.getrusage(resource.RUSAGE_SELF)
-        started = time.monotonic()
-        reports = loop.run_until_complete(prober.probe_all(chosen))
-        wall = time.monotonic() - started
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        memory = self_memory()
-        answer(
-            {
-                "wall": wall,
-                "slowest": max(r.elapsed for r in reports),
-                "fastest": min(r.elapsed for r in reports),
-                "healthy": sum(r.healthy for r in reports),
-                "verdicts": sorted({r.verdict.value for r in reports}),
-                "unhealthy": [
-                    f"{r.name}: {r.verdict.value} {r.reason}"[:160] for r in reports if not r.healthy
-                ],
-                "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-                "rss_mb": memory["rss"],
-                "hwm_mb": memory["hwm"],
-            }
-        )
-    for prober in probers.values():
-        loop.run_until_complete(prober.aclose())
-    loop.close()
-    return 0
-
-
-class Worker:
-    """The parent's handle on one probing worker."""
-
-    def __init__(self, config: Path, project: Path, names: list[str]) -> None:
-        self.size = len(names)
-        self.log_path = project.parent / f"worker-{self.size}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.fanout",
-                "--worker",
-                "--config",
-                str(config),
-                "--project-dir",
-                str(project),
-                "--names",
-                ",".join(names),
-            ],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-        )
-        hello = self._read()
-        self.baseline_rss = float(hello["rss_mb"])
-        self.default_concurrency = int(hello["default_concurrency"])
-
-    def _read(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            tail = self.log_path.read_text(errors="replace")[-1500:]
-            raise RuntimeError(f"probing worker for {self.size} miners exited ({self.proc.poll()}): {tail}")
-        data: dict[str, Any] = json.loads(line)
-        return data
-
-    def probe(self, concurrency: int) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"probe {concurrency}\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self) -> None:
-        if self.proc.poll() is None and self.proc.stdin is not None:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-
-
-def cli_health(config: Path, project: Path, names: list[str]) -> dict[str, Any]:
-    """``python -m orchestrator health --json`` once, measured from outside (os.wait4's rusage)."""
-    args = [
-        sys.executable,
-        "-m",
-        "orchestrator",
-        "health",
-        "--json",
-        "--config",
-        str(config),
-        "--project-dir",
-        str(project),
+    probe_ss58 = read_ss58(project / "wallets/probe/hotkeys/default")
+    return [
+        {
+            "MINER_NAME": f"m{i}",
+            "MINER_NETWORK": "local",
+            "MINER_WALLET_PATH": str(project / "wallets"),
+            "MINER_WALLET_NAME": "fleet",
+            "MINER_WALLET_HOTKEY": f"m{i}",
+            "MINER_AXON_IP": LOCALHOST,
+            "MINER_AXON_PORT": str(port),
+            "MINER_ALLOWED_HOTKEYS": json.dumps([probe_ss58]),
+            "MINER_BACKEND": "echo",
+            "MINER_ECHO__DELAY_PER_TOKEN": str(ECHO_DELAY),
+            "MINER_LOG_LEVEL": "warning",
+        }
+        for i, port in enumerate(ports)
     ]
-    for name in names:
-        args += ["--miner", name]
-    started = time.monotonic()
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.monotonic() - started
+
+
+Rounds = dict[tuple[int, int], list[dict[str, Any]]]  # (miners, max_concurrency) -> each round's answer
+
+
+@dataclass
+class Probed:
+    """What the probing workers measured."""
+
+    default: int  # the fleet's probe.max_concurrency
+    rounds: Rounds
+    peaks: dict[int, float]  # VmHWM of each size's worker after its last round, MiB
+    baselines: dict[int, float]  # RSS of each size's worker after its imports, MiB
+
+
+def probe_rounds(cfg: Config, config: Path, project: Path) -> Probed:
+    """One worker per size; a warm-up probe each, then the rounds (the sizes' order alternating)."""
+    workers: dict[int, Worker] = {}
     try:
-        report = json.loads(out)
-        healthy = sum(m["healthy"] for m in report["miners"])
-        slowest = max(m["elapsed"] for m in report["miners"])
-    except (ValueError, KeyError):
-        healthy, slowest = 0, float("nan")
+        for n in cfg.sizes:
+            workers[n] = Worker(config, project, names_of(n))
+        default = workers[cfg.sizes[0]].default_concurrency
+        variants = {n: [default] + ([n] if n > default else []) for n in cfg.sizes}
+        for n, w in workers.items():  # warm-up: dendrite session, lazy imports, first connections
+            for concurrency in variants[n]:
+                w.probe(concurrency)
+        rounds: Rounds = {(n, c): [] for n in cfg.sizes for c in variants[n]}
+        for index in range(cfg.rounds):
+            for n in alternating(cfg.sizes, index):
+                for concurrency in variants[n]:
+                    rounds[(n, concurrency)].append(workers[n].probe(concurrency))
+        peaks = {n: rounds[(n, default)][-1]["hwm_mb"] for n in cfg.sizes}
+        baselines = {n: w.baseline_rss for n, w in workers.items()}
+    finally:
+        for w in workers.values():
+            w.close()
+    return Probed(default, rounds, peaks, baselines)
+
+
+@dataclass
+class Measured:
+    """Everything one run measured, raw."""
+
+    probed: Probed
+    start_all: float  # seconds until every miner's port answered
+    miner_rss: list[float]
+    miner_pss: list[float]
+    cli: dict[int, dict[str, Any]]
+
+
+def measure(cfg: Config, tmp: Path) -> Measured:
+    """Start the echo miners once, probe them at every size round after round, then the CLI once."""
+    from devkit.projects import make_project
+
+    project = tmp / "project"
+    ports = free_ports(max(cfg.sizes))
+    config = make_project(project, fleet_text(ports), model=False)
+    envs = miner_envs(project, ports)
+    launch = time.monotonic()
+    with started_miners(tmp, envs, wait=300) as miners:
+        start_all = time.monotonic() - launch
+        probed = probe_rounds(cfg, config, project)
+        miner_rss = [tree_memory(m.proc.pid)["rss"] for m in miners if m.proc is not None]
+        miner_pss = [tree_memory(m.proc.pid)["pss"] for m in miners if m.proc is not None]
+        cli = {n: cli_health(config, project, names_of(n)) for n in cfg.sizes}
+    return Measured(probed, start_all, miner_rss, miner_pss, cli)
+
+
+def size_figures(n: int, probed: Probed) -> list[Figure]:
+    """The fan-out over ``n`` miners at the default limit (and with it lifted, above the limit)."""
+    default = probed.default
+    figures = per_round_figures(
+        probed.rounds[(n, default)],
+        [
+            PerRound(
+                f"n{n}_wall_ms",
+                f"{n} miner(s), max_concurrency {min(n, default)}: probe_all wall time",
+                lambda r: r["wall"],
+                "ms",
+                1000,
+            ),
+            PerRound(
+                f"n{n}_slowest_ms",
+                f"{n} miner(s): the slowest single probe inside that fan-out",
+                lambda r: r["slowest"],
+                "ms",
+                1000,
+            ),
+            PerRound(
+                f"n{n}_wall_over_slowest",
+                f"{n} miner(s): wall / slowest single probe (1.0 = fully parallel)",
+                lambda r: r["wall"] / r["slowest"],
+                "x",
+            ),
+            PerRound(
+                f"n{n}_cpu_ms",
+                f"{n} miner(s): CPU time of the probing process per fan-out (user+sys)",
+                lambda r: r["cpu"],
+                "ms",
+                1000,
+            ),
+        ],
+    )
+    figures.append(
+        Figure(
+            f"n{n}_peak_rss_mb",
+            f"{n} miner(s): peak RSS (VmHWM) of the probing process "
+            f"(after imports: {probed.baselines[n]:.0f} MiB)",
+            round(probed.peaks[n], 1),
+            "MiB",
+        )
+    )
+    if n > default:
+        figures += per_round_figures(
+            probed.rounds[(n, n)],
+            [
+                PerRound(
+                    f"n{n}_unbounded_wall_over_slowest",
+                    f"{n} miners, max_concurrency raised to {n}: wall / slowest single probe",
+                    lambda r: r["wall"] / r["slowest"],
+                    "x",
+                ),
+            ],
+        )
+    return figures
+
+
+def once(key: str, what: str, value: float, unit: str, digits: int) -> Figure:
+    """A figure measured once (n=1), rounded to ``digits``."""
+    return Figure(key, what, round(value, digits), unit, {"n": 1})
+
+
+def fleet_figures(biggest: int, m: Measured) -> list[Figure]:
+    """The CLI run over the biggest fleet, the idle echo miners and their start-up."""
+    top = m.cli[biggest]
+    what = f"`orchestrator health --json` over {biggest} miners, start-up included: wall time (one run)"
+    return [
+        once(f"cli_n{biggest}_wall_s", what, top["wall"], "s", 2),
+        once(
+            f"cli_n{biggest}_cpu_s",
+            "the same CLI run: CPU time of the process (user+sys)",
+            top["cpu"],
+            "s",
+            2,
+        ),
+        once(
+            f"cli_n{biggest}_maxrss_mb",
+            "the same CLI run: max RSS of the process",
+            top["maxrss_mb"],
+            "MiB",
+            1,
+        ),
+        Figure.of("echo_miner_rss_mb", "one idle echo miner process: RSS", m.miner_rss, "MiB"),
+        Figure.of(
+            "echo_miner_pss_mb", "one idle echo miner process: PSS (shared pages split)", m.miner_pss, "MiB"
+        ),
+        once(
+            "start_all_s",
+            f"starting all {biggest} echo miners at once until every port answers",
+            m.start_all,
+            "s",
+            1,
+        ),
+    ]
+
+
+def failures_of(rounds: Rounds) -> list[str]:
+    return [u for runs in rounds.values() for r in runs for u in r["unhealthy"]]
+
+
+def figures(cfg: Config, m: Measured) -> list[Figure]:
+    result = [f for n in cfg.sizes for f in size_figures(n, m.probed)]
+    result += fleet_figures(max(cfg.sizes), m)
+    rounds = m.probed.rounds
+    probes = sum(n * len(rounds[(n, c)]) for (n, c) in rounds)
+    what = f"probes that did not come back healthy, of {probes} (all sizes and rounds; expected 0)"
+    result.append(Figure("unhealthy_probes", what, len(failures_of(rounds))))
+    return result
+
+
+def details(cfg: Config, m: Measured) -> dict[str, Any]:
     return {
-        "exit_code": proc.returncode,
-        "wall": wall,
-        "cpu": usage.ru_utime + usage.ru_stime,
-        "maxrss_mb": usage.ru_maxrss / 1024.0,
-        "healthy": healthy,
-        "slowest": slowest,
+        "sizes": list(cfg.sizes),
+        "rounds": cfg.rounds,
+        "default_max_concurrency": m.probed.default,
+        "echo_delay_per_token": ECHO_DELAY,
+        "per_size": {f"{n}/{c}": runs for (n, c), runs in m.probed.rounds.items()},
+        "unhealthy_probes": failures_of(m.probed.rounds)[:50],
+        "worker_rss_after_imports_mb": m.probed.baselines,
+        "cli": m.cli,
+        "miner_rss_mb": summarize(m.miner_rss),
     }
 
 
 def run(quick: bool) -> Result:
     """Start the echo miners once, probe them at every size round after round, then the CLI once."""
-    from devkit.projects import make_project
-    from orchestrator.render import read_ss58
-
     started, before = time.time(), machine()
     cfg = Config.for_run(quick)
-    biggest = max(cfg.sizes)
-    with tempfile.TemporaryDirectory(prefix="minerfleet-bench-") as name:
-        project = Path(name) / "project"
-        ports = free_ports(biggest)
-        config = make_project(project, fleet_text(ports), model=False)
-        probe_ss58 = read_ss58(project / "wallets/probe/hotkeys/default")
-        envs = [
-            {
-                "MINER_NAME": f"m{i}",
-                "MINER_NETWORK": "local",
-                "MINER_WALLET_PATH": str(project / "wallets"),
-                "MINER_WALLET_NAME": "fleet",
-                "MINER_WALLET_HOTKEY": f"m{i}",
-                "MINER_AXON_IP": LOCALHOST,
-                "MINER_AXON_PORT": str(port),
-                "MINER_ALLOWED_HOTKEYS": json.dumps([probe_ss58]),
-                "MINER_BACKEND": "echo",
-                "MINER_ECHO__DELAY_PER_TOKEN": str(ECHO_DELAY),
-                "MINER_LOG_LEVEL": "warning",
-            }
-            for i, port in enumerate(ports)
-        ]
-        launch = time.monotonic()
-        with started_miners(Path(name), envs, wait=300) as miners:
-            start_all = time.monotonic() - launch
-            workers: dict[int, Worker] = {}
-            try:
-                for n in cfg.sizes:
-                    workers[n] = Worker(config, project, [f"m{i}" for i in range(n)])
-                default = workers[cfg.sizes[0]].default_concurrency
-                variants = {n: [default] + ([n] if n > default else []) for n in cfg.sizes}
-                for n, w in workers.items():  # warm-up: dendrite session, lazy imports, first connections
-                    for concurrency in variants[n]:
-                        w.probe(concurrency)
-                rounds: dict[tuple[int, int], list[dict[str, Any]]] = {
-                    (n, c): [] for n in cfg.sizes for c in variants[n]
-                }
-                for index in range(cfg.rounds):
-                    order = list(cfg.sizes) if index % 2 == 0 else list(reversed(cfg.sizes))
-                    for n in order:
-                        for concurrency in variants[n]:
-                            rounds[(n, concurrency)].append(workers[n].probe(concurrency))
-                peaks = {n: rounds[(n, default)][-1]["hwm_mb"] for n in cfg.sizes}
-                baselines = {n: w.baseline_rss for n, w in workers.items()}
-            finally:
-                for w in workers.values():
-                    w.close()
-            miner_rss = [tree_memory(m.proc.pid)["rss"] for m in miners if m.proc is not None]
-            miner_pss = [tree_memory(m.proc.pid)["pss"] for m in miners if m.proc is not None]
-            cli = {n: cli_health(config, project, [f"m{i}" for i in range(n)]) for n in cfg.sizes}
-
-    figures: list[Figure] = []
-    for n in cfg.sizes:
-        runs = rounds[(n, default)]
-        figures += [
-            Figure.of(
-                f"n{n}_wall_ms",
-                f"{n} miner(s), max_concurrency {min(n, default)}: probe_all wall time",
-                [r["wall"] for r in runs],
-                "ms",
-                1000,
-            ),
-            Figure.of(
-                f"n{n}_slowest_ms",
-                f"{n} miner(s): the slowest single probe inside that fan-out",
-                [r["slowest"] for r in runs],
-                "ms",
-                1000,
-            ),
-            Figure.of(
-                f"n{n}_wall_over_slowest",
-                f"{n} miner(s): wall / slowest single probe (1.0 = fully parallel)",
-                [r["wall"] / r["slowest"] for r in runs],
-                "x",
-            ),
-            Figure.of(
-                f"n{n}_cpu_ms",
-                f"{n} miner(s): CPU time of the probing process per fan-out (user+sys)",
-                [r["cpu"] for r in runs],
-                "ms",
-                1000,
-            ),
-            Figure(
-                f"n{n}_peak_rss_mb",
-                f"{n} miner(s): peak RSS (VmHWM) of the probing process "
-                f"(after imports: {baselines[n]:.0f} MiB)",
-                round(peaks[n], 1),
-                "MiB",
-            ),
-        ]
-        if n > default:
-            lifted = rounds[(n, n)]
-            figures.append(
-                Figure.of(
-                    f"n{n}_unbounded_wall_over_slowest",
-                    f"{n} miners, max_concurrency raised to {n}: wall / slowest single probe",
-                    [r["wall"] / r["slowest"] for r in lifted],
-                    "x",
-                )
-            )
-    top = cli[biggest]
-    figures += [
-        Figure(
-            f"cli_n{biggest}_wall_s",
-            f"`orchestrator health --json` over {biggest} miners, start-up included: wall time (one run)",
-            round(top["wall"], 2),
-            "s",
-            {"n": 1},
-        ),
-        Figure(
-            f"cli_n{biggest}_cpu_s",
-            "the same CLI run: CPU time of the process (user+sys)",
-            round(top["cpu"], 2),
-            "s",
-            {"n": 1},
-        ),
-        Figure(
-            f"cli_n{biggest}_maxrss_mb",
-            "the same CLI run: max RSS of the process",
-            round(top["maxrss_mb"], 1),
-            "MiB",
-            {"n": 1},
-        ),
-        Figure.of("echo_miner_rss_mb", "one idle echo miner process: RSS", miner_rss, "MiB"),
-        Figure.of(
-            "echo_miner_pss_mb", "one idle echo miner process: PSS (shared pages split)", miner_pss, "MiB"
-        ),
-        Figure(
-            "start_all_s",
-            f"starting all {biggest} echo miners at once until every port answers",
-            round(start_all, 1),
-            "s",
-            {"n": 1},
-        ),
-    ]
-    failures = [u for runs in rounds.values() for r in runs for u in r["unhealthy"]]
-    probes = sum(n * len(rounds[(n, c)]) for (n, c) in rounds)
-    figures.append(
-        Figure(
-            "unhealthy_probes",
-            f"probes that did not come back healthy, of {probes} (all sizes and rounds; expected 0)",
-            len(failures),
-        )
-    )
-    details = {
-        "sizes": list(cfg.sizes),
-        "rounds": cfg.rounds,
-        "default_max_concurrency": default,
-        "echo_delay_per_token": ECHO_DELAY,
-        "per_size": {f"{n}/{c}": runs for (n, c), runs in rounds.items()},
-        "unhealthy_probes": failures[:50],
-        "worker_rss_after_imports_mb": baselines,
-        "cli": cli,
-        "miner_rss_mb": summarize(miner_rss),
-    }
+    with bench_tmp() as tmp:
+        measured = measure(cfg, tmp)
+    default = measured.probed.default
     notes = [
         f"the fleet's default probe.max_concurrency is {default}: above that many miners the fan-out runs in "
         "waves, by configuration",
         "all miners, the prober and the CLI share the same 2 cores: CPU-bound parts of a probe (signing, "
         "verifying, JSON) slow each other down",
     ]
-    return make_result(NAME, TITLE, quick, started, figures, details, notes=notes, machine_before=before)
+    return make_result(
+        NAME,
+        TITLE,
+        quick,
+        started,
+        figures(cfg, measured),
+        details(cfg, measured),
+        notes=notes,
+        machine_before=before,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    if "--worker" in argv:
-        parser = argparse.ArgumentParser(prog="python -m bench.fanout --worker")
-        parser.add_argument("--worker", action="store_true")
-        parser.add_argument("--config", type=Path, required=True)
-        parser.add_argument("--project-dir", type=Path, required=True)
-        parser.add_argument("--names", required=True)
-        args = parser.parse_args(argv)
-        return worker(args.config, args.project_dir, args.names.split(","))
+    if "--worker" in argv:  # the probing worker, as bench.fanout_worker runs it
+        from bench.fanout_worker import main as worker_main
+
+        return worker_main(argv)
     return main_for(NAME, __doc__ or "", run, argv)
 
 

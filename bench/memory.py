@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -44,8 +43,9 @@ from bench._common import (
     started_miners,
     tree_memory,
 )
+from bench.harness import bench_tmp, model_missing, probe_dendrite
 from devkit.local import llama_cpp_server_process
-from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
+from services.miner.client import axon_info, make_synapse, stream_once
 
 NAME = "memory"
 TITLE = "Memory per hotkey: echo / openai / llamacpp miners; N hotkeys on a shared model server vs N models"
@@ -75,8 +75,7 @@ def warm(wallets: Wallets, miners: list[MinerProcess]) -> list[bool]:
     """One request to each miner (one after the other), so what a request allocates is counted."""
 
     async def go() -> list[bool]:
-        dendrite = make_dendrite(wallets.wallet("probe"))
-        try:
+        async with probe_dendrite(wallets) as dendrite:
             answers = []
             for miner in miners:
                 target = axon_info(LOCALHOST, miner.port, wallets.miner_hotkey)
@@ -85,8 +84,6 @@ def warm(wallets: Wallets, miners: list[MinerProcess]) -> list[bool]:
                 )
                 answers.append(result.ok)
             return answers
-        finally:
-            await dendrite.aclose_session()
 
     return asyncio.run(go())
 
@@ -118,139 +115,158 @@ def _pid(miner: MinerProcess) -> int:
     return miner.proc.pid
 
 
-def run(quick: bool) -> Result:
-    """Add hotkeys one at a time; read memory at every size in ``sizes``."""
-    started, before = time.time(), machine()
-    cfg = Config.for_run(quick)
-    if not GGUF.exists():
-        return make_result(
-            NAME, TITLE, quick, started, [], skipped=f"{GGUF} is missing", machine_before=before
-        )
-    biggest = max(cfg.sizes)
-    steps: dict[int, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="minerfleet-bench-") as name, ExitStack() as stack:
-        tmp = Path(name)
-        wallets = make_wallets(tmp / "wallets")
-        server_port, server = stack.enter_context(model_server(tmp))
-        (echo,) = stack.enter_context(
-            started_miners(tmp, [miner_env(wallets, free_port(), name="mem-echo", backend="echo")])
-        )
-        warm(wallets, [echo])
-        shared: list[MinerProcess] = []
-        separate: list[MinerProcess] = []
-        for n in range(1, biggest + 1):
-            progress(f"memory: starting hotkey {n} (one openai miner, one llamacpp miner)")
-            openai_env = miner_env(
-                wallets,
-                free_port(),
-                name=f"mem-openai-{n}",
-                backend="openai",
-                openai__base_url=f"http://{LOCALHOST}:{server_port}/v1",
-                openai__model="gemma",
-                max_tokens="8",
-            )
-            llama_env = miner_env(
-                wallets,
-                free_port(),
-                name=f"mem-llama-{n}",
-                backend="llamacpp",
-                llamacpp__model_path=str(GGUF),
-                llamacpp__n_threads="1",
-                llamacpp__n_ctx=str(N_CTX),
-                max_tokens="8",
-            )
-            new_openai, new_llama = stack.enter_context(started_miners(tmp, [openai_env, llama_env]))
-            answered = warm(wallets, [new_openai, new_llama])
-            shared.append(new_openai)
-            separate.append(new_llama)
-            if n not in cfg.sizes:
-                continue
-            openai_pids, llama_pids = [_pid(m) for m in shared], [_pid(m) for m in separate]
-            snap = Snapshot([server.pid, _pid(echo), *openai_pids, *llama_pids])
-            steps[n] = {
-                "model_server": snap.total([server.pid]),
-                "openai_miners": snap.total(openai_pids),
-                "shared_total": snap.total([server.pid, *openai_pids]),
-                "separate_total": snap.total(llama_pids),
-                "answered": answered,
-            }
-            if n == 1:
-                steps[n]["one_miner"] = {
-                    "echo": snap.total([_pid(echo)]),
-                    "openai": snap.total(openai_pids[:1]),
-                    "llamacpp": snap.total(llama_pids[:1]),
-                }
+def hotkey_envs(wallets: Wallets, n: int, server_port: int) -> list[dict[str, str]]:
+    """Hotkey ``n`` twice: an openai miner on the shared server, and a llamacpp miner with its own model."""
+    openai_env = miner_env(
+        wallets,
+        free_port(),
+        name=f"mem-openai-{n}",
+        backend="openai",
+        openai__base_url=f"http://{LOCALHOST}:{server_port}/v1",
+        openai__model="gemma",
+        max_tokens="8",
+    )
+    llama_env = miner_env(
+        wallets,
+        free_port(),
+        name=f"mem-llama-{n}",
+        backend="llamacpp",
+        llamacpp__model_path=str(GGUF),
+        llamacpp__n_threads="1",
+        llamacpp__n_ctx=str(N_CTX),
+        max_tokens="8",
+    )
+    return [openai_env, llama_env]
 
+
+def reading(
+    n: int,
+    server_pid: int,
+    echo_pid: int,
+    shared: list[MinerProcess],
+    separate: list[MinerProcess],
+    answered: list[bool],
+) -> dict[str, Any]:
+    """Memory of every process now, summed the ways the figures need (one miner of each kind at n = 1)."""
+    openai_pids, llama_pids = [_pid(m) for m in shared], [_pid(m) for m in separate]
+    snap = Snapshot([server_pid, echo_pid, *openai_pids, *llama_pids])
+    step: dict[str, Any] = {
+        "model_server": snap.total([server_pid]),
+        "openai_miners": snap.total(openai_pids),
+        "shared_total": snap.total([server_pid, *openai_pids]),
+        "separate_total": snap.total(llama_pids),
+        "answered": answered,
+    }
+    if n == 1:
+        step["one_miner"] = {
+            "echo": snap.total([echo_pid]),
+            "openai": snap.total(openai_pids[:1]),
+            "llamacpp": snap.total(llama_pids[:1]),
+        }
+    return step
+
+
+def measure(cfg: Config, tmp: Path, stack: ExitStack) -> dict[int, dict[str, Any]]:
+    """The server and an echo miner, then hotkeys one at a time; a reading at every size in ``sizes``."""
+    wallets = make_wallets(tmp / "wallets")
+    server_port, server = stack.enter_context(model_server(tmp))
+    (echo,) = stack.enter_context(
+        started_miners(tmp, [miner_env(wallets, free_port(), name="mem-echo", backend="echo")])
+    )
+    warm(wallets, [echo])
+    shared: list[MinerProcess] = []
+    separate: list[MinerProcess] = []
+    steps: dict[int, dict[str, Any]] = {}
+    for n in range(1, max(cfg.sizes) + 1):
+        progress(f"memory: starting hotkey {n} (one openai miner, one llamacpp miner)")
+        new_openai, new_llama = stack.enter_context(started_miners(tmp, hotkey_envs(wallets, n, server_port)))
+        answered = warm(wallets, [new_openai, new_llama])
+        shared.append(new_openai)
+        separate.append(new_llama)
+        if n in cfg.sizes:
+            steps[n] = reading(n, server.pid, _pid(echo), shared, separate, answered)
+    return steps
+
+
+def mib(key: str, what: str, value: float) -> Figure:
+    return Figure(key, what, round(value, 1), "MiB")
+
+
+def one_miner_figures(steps: dict[int, dict[str, Any]]) -> list[Figure]:
+    """One miner of each kind, and the model server, at one hotkey."""
     one = steps[1]["one_miner"]
-    figures = [
-        Figure("echo_miner_rss_mb", "one echo miner (no model): RSS", round(one["echo"]["rss"], 1), "MiB"),
-        Figure(
+    return [
+        mib("echo_miner_rss_mb", "one echo miner (no model): RSS", one["echo"]["rss"]),
+        mib(
             "openai_miner_rss_mb",
             "one openai miner (no model; talks to the server): RSS",
-            round(one["openai"]["rss"], 1),
-            "MiB",
+            one["openai"]["rss"],
         ),
-        Figure(
-            "llamacpp_miner_rss_mb",
-            "one llamacpp miner with its own Gemma 270M: RSS",
-            round(one["llamacpp"]["rss"], 1),
-            "MiB",
+        mib(
+            "llamacpp_miner_rss_mb", "one llamacpp miner with its own Gemma 270M: RSS", one["llamacpp"]["rss"]
         ),
-        Figure(
+        mib(
             "llamacpp_miner_anon_mb",
             "the same llamacpp miner: anonymous RSS (not the mapped model file)",
-            round(one["llamacpp"]["anon"], 1),
-            "MiB",
+            one["llamacpp"]["anon"],
         ),
-        Figure(
+        mib(
             "model_server_rss_mb",
             "the shared llama_cpp.server with Gemma 270M: RSS",
-            round(steps[1]["model_server"]["rss"], 1),
-            "MiB",
+            steps[1]["model_server"]["rss"],
         ),
     ]
-    for n in cfg.sizes:
-        step = steps[n]
-        figures += [
-            Figure(
-                f"shared_n{n}_rss_mb",
-                f"{n} hotkey(s) as openai miners + one model server: total RSS",
-                round(step["shared_total"]["rss"], 1),
-                "MiB",
-            ),
-            Figure(
-                f"separate_n{n}_rss_mb",
-                f"{n} hotkey(s) as llamacpp miners, one model each: total RSS",
-                round(step["separate_total"]["rss"], 1),
-                "MiB",
-            ),
-            Figure(
-                f"shared_n{n}_pss_mb",
-                f"{n} hotkey(s), shared server: total PSS",
-                round(step["shared_total"]["pss"], 1),
-                "MiB",
-            ),
-            Figure(
-                f"separate_n{n}_pss_mb",
-                f"{n} hotkey(s), a model each: total PSS (mmapped weights shared)",
-                round(step["separate_total"]["pss"], 1),
-                "MiB",
-            ),
-        ]
+
+
+def size_figures(n: int, step: dict[str, Any]) -> list[Figure]:
+    """``n`` hotkeys both ways: total RSS and PSS."""
+    shared, separate = step["shared_total"], step["separate_total"]
+    return [
+        mib(
+            f"shared_n{n}_rss_mb",
+            f"{n} hotkey(s) as openai miners + one model server: total RSS",
+            shared["rss"],
+        ),
+        mib(
+            f"separate_n{n}_rss_mb",
+            f"{n} hotkey(s) as llamacpp miners, one model each: total RSS",
+            separate["rss"],
+        ),
+        mib(f"shared_n{n}_pss_mb", f"{n} hotkey(s), shared server: total PSS", shared["pss"]),
+        mib(
+            f"separate_n{n}_pss_mb",
+            f"{n} hotkey(s), a model each: total PSS (mmapped weights shared)",
+            separate["pss"],
+        ),
+    ]
+
+
+def extra_hotkey_figures(biggest: int, steps: dict[int, dict[str, Any]]) -> list[Figure]:
+    """What each hotkey beyond the first adds, both ways (none with only one size)."""
+    figures: list[Figure] = []
     if biggest > 1:
         for way in ("shared", "separate"):
             for kind in ("rss", "pss", "uss"):
                 extra = (steps[biggest][f"{way}_total"][kind] - steps[1][f"{way}_total"][kind]) / (
                     biggest - 1
                 )
-                figures.append(
-                    Figure(
-                        f"{way}_per_extra_hotkey_{kind}_mb",
-                        f"{way}: {kind.upper()} added by each hotkey beyond the first (1 -> {biggest})",
-                        round(extra, 1),
-                        "MiB",
-                    )
-                )
+                what = f"{way}: {kind.upper()} added by each hotkey beyond the first (1 -> {biggest})"
+                figures.append(mib(f"{way}_per_extra_hotkey_{kind}_mb", what, extra))
+    return figures
+
+
+def run(quick: bool) -> Result:
+    """Add hotkeys one at a time; read memory at every size in ``sizes``."""
+    started, before = time.time(), machine()
+    cfg = Config.for_run(quick)
+    missing = model_missing(NAME, TITLE, quick, started, before)
+    if missing is not None:
+        return missing
+    with bench_tmp() as tmp, ExitStack() as stack:
+        steps = measure(cfg, tmp, stack)
+    figures = one_miner_figures(steps)
+    figures += [f for n in cfg.sizes for f in size_figures(n, steps[n])]
+    figures += extra_hotkey_figures(max(cfg.sizes), steps)
     notes = [
         "RSS counts the mmapped GGUF in every llamacpp miner; the page cache holds it once (see PSS)",
         "each miner answered one request before the reading (all answered: "

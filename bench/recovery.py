@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,6 +52,7 @@ from bench._common import (
     summarize,
     wait_for_port,
 )
+from bench.harness import bench_tmp, model_missing
 from bench.recovery_rounds import BACKENDS, HEALTH_PROMPT, MINER, RESET_AFTER, RoundTimes, measure
 
 NAME = "recovery"
@@ -205,9 +205,9 @@ def watch_process(project: Project, runtime: str = "supervisor") -> Iterator[sub
 def supervisor_variant(rounds: int) -> list[RoundTimes]:
     from devkit.local import supervisord
 
-    with tempfile.TemporaryDirectory(prefix="minerfleet-bench-") as name:
+    with bench_tmp() as tmp:
         progress("recovery: supervisor runtime: rendering a project")
-        project = make_recovery_project(Path(name) / "project", "bench-recovery", sys.executable)
+        project = make_recovery_project(tmp / "project", "bench-recovery", sys.executable)
         conf = project.root / "config/generated/supervisord.conf"
         with supervisord(conf, project.sup_port) as server:
             for port in project.ports.values():
@@ -261,10 +261,9 @@ def run(quick: bool) -> Result:
         f"configured backoff: backoff_initial {BACKOFF_INITIAL:g} s (every round starts from it: reset_after "
         f"{RESET_AFTER:g} s); the watch's tick (0.5 s) and the supervisor runtime's poll (0.5 s) add to it",
     ]
-    if not GGUF.exists():
-        return make_result(
-            NAME, TITLE, quick, started, [], skipped=f"{GGUF} is missing", machine_before=before
-        )
+    missing = model_missing(NAME, TITLE, quick, started, before)
+    if missing is not None:
+        return missing
 
     sup = supervisor_variant(cfg.rounds)
     figures += figures_for("supervisor", sup)

@@ -8,16 +8,15 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 from bench._common import (
     progress,
     wait_for_port,
 )
+from bench.harness import bench_tmp
 from bench.recovery import DOCKER_IMAGES, make_recovery_project, watch_process
 from bench.recovery_rounds import RoundTimes, measure, status
 from orchestrator.watch.supervise import WatchError
@@ -106,8 +105,8 @@ def docker_variant(rounds: int) -> tuple[list[RoundTimes], str]:
     compose = compose_command()
     assert compose is not None
     label = f"bench-recovery-{os.getpid()}"
-    with tempfile.TemporaryDirectory(prefix="minerfleet-bench-") as name, ExitStack() as stack:
-        project = make_recovery_project(Path(name) / "project", label, "python")
+    with bench_tmp() as tmp, ExitStack() as stack:
+        project = make_recovery_project(tmp / "project", label, "python")
         # `orchestrator wallets` (run by make_recovery_project) hands the keys to the containers' uid.
         base = [*compose, "-p", label, "-f", str(project.root / "docker-compose.yml")]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench._common import LOCALHOST, port_open, progress
+from bench.harness import alternating
 from orchestrator.policy import State
 from orchestrator.status.fleetstatus import Change, FleetStatus, MinerStatus
 from orchestrator.watch.supervise import WatchError, fetch_status
@@ -119,6 +120,57 @@ async def healthy_stream(dendrite: Any, port: int, hotkey: str) -> bool:
     return result.ok and bool(result.completion.strip())
 
 
+def trigger_fault(
+    backend: str, pid: int, port: int, hotkey: str, dendrite: Any, loop: asyncio.AbstractEventLoop
+) -> Any:
+    """Make the miner exit (the fault prompt: exit 75; else SIGKILL); the fault request's result, if any."""
+    target = axon_info(LOCALHOST, port, hotkey)
+    result = None
+    if backend in FAULT:
+        for _ in range(3):
+            # A pooled connection to the previous process (docker's proxy keeps it open) fails at once
+            # with no answer from the miner: send again.
+            synapse = make_synapse("prompting", FAULT[backend], timeout=10)
+            result = loop.run_until_complete(stream_once(dendrite, target, synapse, 10))
+            if result.status_code == 200:
+                break
+    else:
+        # No request makes a llama.cpp miner exit any more (a prompt it cannot take is a 413): a crash
+        # takes the same way back (exit -> backoff -> restart -> load -> healthy stream).
+        os.kill(pid, signal.SIGKILL)
+    return result
+
+
+def wait_gone(name: str, pid: int, result: Any) -> None:
+    """Until the process is gone (60 s at most: then the fault did not work)."""
+    deadline = time.monotonic() + 60
+    while not process_gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if not process_gone(pid):
+        shown = "" if result is None else f" ({result.status_code}: {result.status_message[:200]})"
+        raise RuntimeError(f"{name} did not exit after its fault{shown}")
+
+
+def wait_healthy(
+    port: int, hotkey: str, dendrite: Any, loop: asyncio.AbstractEventLoop
+) -> tuple[float | None, float | None]:
+    """Poll every 50 ms (180 s at most): when the port opened, and when a stream first came back healthy."""
+    opened: float | None = None
+    healthy: float | None = None
+    deadline = time.monotonic() + 180
+    while healthy is None and time.monotonic() < deadline:
+        if port_open(port):
+            opened = opened or time.time()
+            try:
+                if loop.run_until_complete(healthy_stream(dendrite, port, hotkey)):
+                    healthy = time.time()
+                    break
+            except Exception:  # connection reset while the miner starts: try again
+                pass
+        time.sleep(0.05)
+    return opened, healthy
+
+
 def one_round(
     backend: str,
     runtime: Runtime,
@@ -134,41 +186,11 @@ def one_round(
     progress(f"recovery: {name}: triggering {'exit 75' if backend in FAULT else 'a crash (SIGKILL)'}")
     pid = runtime.pid(name)
     trigger = time.time()
-    target = axon_info(LOCALHOST, port, hotkeys[backend])
-    result = None
-    if backend in FAULT:
-        for _ in range(3):
-            # A pooled connection to the previous process (docker's proxy keeps it open) fails at once
-            # with no answer from the miner: send again.
-            synapse = make_synapse("prompting", FAULT[backend], timeout=10)
-            result = loop.run_until_complete(stream_once(dendrite, target, synapse, 10))
-            if result.status_code == 200:
-                break
-    else:
-        # No request makes a llama.cpp miner exit any more (a prompt it cannot take is a 413): a crash
-        # takes the same way back (exit -> backoff -> restart -> load -> healthy stream).
-        os.kill(pid, signal.SIGKILL)
+    result = trigger_fault(backend, pid, port, hotkeys[backend], dendrite, loop)
     response = time.time()
-    deadline = time.monotonic() + 60
-    while not process_gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    if not process_gone(pid):
-        shown = "" if result is None else f" ({result.status_code}: {result.status_message[:200]})"
-        raise RuntimeError(f"{name} did not exit after its fault{shown}")
+    wait_gone(name, pid, result)
     exited = time.time()
-    opened: float | None = None
-    healthy: float | None = None
-    deadline = time.monotonic() + 180
-    while healthy is None and time.monotonic() < deadline:
-        if port_open(port):
-            opened = opened or time.time()
-            try:
-                if loop.run_until_complete(healthy_stream(dendrite, port, hotkeys[backend])):
-                    healthy = time.time()
-                    break
-            except Exception:  # connection reset while the miner starts: try again
-                pass
-        time.sleep(0.05)
+    opened, healthy = wait_healthy(port, hotkeys[backend], dendrite, loop)
     after = wait_status(
         status_port,
         name,
@@ -215,8 +237,7 @@ def measure(
     results: list[RoundTimes] = []
     try:
         for index in range(rounds):
-            order = BACKENDS if index % 2 == 0 else tuple(reversed(BACKENDS))
-            for backend in order:
+            for backend in alternating(BACKENDS, index):
                 results.append(one_round(backend, runtime, ports, hotkeys, status_port, dendrite, loop))
     finally:
         loop.run_until_complete(dendrite.aclose_session())

@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench._common import GGUF, LOCALHOST, ROOT, Wallets, free_port, stop_process, wait_for_port
-from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
+from bench.harness import probe_dendrite
+from services.miner.client import axon_info, make_synapse, stream_once
 
 
 @contextmanager
@@ -53,17 +54,14 @@ def seed_without_lock(tmp: Path, wallets: Wallets, threads: int, max_tokens: int
     with seed_style_miner(tmp, wallets, threads, max_tokens, "--no-lock") as (port, proc):
 
         async def two() -> None:
-            dendrite = make_dendrite(wallets.wallet("probe"))
-            target = axon_info(LOCALHOST, port, wallets.miner_hotkey)
-            try:
+            async with probe_dendrite(wallets) as dendrite:
+                target = axon_info(LOCALHOST, port, wallets.miner_hotkey)
                 await asyncio.gather(
                     *(
                         stream_once(dendrite, target, make_synapse("prompting", prompt, timeout=30), 30)
                         for _ in range(2)
                     )
                 )
-            finally:
-                await dendrite.aclose_session()
 
         asyncio.run(two())
         try:

@@ -25,13 +25,16 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bittensor as bt
 from bittensor_wallet import Wallet
 
 from services.miner.chat import TRANSCRIPT_STOP, build_chat, transcript
 from services.miner.protocols import StreamPromptingSynapse
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
 
 SYSTEM_PROMPT = "You are a helpful, concise assistant."  # the product miner's default
 
@@ -57,17 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    from llama_cpp import Llama
+Forward = Callable[[StreamPromptingSynapse], StreamPromptingSynapse.BTStreamingResponse]
 
-    llm = Llama(model_path=args.model, n_ctx=args.n_ctx, n_threads=args.n_threads, seed=0, verbose=False)
-    wallet = Wallet(name=args.wallet_name, hotkey=args.hotkey, path=args.wallet_path)
-    # Each `await send` yields to the event loop (bittensor's middleware passes the body through a memory
-    # stream), so without this lock a second request's `for token in llm(...)` starts in between and two
-    # generations interleave on one llama.cpp context: the process segfaults. The lock keeps the seed's
-    # structure (blocking iteration on the loop) and adds only "one generation at a time", like the product.
-    lock = contextlib.nullcontext() if args.no_lock else asyncio.Lock()
+
+def make_forward(llm: "Llama", args: argparse.Namespace, lock: Any) -> Forward:
+    """The seed's ``forward``: a streaming response whose ``_forward`` iterates llama.cpp on the loop."""
 
     def forward(synapse: StreamPromptingSynapse) -> StreamPromptingSynapse.BTStreamingResponse:
         init_time = time.time()
@@ -111,17 +108,36 @@ def main(argv: list[str] | None = None) -> None:
 
         return synapse.create_streaming_response(_forward)
 
-    axon = bt.Axon(wallet=wallet, ip="127.0.0.1", port=args.port, external_ip="127.0.0.1")
+    return forward
+
+
+def serve(wallet: Wallet, port: int, forward: Forward) -> None:
+    """An axon on 127.0.0.1:``port`` serving ``forward`` until SIGTERM or SIGINT."""
+    axon = bt.Axon(wallet=wallet, ip="127.0.0.1", port=port, external_ip="127.0.0.1")
     axon.fast_server.config.host = "127.0.0.1"  # only ever reachable from this machine
     axon.attach(forward_fn=forward)
     axon.start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"seed-style miner on 127.0.0.1:{args.port}", flush=True)
+    print(f"seed-style miner on 127.0.0.1:{port}", flush=True)
     while not stop.wait(1.0):
         pass
     axon.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=args.model, n_ctx=args.n_ctx, n_threads=args.n_threads, seed=0, verbose=False)
+    wallet = Wallet(name=args.wallet_name, hotkey=args.hotkey, path=args.wallet_path)
+    # Each `await send` yields to the event loop (bittensor's middleware passes the body through a memory
+    # stream), so without this lock a second request's `for token in llm(...)` starts in between and two
+    # generations interleave on one llama.cpp context: the process segfaults. The lock keeps the seed's
+    # structure (blocking iteration on the loop) and adds only "one generation at a time", like the product.
+    lock = contextlib.nullcontext() if args.no_lock else asyncio.Lock()
+    serve(wallet, args.port, make_forward(llm, args, lock))
     llm.close()
 
 

@@ -17,15 +17,15 @@ Run: ``python -m bench.streaming [--quick]``.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench._common import (
     GGUF,
     Figure,
+    MinerProcess,
     Result,
     count_tokens,
     free_port,
@@ -37,9 +37,9 @@ from bench._common import (
     started_miners,
     summarize,
 )
-from bench.streaming_path import echo_part, miner_generation, rotations
+from bench.harness import bench_tmp, model_missing, probe_dendrite
+from bench.streaming_path import MinerAnswer, echo_part, miner_generation, rotations
 from services.miner.chat import TRANSCRIPT_STOP, build_chat, transcript
-from services.miner.client import make_dendrite
 from services.miner.settings import MinerSettings
 
 NAME = "streaming"
@@ -125,9 +125,8 @@ def raw_generation(llm: Any, prompt: str, cfg: Config) -> Sample:
     return Sample(first or elapsed, elapsed, count_tokens(llm, completion), items, completion)
 
 
-def model_part(cfg: Config, tmp: Path, wallets: Any) -> tuple[list[Figure], dict[str, Any]]:
-    from llama_cpp import Llama
-
+def model_envs(cfg: Config, wallets: Any) -> list[dict[str, str]]:
+    """Two llamacpp miners on the same settings: default batching, and batch size 1."""
     common = {
         "backend": "llamacpp",
         "llamacpp__model_path": str(GGUF),
@@ -138,58 +137,83 @@ def model_part(cfg: Config, tmp: Path, wallets: Any) -> tuple[list[Figure], dict
         "max_tokens": str(cfg.max_tokens),
         "log_level": "info",
     }
-    envs = [
+    return [
         miner_env(wallets, free_port(), name="bench-default", **common),
         miner_env(wallets, free_port(), name="bench-batch1", streaming_batch_size="1", **common),
     ]
+
+
+@dataclass
+class ModelRuns:
+    """Part 1's raw measurements: the samples of each variant, and the miners' attempts sent again."""
+
+    samples: dict[str, list[Sample]] = field(
+        default_factory=lambda: {"raw": [], "miner": [], "miner-batch1": []}
+    )
+    failed_attempts: dict[str, int] = field(default_factory=lambda: {"miner": 0, "miner-batch1": 0})
+
+
+def miner_sample(answer: MinerAnswer, llm: Any) -> Sample:
+    """One streamed answer from a miner, its completion tokenized by the model."""
+    result, elapsed, outcome = answer.result, answer.elapsed, answer.outcome
+    return Sample(
+        ttft=result.first_chunk_after if result.first_chunk_after is not None else elapsed,
+        elapsed=elapsed,
+        tokens=count_tokens(llm, result.completion),
+        generated=outcome[0],
+        completion=result.completion,
+    )
+
+
+async def model_rounds(
+    cfg: Config, llm: Any, prompt: str, wallets: Any, by_name: dict[str, MinerProcess], runs: ModelRuns
+) -> None:
+    """A warm-up generation on each path, then ``cfg.rounds`` rounds (the variants' order rotating)."""
+    async with probe_dendrite(wallets) as dendrite:
+        # Warm-up (not counted): the first generation of each process pays one-off costs.
+        raw_generation(llm, prompt, cfg)
+        for miner in by_name.values():
+            await miner_generation(dendrite, miner, wallets.miner_hotkey, PROMPT)
+        for _, order in rotations(list(runs.samples), cfg.rounds):
+            for variant in order:
+                if variant == "raw":
+                    runs.samples["raw"].append(raw_generation(llm, prompt, cfg))
+                    continue
+                answer = await miner_generation(dendrite, by_name[variant], wallets.miner_hotkey, PROMPT)
+                runs.failed_attempts[variant] += answer.failed_attempts
+                runs.samples[variant].append(miner_sample(answer, llm))
+
+
+def model_measure(cfg: Config, tmp: Path, wallets: Any) -> ModelRuns:
+    """Load the model in-process, start both miners, and measure all three paths round after round."""
+    from llama_cpp import Llama
+
+    envs = model_envs(cfg, wallets)
     llm = Llama(model_path=str(GGUF), n_ctx=N_CTX, n_threads=cfg.threads, seed=SEED, verbose=False)
     prompt = model_prompt()
-    samples: dict[str, list[Sample]] = {"raw": [], "miner": [], "miner-batch1": []}
-    failed_attempts = {"miner": 0, "miner-batch1": 0}
+    runs = ModelRuns()
     with started_miners(tmp, envs) as (default_miner, batch1_miner):
         by_name = {"miner": default_miner, "miner-batch1": batch1_miner}
-
-        async def measure() -> None:
-            dendrite = make_dendrite(wallets.wallet("probe"))
-            try:
-                # Warm-up (not counted): the first generation of each process pays one-off costs.
-                raw_generation(llm, prompt, cfg)
-                for miner in by_name.values():
-                    await miner_generation(dendrite, miner, wallets.miner_hotkey, PROMPT)
-                for _, order in rotations(list(samples), cfg.rounds):
-                    for variant in order:
-                        if variant == "raw":
-                            samples["raw"].append(raw_generation(llm, prompt, cfg))
-                            continue
-                        miner = by_name[variant]
-                        answer = await miner_generation(dendrite, miner, wallets.miner_hotkey, PROMPT)
-                        failed_attempts[variant] += answer.failed_attempts
-                        result, elapsed, outcome = answer.result, answer.elapsed, answer.outcome
-                        samples[variant].append(
-                            Sample(
-                                ttft=result.first_chunk_after
-                                if result.first_chunk_after is not None
-                                else elapsed,
-                                elapsed=elapsed,
-                                tokens=count_tokens(llm, result.completion),
-                                generated=outcome[0],
-                                completion=result.completion,
-                            )
-                        )
-            finally:
-                await dendrite.aclose_session()
-
-        asyncio.run(measure())
+        asyncio.run(model_rounds(cfg, llm, prompt, wallets, by_name, runs))
     llm.close()
+    return runs
 
-    raw, miner, batch1 = samples["raw"], samples["miner"], samples["miner-batch1"]
+
+def _paired(samples: dict[str, list[Sample]], variant: str) -> tuple[list[float], list[float]]:
+    """A miner variant against raw, round by round: its tokens/s ratios and its TTFT overheads."""
+    raw, miner = samples["raw"], samples[variant]
     ratio = [m.tokens_per_s / r.tokens_per_s for m, r in zip(miner, raw, strict=True) if r.tokens_per_s]
-    ratio1 = [m.tokens_per_s / r.tokens_per_s for m, r in zip(batch1, raw, strict=True) if r.tokens_per_s]
     overhead = [m.ttft - r.ttft for m, r in zip(miner, raw, strict=True)]
-    overhead1 = [m.ttft - r.ttft for m, r in zip(batch1, raw, strict=True)]
+    return ratio, overhead
+
+
+def model_figures(samples: dict[str, list[Sample]]) -> list[Figure]:
+    raw, miner, batch1 = samples["raw"], samples["miner"], samples["miner-batch1"]
+    ratio, overhead = _paired(samples, "miner")
+    ratio1, overhead1 = _paired(samples, "miner-batch1")
     same = all(s.completion == raw[0].completion for s in raw + miner + batch1)
     batching = default_batching()
-    figures = [
+    return [
         Figure.of(
             "raw_tokens_per_s", "raw llama-cpp-python in-process: tokens/s end to end", _rates(raw), "tok/s"
         ),
@@ -205,6 +229,24 @@ def model_part(cfg: Config, tmp: Path, wallets: Any) -> tuple[list[Figure], dict
             ratio,
             "x",
         ),
+        *ttft_figures(raw, miner, batching, overhead, overhead1),
+        Figure.of(
+            "tokens_per_s_ratio_batch1",
+            "miner (batch 1) tokens/s divided by raw tokens/s (paired)",
+            ratio1,
+            "x",
+        ),
+        Figure(
+            "same_completion", "all completions identical across paths and rounds (temperature 0)", str(same)
+        ),
+    ]
+
+
+def ttft_figures(
+    raw: list[Sample], miner: list[Sample], batching: str, overhead: list[float], overhead1: list[float]
+) -> list[Figure]:
+    """Time to the first token (raw) / chunk (miner), and the miners' overheads over raw, in ms."""
+    return [
         Figure.of("raw_ttft_ms", "raw llama-cpp-python: time to the first token", _ttfts(raw), "ms", 1000),
         Figure.of(
             "miner_ttft_ms",
@@ -227,17 +269,13 @@ def model_part(cfg: Config, tmp: Path, wallets: Any) -> tuple[list[Figure], dict
             "ms",
             1000,
         ),
-        Figure.of(
-            "tokens_per_s_ratio_batch1",
-            "miner (batch 1) tokens/s divided by raw tokens/s (paired)",
-            ratio1,
-            "x",
-        ),
-        Figure(
-            "same_completion", "all completions identical across paths and rounds (temperature 0)", str(same)
-        ),
     ]
-    details = {
+
+
+def model_details(cfg: Config, runs: ModelRuns) -> dict[str, Any]:
+    samples = runs.samples
+    raw, miner, batch1 = samples["raw"], samples["miner"], samples["miner-batch1"]
+    return {
         "prompt": PROMPT,
         "miner_batching": default_batching(),
         "max_tokens": cfg.max_tokens,
@@ -245,12 +283,17 @@ def model_part(cfg: Config, tmp: Path, wallets: Any) -> tuple[list[Figure], dict
         "n_ctx": N_CTX,
         "rounds": cfg.rounds,
         "samples": {name: [_sample_dict(s) for s in values] for name, values in samples.items()},
-        "failed_attempts_resent": failed_attempts,
+        "failed_attempts_resent": runs.failed_attempts,
         "distinct_completions": len({s.completion for s in raw + miner + batch1}),
         "tokens": summarize([s.tokens for s in raw + miner]),
         "completion_head": raw[0].completion[:200] if raw else "",
     }
-    return figures, details
+
+
+def model_part(cfg: Config, tmp: Path, wallets: Any) -> tuple[list[Figure], dict[str, Any]]:
+    """Part 1: the model in-process against the same model through the miner (two batch settings)."""
+    runs = model_measure(cfg, tmp, wallets)
+    return model_figures(runs.samples), model_details(cfg, runs)
 
 
 def _rates(samples: list[Sample]) -> list[float]:
@@ -275,12 +318,10 @@ def run(quick: bool) -> Result:
     """Measure both parts; return the result (figures + details)."""
     started, before = time.time(), machine()
     cfg = Config.for_run(quick)
-    if not GGUF.exists():
-        return make_result(
-            NAME, TITLE, quick, started, [], skipped=f"{GGUF} is missing (make model)", machine_before=before
-        )
-    with tempfile.TemporaryDirectory(prefix="minerfleet-bench-") as name:
-        tmp = Path(name)
+    missing = model_missing(NAME, TITLE, quick, started, before, "make model")
+    if missing is not None:
+        return missing
+    with bench_tmp() as tmp:
         wallets = make_wallets(tmp / "wallets")
         model_figures, model_details = model_part(cfg, tmp, wallets)
         echo_figures, echo_details = echo_part(

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import LOCALHOST, Figure, MinerProcess, free_port, miner_env, started_miners
-from services.miner.client import axon_info, make_dendrite, make_synapse, stream_once
+from bench.harness import PerRound, per_round_figures, probe_dendrite
+from services.miner.client import axon_info, make_synapse, stream_once
 
 REQUEST_TIMEOUT = 120.0
 # The miner logs one line per request: "... N pieces in M chunks, B bytes, first chunk ..."
@@ -69,12 +70,18 @@ def rotations(items: list[str], rounds: int) -> Iterator[tuple[int, list[str]]]:
         yield index, items[shift:] + items[:shift]
 
 
-def echo_part(
-    echo_words: int, echo_rounds: int, echo_batches: tuple[int, ...], tmp: Path, wallets: Any
-) -> tuple[list[Figure], dict[str, Any]]:
-    """Part 2: echo miners stream ``echo_words`` words back with each batch size, ``echo_rounds`` times."""
-    words = " ".join(f"w{i:05d}" for i in range(echo_words))
-    envs = [
+@dataclass
+class EchoRuns:
+    """Part 2's raw measurements: per batch size, one dict per round; and the attempts sent again."""
+
+    words: str
+    per_batch: dict[int, list[dict[str, float]]]
+    failed_attempts: dict[str, int]
+
+
+def echo_envs(echo_words: int, echo_batches: tuple[int, ...], wallets: Any) -> list[dict[str, str]]:
+    """One echo miner per batch size."""
+    return [
         miner_env(
             wallets,
             free_port(),
@@ -86,71 +93,95 @@ def echo_part(
         )
         for batch in echo_batches
     ]
-    per_batch: dict[int, list[dict[str, float]]] = {b: [] for b in echo_batches}
-    failed_attempts = {str(b): 0 for b in echo_batches}
+
+
+def echo_round(answer: MinerAnswer, words: str) -> dict[str, float]:
+    """One streamed echo, as recorded."""
+    result, elapsed, outcome = answer.result, answer.elapsed, answer.outcome
+    return {
+        "elapsed": elapsed,
+        "ttfc": result.first_chunk_after or elapsed,
+        "pieces": outcome[0],
+        "chunks": outcome[1],
+        "bytes": outcome[2],
+        "client_chunks": len(result.chunks),
+        "complete": float(result.completion == words),
+    }
+
+
+async def stream_echoes(
+    wallets: Any, miners: list[MinerProcess], echo_batches: tuple[int, ...], rounds: int, runs: EchoRuns
+) -> None:
+    """A warm-up request to each miner, then ``rounds`` rounds (the batch sizes' order rotating)."""
+    by_batch = dict(zip(echo_batches, miners, strict=True))
+    async with probe_dendrite(wallets) as dendrite:
+        for miner in miners:  # warm-up
+            await miner_generation(dendrite, miner, wallets.miner_hotkey, "warm up")
+        names = [str(b) for b in echo_batches]
+        for _, order in rotations(names, rounds):
+            for name in order:
+                miner = by_batch[int(name)]
+                answer = await miner_generation(dendrite, miner, wallets.miner_hotkey, runs.words)
+                runs.failed_attempts[name] += answer.failed_attempts
+                runs.per_batch[int(name)].append(echo_round(answer, runs.words))
+
+
+def echo_measure(
+    echo_words: int, rounds: int, echo_batches: tuple[int, ...], tmp: Path, wallets: Any
+) -> EchoRuns:
+    """Start one echo miner per batch size, stream ``echo_words`` words from each, round after round."""
+    words = " ".join(f"w{i:05d}" for i in range(echo_words))
+    envs = echo_envs(echo_words, echo_batches, wallets)
+    runs = EchoRuns(words, {b: [] for b in echo_batches}, {str(b): 0 for b in echo_batches})
     with started_miners(tmp, envs) as miners:
-        by_batch = dict(zip(echo_batches, miners, strict=True))
+        asyncio.run(stream_echoes(wallets, miners, echo_batches, rounds, runs))
+    return runs
 
-        async def measure() -> None:
-            dendrite = make_dendrite(wallets.wallet("probe"))
-            try:
-                for miner in miners:  # warm-up
-                    await miner_generation(dendrite, miner, wallets.miner_hotkey, "warm up")
-                names = [str(b) for b in echo_batches]
-                for _, order in rotations(names, echo_rounds):
-                    for name in order:
-                        miner = by_batch[int(name)]
-                        answer = await miner_generation(dendrite, miner, wallets.miner_hotkey, words)
-                        failed_attempts[name] += answer.failed_attempts
-                        result, elapsed, outcome = answer.result, answer.elapsed, answer.outcome
-                        per_batch[int(name)].append(
-                            {
-                                "elapsed": elapsed,
-                                "ttfc": result.first_chunk_after or elapsed,
-                                "pieces": outcome[0],
-                                "chunks": outcome[1],
-                                "bytes": outcome[2],
-                                "client_chunks": len(result.chunks),
-                                "complete": float(result.completion == words),
-                            }
-                        )
-            finally:
-                await dendrite.aclose_session()
 
-        asyncio.run(measure())
-
+def echo_figures(per_batch: dict[int, list[dict[str, float]]]) -> list[Figure]:
+    """Chunks/s, pieces/s and MB/s of each batch size, over its rounds."""
     figures: list[Figure] = []
     for batch, runs in per_batch.items():
-        figures.append(
-            Figure.of(
-                f"echo_b{batch}_chunks_per_s",
-                f"echo, batch {batch}: chunks sent per second (miner-side count / client-side elapsed)",
-                [r["chunks"] / r["elapsed"] for r in runs],
-                "chunks/s",
-            )
+        figures += per_round_figures(
+            runs,
+            [
+                PerRound(
+                    f"echo_b{batch}_chunks_per_s",
+                    f"echo, batch {batch}: chunks sent per second (miner-side count / client-side elapsed)",
+                    lambda r: r["chunks"] / r["elapsed"],
+                    "chunks/s",
+                ),
+                PerRound(
+                    f"echo_b{batch}_pieces_per_s",
+                    f"echo, batch {batch}: pieces (words, the echo backend's tokens) streamed per second",
+                    lambda r: r["pieces"] / r["elapsed"],
+                    "pieces/s",
+                ),
+                PerRound(
+                    f"echo_b{batch}_mb_per_s",
+                    f"echo, batch {batch}: completion MB per second through axon -> dendrite",
+                    lambda r: r["bytes"] / r["elapsed"] / 1e6,
+                    "MB/s",
+                ),
+            ],
         )
-        figures.append(
-            Figure.of(
-                f"echo_b{batch}_pieces_per_s",
-                f"echo, batch {batch}: pieces (words, the echo backend's tokens) streamed per second",
-                [r["pieces"] / r["elapsed"] for r in runs],
-                "pieces/s",
-            )
-        )
-        figures.append(
-            Figure.of(
-                f"echo_b{batch}_mb_per_s",
-                f"echo, batch {batch}: completion MB per second through axon -> dendrite",
-                [r["bytes"] / r["elapsed"] / 1e6 for r in runs],
-                "MB/s",
-            )
-        )
-    details = {
+    return figures
+
+
+def echo_details(echo_words: int, rounds: int, runs: EchoRuns) -> dict[str, Any]:
+    return {
         "words": echo_words,
-        "prompt_bytes": len(words.encode()),
-        "rounds": echo_rounds,
-        "runs": {str(b): runs for b, runs in per_batch.items()},
-        "failed_attempts_resent": failed_attempts,
-        "all_complete": all(r["complete"] == 1.0 for runs in per_batch.values() for r in runs),
+        "prompt_bytes": len(runs.words.encode()),
+        "rounds": rounds,
+        "runs": {str(b): r for b, r in runs.per_batch.items()},
+        "failed_attempts_resent": runs.failed_attempts,
+        "all_complete": all(r["complete"] == 1.0 for rs in runs.per_batch.values() for r in rs),
     }
-    return figures, details
+
+
+def echo_part(
+    echo_words: int, echo_rounds: int, echo_batches: tuple[int, ...], tmp: Path, wallets: Any
+) -> tuple[list[Figure], dict[str, Any]]:
+    """Part 2: echo miners stream ``echo_words`` words back with each batch size, ``echo_rounds`` times."""
+    runs = echo_measure(echo_words, echo_rounds, echo_batches, tmp, wallets)
+    return echo_figures(runs.per_batch), echo_details(echo_words, echo_rounds, runs)

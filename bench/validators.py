@@ -26,12 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import glob
 import json
-import os
 import statistics
-import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -47,6 +43,7 @@ from bench._common import (
     Figure,
     MinerProcess,
     Result,
+    Wallets,
     count_tokens,
     format_result,
     free_port,
@@ -60,6 +57,8 @@ from bench._common import (
     summarize,
     write_result,
 )
+from bench.find_llama_server import find_llama_server
+from bench.harness import bench_tmp, model_missing
 from bench.memory import model_server as llama_cpp_python_server
 from bench.streaming import rotations
 from devkit.local import llama_server
@@ -97,37 +96,6 @@ class Config:
     @classmethod
     def for_run(cls, quick: bool) -> Config:
         return cls((1, 4, 8), 1) if quick else cls((1, 2, 4, 8, 16), 2)
-
-
-def find_llama_server(quick: bool) -> tuple[str | None, str]:
-    """The llama-server binary and where it came from, or None and why not.
-
-    ``scripts/llama-server.sh`` prints it (building it once, ~7 min on 2 cores); a quick run never
-    builds, it only takes an already built one from the cache."""
-    explicit = os.environ.get("MINERFLEET_LLAMA_SERVER")
-    if explicit and os.access(explicit, os.X_OK):
-        return explicit, "$MINERFLEET_LLAMA_SERVER"
-    if explicit:
-        return None, f"MINERFLEET_LLAMA_SERVER={explicit} is not an executable file"
-    script = ROOT / "scripts" / "llama-server.sh"
-    if script.exists() and not quick:
-        progress("validators: bash scripts/llama-server.sh (builds llama-server once, then cached)")
-        proc = subprocess.run(["bash", str(script)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        lines = proc.stdout.strip().splitlines()
-        if proc.returncode == 0 and lines and os.access(lines[-1], os.X_OK):
-            return lines[-1], "scripts/llama-server.sh"
-    cache = Path(os.environ.get("MINERFLEET_CACHE", "~/.cache/minerfleet")).expanduser()
-    built = sorted(glob.glob(str(cache / "llama-server" / "*-cpu-*" / "llama-server")), key=os.path.getmtime)
-    if built:
-        return built[-1], f"the newest cached build under {cache}/llama-server"
-    if not script.exists():
-        return None, "scripts/llama-server.sh does not exist yet and no llama-server build is cached"
-    if quick:
-        return (
-            None,
-            "no llama-server build is cached (a quick run does not build; run scripts/llama-server.sh)",
-        )
-    return None, "scripts/llama-server.sh did not print a runnable binary (its messages are above)"
 
 
 Round = tuple[list[ProbeReport], float]  # every validator's report, and the round's wall time
@@ -270,13 +238,103 @@ def table_markdown(data: Result) -> str:
     return "\n".join(lines)
 
 
+def llama_server_env(
+    quick: bool,
+    tmp: Path,
+    stack: ExitStack,
+    wallets: Wallets,
+    openai: dict[str, str],
+    common: dict[str, str],
+    notes: list[str],
+) -> dict[str, str] | None:
+    """An openai miner on llama.cpp's own llama-server (started here), or None (and a note) without one."""
+    binary, source = find_llama_server(quick)
+    if binary is None:
+        notes.append(f"llama_server path skipped: {source}")
+        return None
+    progress(f"validators: starting llama-server ({source})")
+    # llama.cpp's server on the bundled Gemma, the way the fleet runs it (one thread, SLOTS slots).
+    base_c = stack.enter_context(
+        llama_server(GGUF, free_port(), tmp / "llama-server.log", slots=SLOTS,
+                     ctx_per_slot=CTX_PER_SLOT, binary=binary)
+    )  # fmt: skip
+    # As render sets it for a miner on a model server: the slots, and as many waiting.
+    slots = {"max_concurrency": str(SLOTS), "max_queue": str(SLOTS)} if HAS_MAX_CONCURRENCY else {}
+    env = miner_env(
+        wallets,
+        free_port(),
+        name="v-llama-server",
+        **openai,
+        openai__base_url=base_c,
+        **common,
+        **slots,
+    )
+    notes.append(f"llama-server: {binary} ({source}), --parallel {SLOTS}, ctx {CTX_PER_SLOT}/slot")
+    return env
+
+
+def miner_envs(
+    quick: bool, tmp: Path, stack: ExitStack, wallets: Wallets, addresses: list[str], notes: list[str]
+) -> dict[str, dict[str, str]]:
+    """A miner's environment per path (starting the model servers the openai miners talk to)."""
+    common = {"max_tokens": str(MAX_TOKENS), "temperature": "0", "allowed_hotkeys": json.dumps(addresses)}
+    openai = {"backend": "openai", "openai__model": "gemma", "openai__use_chat": "false"}
+    envs = {
+        "llamacpp": miner_env(
+            wallets,
+            free_port(),
+            name="v-llamacpp",
+            backend="llamacpp",
+            llamacpp__model_path=str(GGUF),
+            llamacpp__n_threads=str(THREADS),
+            llamacpp__n_ctx=str(CTX_PER_SLOT),
+            **common,
+        )
+    }
+    progress("validators: starting llama_cpp.server")
+    port_b, _ = stack.enter_context(llama_cpp_python_server(tmp))
+    envs["llama_cpp_server"] = miner_env(
+        wallets,
+        free_port(),
+        name="v-llama-cpp-server",
+        **openai,
+        openai__base_url=f"http://{LOCALHOST}:{port_b}/v1",
+        **common,
+    )
+    env = llama_server_env(quick, tmp, stack, wallets, openai, common, notes)
+    if env is not None:
+        envs["llama_server"] = env
+    if not HAS_MAX_CONCURRENCY:
+        notes.append(
+            "MINER_MAX_CONCURRENCY is not a miner setting in this checkout: every miner admits "
+            "one generation at a time (the rest queue up to max_queue, then 503 busy)"
+        )
+    return envs
+
+
+def cells_of(
+    cfg: Config, targets: dict[str, ProbeTarget], samples: dict[tuple[str, int], list[Round]], llm: Any
+) -> list[dict[str, Any]]:
+    """Every path at every K, in that order (each against its own K=1 answer's length)."""
+    cells = []
+    for path in targets:
+        reference = k1_tokens(samples[(path, 1)], llm) if 1 in cfg.ks else None
+        cells += [cell(path, k, samples[(path, k)], llm, reference) for k in cfg.ks]
+    return cells
+
+
+def details(cfg: Config, cells: list[dict[str, Any]]) -> dict[str, Any]:
+    config = {"ks": cfg.ks, "rounds": cfg.rounds, "timeout_s": TIMEOUT, "max_tokens": MAX_TOKENS}
+    config |= {"threads": THREADS, "prompt": PROMPT, "slots": SLOTS, "ctx_per_slot": CTX_PER_SLOT}
+    return {"config": config, "cells": cells}
+
+
 def run(quick: bool) -> Result:
     started, before = time.time(), machine()
     cfg = Config.for_run(quick)
-    if not GGUF.exists():
-        return make_result(
-            NAME, TITLE, quick, started, [], skipped=f"{GGUF} is missing (make model)", machine_before=before
-        )
+    missing = model_missing(NAME, TITLE, quick, started, before, "make model")
+    if missing is not None:
+        return missing
     from bittensor_wallet import Wallet
     from llama_cpp import Llama
 
@@ -284,64 +342,13 @@ def run(quick: bool) -> Result:
         f"same GGUF, prompt, max_tokens {MAX_TOKENS}, temperature 0, {THREADS} thread, timeout "
         f"{TIMEOUT:g} s on every path; {cfg.rounds} round(s) per K; tokens by tokenizing each answer"
     ]
-    with tempfile.TemporaryDirectory(prefix="minerfleet-bench-") as name, ExitStack() as stack:
-        tmp = Path(name)
+    with bench_tmp() as tmp, ExitStack() as stack:
         wallets = make_wallets(tmp / "wallets")
         addresses = [make_hotkey(wallets.path, "validators", f"v{i:02d}") for i in range(max(cfg.ks))]
         validators = [
             Wallet(name="validators", hotkey=f"v{i:02d}", path=str(wallets.path)) for i in range(max(cfg.ks))
         ]
-        common = {"max_tokens": str(MAX_TOKENS), "temperature": "0", "allowed_hotkeys": json.dumps(addresses)}
-        openai = {"backend": "openai", "openai__model": "gemma", "openai__use_chat": "false"}
-        envs = {
-            "llamacpp": miner_env(
-                wallets,
-                free_port(),
-                name="v-llamacpp",
-                backend="llamacpp",
-                llamacpp__model_path=str(GGUF),
-                llamacpp__n_threads=str(THREADS),
-                llamacpp__n_ctx=str(CTX_PER_SLOT),
-                **common,
-            )
-        }
-        progress("validators: starting llama_cpp.server")
-        port_b, _ = stack.enter_context(llama_cpp_python_server(tmp))
-        envs["llama_cpp_server"] = miner_env(
-            wallets,
-            free_port(),
-            name="v-llama-cpp-server",
-            **openai,
-            openai__base_url=f"http://{LOCALHOST}:{port_b}/v1",
-            **common,
-        )
-        binary, source = find_llama_server(quick)
-        if binary is None:
-            notes.append(f"llama_server path skipped: {source}")
-        else:
-            progress(f"validators: starting llama-server ({source})")
-            # llama.cpp's server on the bundled Gemma, the way the fleet runs it (one thread, SLOTS slots).
-            base_c = stack.enter_context(
-                llama_server(GGUF, free_port(), tmp / "llama-server.log", slots=SLOTS,
-                             ctx_per_slot=CTX_PER_SLOT, binary=binary)
-            )  # fmt: skip
-            # As render sets it for a miner on a model server: the slots, and as many waiting.
-            slots = {"max_concurrency": str(SLOTS), "max_queue": str(SLOTS)} if HAS_MAX_CONCURRENCY else {}
-            envs["llama_server"] = miner_env(
-                wallets,
-                free_port(),
-                name="v-llama-server",
-                **openai,
-                openai__base_url=base_c,
-                **common,
-                **slots,
-            )
-            notes.append(f"llama-server: {binary} ({source}), --parallel {SLOTS}, ctx {CTX_PER_SLOT}/slot")
-        if not HAS_MAX_CONCURRENCY:
-            notes.append(
-                "MINER_MAX_CONCURRENCY is not a miner setting in this checkout: every miner admits "
-                "one generation at a time (the rest queue up to max_queue, then 503 busy)"
-            )
+        envs = miner_envs(quick, tmp, stack, wallets, addresses, notes)
         for note in notes:
             print(f"note: {note}", flush=True)
         miners: list[MinerProcess] = stack.enter_context(started_miners(tmp, list(envs.values())))
@@ -351,25 +358,16 @@ def run(quick: bool) -> Result:
         }
         samples = asyncio.run(measure(cfg, targets, validators))
         llm = Llama(model_path=str(GGUF), vocab_only=True, verbose=False)
-        cells = []
-        for path in targets:
-            reference = k1_tokens(samples[(path, 1)], llm) if 1 in cfg.ks else None
-            cells += [cell(path, k, samples[(path, k)], llm, reference) for k in cfg.ks]
-    details = {
-        "config": {
-            "ks": cfg.ks,
-            "rounds": cfg.rounds,
-            "timeout_s": TIMEOUT,
-            "max_tokens": MAX_TOKENS,
-            "threads": THREADS,
-            "prompt": PROMPT,
-            "slots": SLOTS,
-            "ctx_per_slot": CTX_PER_SLOT,
-        },
-        "cells": cells,
-    }
+        cells = cells_of(cfg, targets, samples, llm)
     return make_result(
-        NAME, TITLE, quick, started, figures_of(cells), details, notes=notes, machine_before=before
+        NAME,
+        TITLE,
+        quick,
+        started,
+        figures_of(cells),
+        details(cfg, cells),
+        notes=notes,
+        machine_before=before,
     )
 
 
