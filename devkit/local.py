@@ -226,6 +226,7 @@ def llama_server_binary() -> str:
         check=True,
         capture_output=True,
         text=True,
+        errors="replace",  # its progress lines quote the build's own output
         timeout=1800,
     )
     return out.stdout.strip().splitlines()[-1]

@@ -14,7 +14,9 @@ with_progress() {
       sleep 1
     done
     if kill -0 "$pid" 2>/dev/null; then
-      last=$(tail -c 2000 "$log" 2>/dev/null | tr '\r' '\n' | grep -v '^[[:space:]]*$' | tail -1 | cut -c1-100)
+      # cut counts bytes: a character cut in two is dropped (iconv -c), so the line stays UTF-8
+      last=$(tail -c 2000 "$log" 2>/dev/null | tr '\r' '\n' | grep -v '^[[:space:]]*$' | tail -1 | cut -c1-100 |
+        { iconv -c -f UTF-8 -t UTF-8 2>/dev/null || LC_ALL=C tr -cd '\11\40-\176'; })
       printf '  %s: %d s ...%s\n' "$label" $((SECONDS - start)) "${last:+ $last}" >&2
     fi
   done

@@ -37,6 +37,7 @@ def _run(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict[str, str]
         cwd=cwd,
         capture_output=True,
         text=True,
+        errors="replace",  # a build tool's output is not ours to trust as UTF-8
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )

@@ -50,7 +50,7 @@ def _why_not() -> str | None:
 
 def _run(*args: str, timeout: float = 600, check: bool = True, env: dict[str, str] | None = None) -> str:
     proc = subprocess.run(
-        list(args), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        list(args), cwd=ROOT, capture_output=True, text=True, errors="replace", timeout=timeout,
         env={**os.environ, **LAB_ENV, "PYTHONPATH": str(ROOT), **(env or {})},
     )  # fmt: skip
     if check and proc.returncode != 0:
