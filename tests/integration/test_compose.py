@@ -164,8 +164,25 @@ def _restarted(name: str, reason: str) -> Callable[[dict[str, Any]], bool]:
     )
 
 
-def _probed_healthy(status: dict[str, Any]) -> bool:
-    return all((m["last_probe"] or {}).get("healthy") for m in status.values())
+# A miner streams when its probe is healthy, or slow: still streaming text at the probe's deadline
+# because the box is busy (the watch shows it UNHEALTHY overloaded and never restarts it).
+STREAMING = ("healthy", "slow")
+
+
+def _probed_streaming(status: dict[str, Any]) -> bool:
+    return all((m["last_probe"] or {}).get("verdict") in STREAMING for m in status.values())
+
+
+def _up(miner: dict[str, Any]) -> bool:
+    """RUNNING, or UNHEALTHY only because it is loaded (see STREAMING)."""
+    return miner["state"] == "RUNNING" or (miner["state"], miner["reason"]) == ("UNHEALTHY", "overloaded")
+
+
+def _all_streaming(s: Stack) -> dict[str, Any] | None:
+    """``health --json`` once every miner streams (see STREAMING), else None."""
+    _, report = s.health()
+    miners = report.get("miners") or []
+    return report if miners and all(m["verdict"] in STREAMING for m in miners) else None
 
 
 def _shipped_with_free_ports() -> tuple[str, int]:
@@ -189,16 +206,11 @@ def _shipped_with_free_ports() -> tuple[str, int]:
 def test_the_shipped_fleet_comes_up_and_streams_real_tokens(docker_images: None, tmp_path: Path) -> None:
     fleet, status_port = _shipped_with_free_ports()
     with stack(tmp_path, fleet) as s:
-
-        def all_healthy() -> dict[str, Any] | None:
-            code, report = s.health()
-            return report if code == 0 else None
-
-        report = _wait("every miner healthy", all_healthy)
+        report = _wait("every miner streaming", lambda: _all_streaming(s))
         miners = {m["name"]: m for m in report["miners"]}
         assert set(miners) == {"gemma-1", "gemma-2", "echo-1", "solo-1"}
         for name in ("gemma-1", "gemma-2", "solo-1"):  # the shared llama-server, and llama.cpp in the miner
-            assert miners[name]["verdict"] == "healthy"
+            assert miners[name]["verdict"] in STREAMING
             assert len(miners[name]["completion"].split()) >= 3, miners[name]
         assert miners["echo-1"]["completion"] == "In one sentence, what is a language model?"
 
@@ -225,8 +237,8 @@ def test_the_shipped_fleet_comes_up_and_streams_real_tokens(docker_images: None,
             assert host["Memory"] > 0 and host["PidsLimit"] > 0, service
 
         # The orchestrator container adopted them all (nothing restarted) and probes them itself.
-        status = _wait("the orchestrator's own probes", lambda: _status_when(status_port, _probed_healthy))
-        assert all(m["state"] == "RUNNING" and m["restarts"] == 0 for m in status.values())
+        status = _wait("the orchestrator's own probes", lambda: _status_when(status_port, _probed_streaming))
+        assert all(_up(m) and m["restarts"] == 0 for m in status.values()), status
         servers = _servers(status_port)
         assert servers["model-server"]["state"] == "RUNNING", servers
 
@@ -263,18 +275,14 @@ def test_a_plain_compose_up_right_after_a_clone(docker_images: None, tmp_path: P
     try:
         s.compose("up", "-d", "--no-build")
 
-        def all_healthy() -> dict[str, Any] | None:
-            code, report = s.health()
-            return report if code == 0 else None
-
-        report = _wait("every miner healthy", all_healthy)
+        report = _wait("every miner streaming", lambda: _all_streaming(s))
         assert {m["name"] for m in report["miners"]} == {"gemma-1", "gemma-2", "echo-1", "solo-1"}
         for key in ("probe/hotkeys/default", "probe/hotkeys/defaultpub.txt", "fleet/hotkeys/gemma-1"):
             assert (project / "wallets" / key).is_file(), key  # a file, not docker's empty directory
             assert (project / "wallets" / key).stat().st_uid == 1000, key  # handed to the containers' uid
         assert s.container("init").attrs["State"]["ExitCode"] == 0
-        status = _wait("the orchestrator's own probes", lambda: _status_when(status_port, _probed_healthy))
-        assert all(m["state"] == "RUNNING" for m in status.values())
+        status = _wait("the orchestrator's own probes", lambda: _status_when(status_port, _probed_streaming))
+        assert all(_up(m) for m in status.values()), status
     finally:
         try:
             print(s.compose("logs", "--no-color", "--tail=30", timeout=60)[-6000:])
