@@ -2,7 +2,7 @@
 
 ``forward`` returns ``synapse.create_streaming_response(token_streamer)`` whose ``async _forward`` runs
 ``for token in llm(..., stream=True)`` *on the event loop*, sending every ``streaming_batch_size`` tokens
-and checking a timeout between tokens, as in "Creating Stream Miners" (seeds/000). Each token is produced
+and checking a timeout between tokens, as in the guide "Creating Stream Miners". Each token is produced
 by a blocking llama.cpp call on the event loop, which gets control back only at each ``await send``: a
 ping, a new request or a health probe waits for whole batches of tokens, several times over (each step
 of handling a request is one more turn of the loop). Same protocol class, model, prompt format, sampling
