@@ -185,11 +185,14 @@ class _Batch:
         self.started = started
         self.buffer: list[str] = []
         self.oldest = 0.0
+        # Nothing but whitespace yet: held back, since a first chunk commits the answer to 200 and blank
+        # text is no answer (a stream that only ever had whitespace ends with no chunk: a refusal).
+        self.blank = True
 
     def wait(self, deadline: float, now: float) -> float:
         """Seconds until the deadline, or until the oldest buffered piece has waited long enough."""
         wait = deadline - now
-        if self.buffer:
+        if self.buffer and not self.blank:
             streamer = self.streamer
             delay = streamer.max_delay if self.outcome.chunks else streamer.first_chunk_delay
             wait = min(wait, self.oldest + delay - now)
@@ -200,11 +203,14 @@ class _Batch:
             self.oldest = self.streamer.clock()
         self.buffer.append(piece)
         self.outcome.pieces += 1
+        if self.blank and not piece.isspace():
+            self.blank = False
+            self.oldest = self.streamer.clock()  # the first chunk's delay counts from its first text
         if len(self.buffer) >= self.streamer.batch_size:
             await self.flush()
 
     async def flush(self) -> None:
-        if not self.buffer:
+        if not self.buffer or self.blank:
             return
         outcome = self.outcome
         body = "".join(self.buffer).encode("utf-8")

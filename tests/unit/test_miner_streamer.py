@@ -278,6 +278,24 @@ async def test_no_pieces_sends_nothing() -> None:
     assert outcome.first_chunk_after is None
 
 
+async def test_leading_whitespace_waits_for_text_and_blank_alone_is_no_answer() -> None:
+    # A first chunk commits the answer to 200: whitespace alone is no text, so it waits for the first
+    # word (and goes out with it); a model that only ever says whitespace sends nothing (the miner then
+    # answers 502, "ended without any text"), however long it waited or however many pieces it made.
+    send = Recorder()
+    streamer = TokenStreamer(batch_size=2, max_delay=0.0, first_chunk_delay=0.0)
+    outcome = await streamer.stream(
+        Producer().pieces(["\n", " ", "\n", "Hi", " there"]), send, deadline=deadline_in(FAR)
+    )
+    assert send.text == "\n \nHi there"
+    assert outcome.pieces == 5 and outcome.chunks >= 1
+
+    send = Recorder()
+    outcome = await streamer.stream(Producer().pieces(["\n", " "] * 150), send, deadline=deadline_in(FAR))
+    assert outcome.ending is Ending.done and outcome.chunks == 0 and outcome.pieces == 300
+    assert send.messages == []
+
+
 @pytest.mark.parametrize("batch_size", [0, -1])
 def test_batch_size_below_one_is_rejected(batch_size: int) -> None:
     with pytest.raises(ValueError, match="batch_size"):
