@@ -120,6 +120,15 @@ miners:
 """
 
 
+def _start_watch(lab: Lab, where: list[str], state: Path) -> subprocess.Popen[bytes]:
+    """The watch with the swarm runtime, as a host process in the manager's network namespace."""
+    return subprocess.Popen(
+        ["nsenter", f"--net={lab.netns}", "--", sys.executable, "-m", "orchestrator", "watch", "--runtime",
+         "swarm", *where, "--state", str(state)],
+        cwd=ROOT, env={**os.environ, "DOCKER_HOST": lab.manager, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+
+
 def _stop(watch: subprocess.Popen[bytes] | None) -> None:
     """Stop the watch as the operator would (SIGTERM), killing it if it does not end."""
     if watch is None:
@@ -214,11 +223,7 @@ def test_a_fleet_on_a_two_node_swarm(lab: Lab, tmp_path: Path) -> None:
         assert files == [*(f"/wallets/{f}" for f in expected), "RO"], listing
 
         # 2. the watch, with the swarm runtime, on the manager
-        watch = subprocess.Popen(
-            ["nsenter", f"--net={lab.netns}", "--", *orchestrator, "watch", "--runtime", "swarm", *where,
-             "--state", str(tmp_path / "state.json")],
-            cwd=ROOT, env={**os.environ, "DOCKER_HOST": lab.manager, "PYTHONPATH": str(ROOT)},
-        )  # fmt: skip
+        watch = _start_watch(lab, where, tmp_path / "state.json")
         _wait(
             "the watch adopts every miner and probes it",
             lambda: all(
@@ -507,11 +512,7 @@ def test_a_rolling_update_on_the_swarm_keeps_three_of_four_answering(lab: Lab, t
                              "--orchestrator", "host", "--timeout", "120")  # fmt: skip
         print(out)
         assert set(once().values()) == {WORDS}
-        watch = subprocess.Popen(
-            ["nsenter", f"--net={lab.netns}", "--", *orchestrator, "watch", "--runtime", "swarm", *where,
-             "--state", str(tmp_path / "state.json")],
-            cwd=ROOT, env={**os.environ, "DOCKER_HOST": lab.manager, "PYTHONPATH": str(ROOT)},
-        )  # fmt: skip
+        watch = _start_watch(lab, where, tmp_path / "state.json")
         _wait(
             "the watch adopts every miner",
             lambda: all(m["state"] == "RUNNING" for m in _status_at(lab, lab.netns, "127.0.0.1").values()),
