@@ -53,7 +53,8 @@ class SwarmUpdater:
         self.out = out
         self.wait = wait
         self.client = engine_client(engine)
-        self.env = deploy_env(loaded, engine, "service" if self._orchestrator_runs() else "host")
+        self.orchestrator_runs = self._orchestrator_runs()  # read once: the deploys below keep it so
+        self.env = deploy_env(loaded, engine, "service" if self.orchestrator_runs else "host")
         self.stack = annotated(loaded, self.env)
         self.wanted = revisions(self.stack)
         self.others = [name for name in self.stack["services"] if name not in {m.name for m in loaded.miners}]
@@ -71,9 +72,7 @@ class SwarmUpdater:
 
     def prepare(self, miners: Sequence[str]) -> list[str]:
         managers = label_nodes(self.loaded, self.client, self.out)
-        load_images(
-            self.loaded, needed_images(self.loaded, self._orchestrator_runs()), None, self.out, managers
-        )
+        load_images(self.loaded, needed_images(self.loaded, self.orchestrator_runs), None, self.out, managers)
         live = self._services()
         changed = [name for name in self.others if self._revision(live.get(name)) != self.wanted[name]]
         stack_deploy(self.loaded, self.engine, self.env, only(self.stack, self.others))
