@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.render.places import LLAMA_SERVER_FLAGS
+
 ROOT = Path(__file__).resolve().parent.parent
 GGUF = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
 HF_DIR = ROOT / "models" / "gemma-3-270m-hf"
@@ -251,7 +253,7 @@ def llama_server(
     args = [
         binary or llama_server_binary(), "--model", str(gguf), "--alias", "gemma", "--host", "127.0.0.1",
         "--port", str(port), "--parallel", str(slots), "--ctx-size", str(slots * ctx_per_slot),
-        "--threads", str(threads), "--cont-batching", "--metrics",
+        "--threads", str(threads), *LLAMA_SERVER_FLAGS,  # as the fleet starts its servers
     ]  # fmt: skip
     with log_path.open("wb") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)

@@ -88,7 +88,7 @@ fi
 # --- 2. the server, every layer on the GPU ---------------------------------------------------------
 log=$work/llama-server.log
 "$bin" --model "$model" --alias gemma --host 127.0.0.1 --port "$llama_port" --parallel "$streams" \
-  --ctx-size $((streams * 1024)) --threads "$threads" --cont-batching --metrics \
+  --ctx-size $((streams * 1024)) --threads "$threads" --cont-batching --metrics --swa-checkpoints 0 \
   --n-gpu-layers "$gpu_layers" >"$log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 240); do

@@ -184,6 +184,18 @@ class Places:
         raise KeyError(name)
 
 
+# What every llama-server minerfleet starts gets, whatever its slots and model:
+# - continuous batching (a slot's stream never waits for another's to end) and /metrics (the watch
+#   reads its slots from it);
+# - no SWA checkpoints. For a sliding-window model (Gemma 3) llama-server keeps up to 3 snapshots of a
+#   slot's window per slot after the answer, each as big as the prompt's window (~15 KiB a token for
+#   Gemma 3 270M), to reuse for a follow-up that repeats the prompt. Validators ask fresh questions, so
+#   they are never reused, and they are memory that grows with the prompts until the container's limit
+#   kills the server: on the shipped fleet, 32 slots asked 600-word questions went from 723 MiB to
+#   1442 and then to an OOM kill at 1536 (docs/ARCHITECTURE.md, "Memory of a model server").
+LLAMA_SERVER_FLAGS = ("--cont-batching", "--metrics", "--swa-checkpoints", "0")
+
+
 def llama_server_args(places: Places, server: ModelServer) -> list[str]:
     """The llama-server command line of a model server (continuous batching over parallel slots)."""
     spec = server.spec
@@ -198,7 +210,7 @@ def llama_server_args(places: Places, server: ModelServer) -> list[str]:
     ]  # fmt: skip
     if spec.n_threads is not None:
         args += ["--threads", str(spec.n_threads)]
-    args += ["--cont-batching", "--metrics"]
+    args += LLAMA_SERVER_FLAGS
     if spec.n_gpu_layers:
         args += ["--n-gpu-layers", str(spec.n_gpu_layers)]
     return args

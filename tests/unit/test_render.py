@@ -496,7 +496,7 @@ def test_model_servers_render_as_llama_server_services_shared_by_their_miners(tm
     assert small["command"] == [
         "/usr/local/bin/llama-server", "--model", "/models/gemma-3-270m-q4_k_m.gguf", "--alias", "gemma",
         "--host", "0.0.0.0", "--port", "8000", "--parallel", "8", "--ctx-size", "4096",
-        "--threads", "2", "--cont-batching", "--metrics",
+        "--threads", "2", "--cont-batching", "--metrics", "--swa-checkpoints", "0",
     ]  # fmt: skip
     assert "--threads" not in big["command"]  # llama.cpp's own choice
     assert small["labels"] == {
