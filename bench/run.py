@@ -39,9 +39,12 @@ BENCHMARKS: dict[str, str] = {
     "validators": "Validator load: K concurrent validators on three serving paths",
     "fleet": "The shipped fleet (make up) under K validators asking every miner at once",
     "soak": "The shipped fleet (make up) under steady validator load for a set time: answers, memory slope",
+    "server_memory": "The shipped model server's memory under long questions, vs a twin with SWA checkpoints",
 }
-NEEDS_THE_STACK = frozenset({"fleet", "soak"})  # run `make up` (docker): not in a --quick run unless named
-ONLY_WHEN_NAMED = frozenset({"soak"})  # 30 minutes by default: `make bench ARGS=soak`
+# These run `make up` (docker): not in a --quick run unless named.
+NEEDS_THE_STACK = frozenset({"fleet", "soak", "server_memory"})
+# Long (soak: 30 minutes by default; server_memory: ~12): `make bench ARGS=soak`
+ONLY_WHEN_NAMED = frozenset({"soak", "server_memory"})
 # The few figures printed in the final table (every figure is in the JSON files and summary.md).
 HEADLINES: dict[str, tuple[str, ...]] = {
     "streaming": (
@@ -92,6 +95,12 @@ HEADLINES: dict[str, tuple[str, ...]] = {
         "llama_server_k8_first_chunk_p90_ms",
         "llama_server_k8_tokens_per_s_vs_k1",
         "llama_server_k16_answered",
+    ),
+    "server_memory": (
+        "shipped_peak_mib",
+        "shipped_peak_over_limit",
+        "checkpoints_peak_mib",
+        "checkpoints_oom_killed",
     ),
     "soak": ("answered", "requests", "restarts", "memory_slope_orchestrator", "memory_slope_gemma-1"),
     "fleet": (

@@ -53,19 +53,23 @@ VALIDATORS = 2
 MIB = 1024.0 * 1024.0
 
 
+def container_mib(container: Any) -> float:
+    """MiB a container uses, as ``docker stats`` shows it: usage less inactive file cache."""
+    stats = container.stats(stream=False, one_shot=True)["memory_stats"]
+    inner = stats.get("stats") or {}
+    cache = inner.get("total_inactive_file", inner.get("inactive_file", 0))  # cgroup v1, v2
+    return float(stats.get("usage", 0) - cache) / MIB
+
+
 def memory(project: str) -> dict[str, float]:
-    """MiB in use per compose service of the fleet (``docker stats``: usage less inactive file cache)."""
+    """MiB in use per compose service of the fleet (:func:`container_mib`)."""
     import docker
 
     client = docker.from_env()
-    used: dict[str, float] = {}
-    for container in client.containers.list(filters={"label": f"minerfleet.project={project}"}):
-        stats = container.stats(stream=False, one_shot=True)["memory_stats"]
-        inner = stats.get("stats") or {}
-        cache = inner.get("total_inactive_file", inner.get("inactive_file", 0))  # cgroup v1, v2
-        service = container.labels.get("com.docker.compose.service", container.name)
-        used[service] = (stats.get("usage", 0) - cache) / MIB
-    return used
+    return {
+        container.labels.get("com.docker.compose.service", container.name): container_mib(container)
+        for container in client.containers.list(filters={"label": f"minerfleet.project={project}"})
+    }
 
 
 def restarts(status_port: int) -> dict[str, int]:

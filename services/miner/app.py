@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import logging
+import os
 import resource
 import signal
 import socket
@@ -136,6 +139,29 @@ def raise_open_files_limit() -> None:
             resource.setrlimit(
                 resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard)
             )
+
+
+# glibc gives each thread that allocates while another holds the lock an arena of its own, up to 8 per
+# core, and an arena keeps what it once held. A llama.cpp miner generates in a new thread per answer and
+# its sampler takes ~3 MiB (a record per vocabulary entry) per token: over hours the answers land on one
+# arena after another and each keeps its 3 MiB. Measured in the shipped solo-1 under the soak: 16 arenas,
+# filled one by one, +3.2 MiB a step (docs/ARCHITECTURE.md, "Memory of a miner"). Two are plenty for a
+# miner's few busy threads.
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
+
+
+def bound_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas (unless ``MALLOC_ARENA_MAX`` is set: the operator's choice stands).
+
+    Call it before threads start. True when the cap is in place; False off glibc (musl, macOS)."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # no libc by that name, or one without mallopt
+        return False
+    return bool(mallopt(_M_ARENA_MAX, arenas))
 
 
 def stop_while_starting(signum: int, _frame: Any) -> None:
@@ -297,6 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(sig, stop_while_starting)
     args = parse_args(argv)
     raise_open_files_limit()
+    bound_malloc_arenas()
     try:
         settings = load_settings(env_file=args.env_file)
         configure_logging(settings)

@@ -425,3 +425,16 @@ def test_an_in_process_backend_refuses_more_than_one_generation_at_once() -> Non
     with pytest.raises(ConfigError, match="MINER_MAX_CONCURRENCY: the recording backend runs at most 1"):
         admitted_concurrency(config, RecordingBackend())
     assert admitted_concurrency(MinerSettings(), EchoBackend(EchoSettings())) == 64
+
+
+def test_malloc_arenas_are_capped_on_glibc_unless_the_operator_set_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import platform
+
+    from services.miner.app import bound_malloc_arenas
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert bound_malloc_arenas() is (platform.libc_ver()[0] == "glibc")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert bound_malloc_arenas() is False  # glibc read the operator's value at start; it stands
