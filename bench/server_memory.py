@@ -94,7 +94,11 @@ def _twin(shipped: Any, port: int) -> Any:
         user=attrs["Config"].get("User") or None,
         mem_limit=attrs["HostConfig"]["Memory"],
         memswap_limit=attrs["HostConfig"].get("MemorySwap") or attrs["HostConfig"]["Memory"],
-        volumes=attrs["HostConfig"].get("Binds") or [],
+        volumes={
+            m["Source"]: {"bind": m["Destination"], "mode": "rw" if m.get("RW") else "ro"}
+            for m in attrs.get("Mounts", [])
+            if m.get("Type") == "bind"
+        },
         ports={f"{inner}/tcp": ("127.0.0.1", port)},
         labels={"minerfleet.bench": NAME},
     )
