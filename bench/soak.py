@@ -7,7 +7,8 @@ its own question (new every round, so no prompt cache flatters the server), for 
 minute it reads each service's memory (what ``docker stats`` shows: usage less inactive file cache) and
 the orchestrator's restart counts (``/status``).
 
-Reported: the answered fraction (with text), what the rest were (busy, timeouts, ...), restarts, and per
+Reported: the answered fraction (with text), what the rest were (busy, timeouts, ...; each one's miner
+and reason in the details, up to 200), restarts, and per
 service its memory at the start and end and its slope in MiB per hour, by least squares over the
 samples after the warm-up (the first sixth of the run, at least 5 minutes). Run:
 
@@ -27,6 +28,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench._common import (
@@ -41,15 +43,17 @@ from bench._common import (
 )
 from bench.fleet import CONFIG, HOST, TIMEOUT, _up
 from orchestrator.fleet.load import load_fleet
-from orchestrator.probing.capacity import classify, cut_after
+from orchestrator.probing.capacity import Outcome, classify, cut_after
 from orchestrator.probing.fleetload import fleet_round
 from orchestrator.probing.probe import Prober
+from orchestrator.probing.reports import ProbeReport
 from orchestrator.probing.serverload import round_prompts
 from orchestrator.probing.targets import probe_wallet, targets
 
 NAME = "soak"
 TITLE = "The shipped fleet (make up, docker) under steady validator load: answers, restarts, memory"
 VALIDATORS = 2
+MAX_UNANSWERED = 200  # requests not answered whose reasons the details keep
 MIB = 1024.0 * 1024.0
 
 
@@ -80,6 +84,25 @@ def restarts(status_port: int) -> dict[str, int]:
     return {unit["name"]: int(unit.get("restarts") or 0) for unit in units}
 
 
+@dataclass
+class Tally:
+    """What the requests came to: per kind, per miner and kind, and each unanswered one's reason."""
+
+    by_miner: dict[str, Counter[str]]
+    kinds: Counter[str] = field(default_factory=Counter)
+    unanswered: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, miner: str, report: ProbeReport, outcome: Outcome, t_s: float) -> None:
+        kind = "answered" if outcome.answered else outcome.kind
+        self.kinds[kind] += 1
+        self.by_miner[miner][kind] += 1
+        if not outcome.answered and len(self.unanswered) < MAX_UNANSWERED:
+            self.unanswered.append(
+                {"t_s": round(t_s, 1), "miner": miner, "kind": kind, "status": report.status_code,
+                 "reason": report.reason, "elapsed_s": round(report.elapsed, 2)}
+            )  # fmt: skip
+
+
 async def _soak(minutes: float, every: float) -> dict[str, Any]:
     loaded = load_fleet(CONFIG)
     chosen = targets(loaded, HOST)
@@ -87,8 +110,7 @@ async def _soak(minutes: float, every: float) -> dict[str, Any]:
     prompt = loaded.fleet.probe.prompt
     probers = [Prober(wallet, prompt, TIMEOUT, max_concurrency=len(chosen)) for _ in range(VALIDATORS)]
     cut = cut_after(TIMEOUT)
-    kinds: Counter[str] = Counter()
-    by_miner: dict[str, Counter[str]] = {t.name: Counter() for t in chosen}
+    tally = Tally({t.name: Counter() for t in chosen})
     samples: list[tuple[float, dict[str, float]]] = []
     first_restarts = restarts(loaded.fleet.status_api.port)
     started = time.monotonic()
@@ -108,13 +130,10 @@ async def _soak(minutes: float, every: float) -> dict[str, Any]:
             )
             for target, reports in zip(chosen, per_miner, strict=True):
                 for report in reports:
-                    outcome = classify(report, cut)
-                    kind = "answered" if outcome.answered else outcome.kind
-                    kinds[kind] += 1
-                    by_miner[target.name][kind] += 1
+                    tally.add(target.name, report, classify(report, cut), time.monotonic() - started)
             index += 1
             if index % 10 == 0:
-                progress(f"{(time.monotonic() - started) / 60:.1f} min, {index} rounds: {dict(kinds)}")
+                progress(f"{(time.monotonic() - started) / 60:.1f} min, {index} rounds: {dict(tally.kinds)}")
             await asyncio.sleep(max(0.0, every - (time.monotonic() - began)))
         samples.append((time.monotonic() - started, await asyncio.to_thread(memory, loaded.fleet.project)))
     finally:
@@ -123,8 +142,9 @@ async def _soak(minutes: float, every: float) -> dict[str, Any]:
     last_restarts = restarts(loaded.fleet.status_api.port)
     return {
         "rounds": index,
-        "outcomes": dict(kinds),
-        "by_miner": {name: dict(c) for name, c in by_miner.items()},
+        "outcomes": dict(tally.kinds),
+        "by_miner": {name: dict(c) for name, c in tally.by_miner.items()},
+        "unanswered": tally.unanswered,
         "restarts": {k: last_restarts.get(k, 0) - first_restarts.get(k, 0) for k in last_restarts},
         "memory_samples": [
             {"t_s": round(t, 1), "mib": {k: round(v, 2) for k, v in m.items()}} for t, m in samples
