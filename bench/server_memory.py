@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +31,7 @@ from typing import Any
 from bench._common import Figure, Result, machine, main_for, make_result, progress
 from bench.fleet import _up
 from bench.soak import MIB, container_mib
+from devkit.local import free_port
 
 NAME = "server_memory"
 TITLE = "The shipped model server's memory under long questions, as rendered vs with SWA checkpoints"
@@ -57,12 +57,6 @@ class Server:
 
     def peak(self) -> float:
         return max((r["mib"] for r in self.rounds if r["mib"] is not None), default=0.0)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _arg(command: list[str], flag: str) -> str:
@@ -177,7 +171,7 @@ def run(quick: bool) -> Result:
     slots = int(_arg(command, "--parallel"))
     limit = shipped_container.attrs["HostConfig"]["Memory"] / MIB
     published = shipped_container.attrs["NetworkSettings"]["Ports"][f"{_arg(command, '--port')}/tcp"][0]
-    port = _free_port()
+    port = free_port()
     twin_container = _twin(shipped_container, port)
     shipped = Server("shipped", shipped_container, f"http://127.0.0.1:{published['HostPort']}", slots, limit)
     twin = Server("checkpoints", twin_container, f"http://127.0.0.1:{port}", slots, limit)
