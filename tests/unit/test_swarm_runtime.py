@@ -71,3 +71,67 @@ def test_a_task_no_node_can_take_is_pending_with_the_reason() -> None:
     info = _runtime()._info("echo-b", SERVICE, task, NODES)
     assert (info.running, info.status) == (False, "pending")
     assert info.detail.startswith("no suitable node")
+
+
+class _RacingApi:
+    """A swarm in which a rollout's ``docker service update`` lands between the watch's reading of
+    the services and its reading of their tasks."""
+
+    def __init__(self) -> None:
+        self.updating = False
+        self.task = _task("n1", "running")
+        self.task.update(ServiceID="s1", CreatedAt="2026-01-01T00:00:00Z")
+
+    def _service(self) -> dict[str, Any]:
+        labels = {"com.docker.stack.namespace": "fleet"}
+        service: dict[str, Any] = {"ID": "s1", "Spec": {"Name": "fleet_echo-b", "Labels": labels}}
+        if self.updating:
+            service["UpdateStatus"] = {"State": "updating", "StartedAt": "2026-01-01T00:01:00Z"}
+        return service
+
+    def services(self, filters: Any = None) -> list[dict[str, Any]]:
+        return [self._service()]
+
+    def tasks(self, filters: Any = None) -> list[dict[str, Any]]:
+        return [self.task]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(NODES.values())
+
+    def update_now(self) -> None:
+        """Swarm marks the update on the service, then shuts the old task down."""
+        self.updating = True
+        self.task = {**self.task, "DesiredState": "shutdown"}
+
+
+def test_an_update_that_lands_mid_look_is_the_operators_not_a_crash(monkeypatch: Any) -> None:
+    import asyncio
+    import types
+
+    from orchestrator.runtimes import swarm
+    from orchestrator.runtimes.base import OperatorStop, ProcessExited
+
+    monkeypatch.setattr(swarm.runtime, "POLL_INTERVAL", 0.0)
+    api = _RacingApi()
+    runtime = SwarmRuntime("fleet", client=types.SimpleNamespace(api=api))
+    looks = 0
+    read_tasks = api.tasks
+
+    def tasks(filters: Any = None) -> list[dict[str, Any]]:
+        nonlocal looks
+        looks += 1
+        if looks == 2:  # the second look: the services were read before the update, the tasks after
+            api.update_now()
+        return read_tasks(filters)
+
+    api.tasks = tasks  # type: ignore[method-assign]
+
+    async def first_two() -> list[Any]:
+        stream = runtime.events(["echo-b"])
+        got = [await asyncio.wait_for(stream.__anext__(), 10) for _ in range(2)]
+        await stream.aclose()
+        return got
+
+    stop, exited = asyncio.run(first_two())
+    assert isinstance(stop, OperatorStop) and stop.name == "echo-b" and "service update" in stop.what
+    assert isinstance(exited, ProcessExited)  # the watch reads it as the stop it was just told of

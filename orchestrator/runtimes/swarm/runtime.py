@@ -150,6 +150,11 @@ class SwarmRuntime:
             ids = [s["ID"] for s in wanted.values()]
             tasks = self._call("service ps", self.client.api.tasks, filters={"service": ids})
         nodes = {n["ID"]: n for n in self._call("node ls", self.client.api.nodes)}
+        if tasks:
+            # Read the services again, after their tasks: Swarm marks an update on its service
+            # (UpdateStatus) before it stops the old task, so a stop seen in these tasks always has
+            # its update in this listing, and ``events`` names it a deploy rather than a crash.
+            services = self._services()
         newest: dict[str, dict[str, Any]] = {}
         for task in tasks:
             sid = str(task.get("ServiceID", ""))
