@@ -239,12 +239,27 @@ class Watcher:
         if not result.ok and self.fleet_changed is not None:
             return  # probed where the old fleet file said: no restart on that (shown in the status)
         was = watched.record.state
+        first_pass = result.ok and not watched.proven  # since its process started, or this watch did
         if result.ok:
             watched.proven = True
         await self.handle(watched.target.name, result)
-        if watched.role is Role.model_server and was is not State.RUNNING:
-            if watched.record.state is State.RUNNING:
+        if watched.role is Role.model_server and watched.record.state is State.RUNNING:
+            if was is not State.RUNNING:
                 self.reprobe_dependents(watched.target.name)
+            if first_pass:
+                await self.warm(watched)
+
+    async def warm(self, watched: Watched) -> None:
+        """Batch every slot of a model server once, before validators do (``ServerChecker.warm``)."""
+        assert self.checker is not None and isinstance(watched.target, ServerTarget)
+        warmed = await self.checker.warm(watched.target)
+        if warmed.answered == warmed.slots:
+            log.info("unit=%s warmed %d slot(s) in %.1fs", warmed.name, warmed.slots, warmed.elapsed)
+        else:  # a nicety, not health: the checks decide what is wrong with it
+            log.warning(
+                "unit=%s warm-up: %d of %d slot(s) answered in %.1fs (%s)",
+                warmed.name, warmed.answered, warmed.slots, warmed.elapsed, warmed.error,
+            )  # fmt: skip
 
     def reprobe_dependents(self, server: str) -> None:
         """A model server is back: its miners are probed at the loop's next pass, not an interval later,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from orchestrator.policy import MinerRecord, RestartPolicy
-from orchestrator.probing.modelservers import ServerReport, ServerTarget
+from orchestrator.probing.modelservers import ServerReport, ServerTarget, Warmed
 from orchestrator.probing.reports import ProbeReport, ProbeTarget
 from orchestrator.status.fleetstatus import Role
 
@@ -39,6 +39,10 @@ class ServerHealth(Protocol):
     """What the watch needs to check a model server (``orchestrator.probing.modelservers.ServerChecker``)."""
 
     async def check(self, target: ServerTarget) -> ServerReport: ...
+
+    async def warm(self, target: ServerTarget) -> Warmed:
+        """One completion per slot at once (see ``orchestrator.probing.modelservers``)."""
+        ...
 
 
 @dataclass

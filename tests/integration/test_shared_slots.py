@@ -141,3 +141,22 @@ async def test_an_in_process_model_is_free_again_as_soon_as_the_deadline_cuts_it
             await dendrite.aclose_session()
     assert cut.status_code == 200 and cut.completion.strip(), cut.status_message
     assert after.status_code == 200, after.status_message
+
+
+async def test_the_watchs_warm_up_batches_every_slot_of_a_real_server(
+    tmp_path: Path, gguf_model: str
+) -> None:
+    """What the watch does once a model server first answers: one completion per slot, all at once, so
+    the server reaches the memory of its widest batch before validators do (docs/ARCHITECTURE.md,
+    "Memory of a model server")."""
+    from orchestrator.probing.modelservers import ServerChecker, ServerTarget
+
+    port = free_port()
+    log = tmp_path / "server.log"
+    with llama_server(Path(gguf_model), port, log, slots=SLOTS) as base_url:
+        warmed = await ServerChecker().warm(ServerTarget("model-server", "127.0.0.1", port, SLOTS))
+        gauges = _wait_until_idle(base_url)
+    assert (warmed.answered, warmed.error) == (SLOTS, ""), warmed
+    used = set(re.findall(r"launch_slot_: id +(\d+)", log.read_text(errors="replace")))
+    assert used == {str(i) for i in range(SLOTS)}, used  # every slot took one
+    assert gauges["n_busy_slots_per_decode"] > 1  # and they were decoded together, not one by one

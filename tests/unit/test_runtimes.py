@@ -336,5 +336,5 @@ def test_the_watch_finds_the_fleets_model_servers(tmp_path: Path) -> None:
     from tests.fleets import shipped_project
 
     loaded = load_fleet(shipped_project(tmp_path), tmp_path, check_files=False)
-    assert server_targets(loaded, None) == [ServerTarget("model-server", "model-server", 8000)]
+    assert server_targets(loaded, None) == [ServerTarget("model-server", "model-server", 8000, slots=32)]
     assert server_targets(loaded, "127.0.0.1")[0].url == "http://127.0.0.1:8000/health"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.policy import Exited, RestartPolicy, State, StopRequested
-from orchestrator.probing.modelservers import ServerReport, ServerTarget, ServerVerdict
+from orchestrator.probing.modelservers import ServerReport, ServerTarget, ServerVerdict, Warmed
 from orchestrator.probing.reports import ProbeReport, ProbeTarget, Verdict
 from orchestrator.runtimes.base import (
     OperatorStop,
@@ -113,6 +113,7 @@ class FakeChecker:
 
     def __init__(self) -> None:
         self.status: dict[str, int | None] = {}
+        self.warmed: list[str] = []  # the servers whose slots were warmed, in order
 
     async def check(self, target: ServerTarget) -> ServerReport:
         status = self.status.get(target.name, 200)
@@ -121,6 +122,10 @@ class FakeChecker:
         if status == 503:
             return ServerReport(target.name, ServerVerdict.loading, "HTTP 503: loading", 503, 0.01)
         return ServerReport(target.name, ServerVerdict.down, "connection refused", None, 0.01)
+
+    async def warm(self, target: ServerTarget) -> Warmed:
+        self.warmed.append(target.name)
+        return Warmed(target.name, target.slots, target.slots, 0.01)
 
 
 class Clock:
@@ -580,6 +585,30 @@ async def test_a_model_server_loading_is_starting_and_failing_health_checks_rest
         await watcher.probe_one(server)
     assert runtime.calls[-1] == ("restart", "model-server")
     assert server.record.restarts_by_reason == {"probe-failed": 1}
+
+
+async def test_a_model_servers_slots_are_warmed_once_per_process_once_it_answers() -> None:
+    runtime = FakeRuntime({"shared-1": True, "model-server": True})
+    checker = FakeChecker()
+    watcher, clock = _with_server(runtime, checker)
+    await watcher.adopt()  # adopted (this watch started beside a running server): not warmed yet
+    server = watcher.servers["model-server"]
+    checker.status["model-server"] = 503
+    await watcher.probe_one(server)
+    assert checker.warmed == []  # still loading its model: nothing to batch with
+    checker.status["model-server"] = 200
+    await watcher.probe_one(server)
+    assert checker.warmed == ["model-server"]
+    await watcher.probe_one(server)
+    assert checker.warmed == ["model-server"]  # once
+    runtime.running["model-server"] = False
+    runtime.queue.put_nowait(ProcessExited("model-server", 137, None, False, ""))
+    await _drain(watcher, runtime)
+    clock.now += 1
+    await watcher.tick()  # started again: a new process, with its memory to reach again
+    await _drain(watcher, runtime)
+    await watcher.probe_one(server)
+    assert checker.warmed == ["model-server", "model-server"]
 
 
 async def test_model_servers_are_in_status_metrics_and_the_status_table() -> None:
