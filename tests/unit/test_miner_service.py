@@ -438,3 +438,52 @@ def test_malloc_arenas_are_capped_on_glibc_unless_the_operator_set_them(
     assert bound_malloc_arenas() is (platform.libc_ver()[0] == "glibc")
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert bound_malloc_arenas() is False  # glibc read the operator's value at start; it stands
+
+
+class BlankFirst(RecordingBackend):
+    """A sampled model that ends its first answer at once (whitespace only), and answers the next."""
+
+    def __init__(self, blanks: int = 1) -> None:
+        super().__init__()
+        self.blanks = blanks
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        self.requests.append(request)
+        if len(self.requests) <= self.blanks:
+            yield "\n"
+            return
+        for word in ("a", " second", " sample"):
+            yield word
+
+
+async def test_a_blank_answer_is_sampled_once_more_before_it_is_refused() -> None:
+    backend = BlankFirst()
+    service, _ = make_service(backend=backend, temperature=0.7)
+    send = Recorder()
+    await (await service.forward(synapse(), "prompting")).stream_response(send)
+    assert send.messages[0]["status"] == 200
+    assert b"".join(m.get("body", b"") for m in send.messages[1:]).decode() == "a second sample"
+    first, second = backend.requests
+    assert second.seed == (None if first.seed is None else first.seed + 1)
+
+    # Once only: a model that ends blank twice is answered 502 with the reason, as before.
+    backend = BlankFirst(blanks=2)
+    service, _ = make_service(backend=backend, temperature=0.7)
+    send = Recorder()
+    await (await service.forward(synapse(), "prompting")).stream_response(send)
+    assert send.messages[0]["status"] == 502 and len(backend.requests) == 2
+    assert dict(send.messages[0]["headers"])[b"bt_header_axon_status_message"].startswith(b"the model ended")
+
+    # Greedy decoding would give the same blank again: no second try.
+    backend = BlankFirst()
+    service, _ = make_service(backend=backend, temperature=0.0)
+    await (await service.forward(synapse(), "prompting")).stream_response(Recorder())
+    assert len(backend.requests) == 1
+
+
+def test_a_second_sample_takes_the_next_seed() -> None:
+    from services.miner.service import resampled
+
+    request = GenerationRequest(chat=[ChatMessage("user", "hi")], max_tokens=8, temperature=0.7, seed=41)
+    again = resampled(request)
+    assert again is not None and again.seed == 42 and again.chat == request.chat
