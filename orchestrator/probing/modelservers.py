@@ -117,9 +117,16 @@ class ServerChecker:
         verdict, reason = judge(status, body, error)
         return ServerReport(target.name, verdict, reason, status, time.monotonic() - started)
 
-    def _get(self, url: str) -> tuple[int | None, str, str]:
+    def _get(
+        self, url: str, data: bytes | None = None, timeout: float | None = None
+    ) -> tuple[int | None, str, str]:
+        """GET ``url`` (POST ``data`` as JSON when given): its status, the start of its body, and why
+        nothing answered ('' when something did)."""
+        request = urllib.request.Request(
+            url, data=data, headers={"Content-Type": "application/json"} if data is not None else {}
+        )
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
                 return int(response.status), response.read(2000).decode("utf-8", "replace"), ""
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read(2000).decode("utf-8", "replace"), ""
@@ -149,16 +156,7 @@ class ServerChecker:
             "n_predict": WARM_TOKENS,
             "cache_prompt": False,
         }
-        request = urllib.request.Request(
-            target.completion_url,
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=WARM_TIMEOUT) as response:
-                response.read()
-                return ""
-        except urllib.error.HTTPError as exc:
-            return f"HTTP {exc.code}: {exc.read(200).decode('utf-8', 'replace').strip()}"
-        except (urllib.error.URLError, OSError) as exc:
-            return f"{target.completion_url}: {getattr(exc, 'reason', exc)}"
+        status, text, error = self._get(target.completion_url, json.dumps(body).encode(), WARM_TIMEOUT)
+        if status is None:
+            return error
+        return "" if status == 200 else f"HTTP {status}: {text.strip()[:200]}"

@@ -279,8 +279,8 @@ class MinerService:
                 async with reservation.hold(timeout=deadline - self.clock()):
                     started = self._entered(arrived)
                     outcome = await self._stream(request, send, deadline)
-                    again = resampled(request)
-                    if blank(outcome) and again is not None and deadline - self.clock() > BLANK_RETRY_MARGIN:
+                    again = resampled(request) if blank(outcome) else None
+                    if again is not None and deadline - self.clock() > BLANK_RETRY_MARGIN:
                         # Nothing was sent (blank text is held back), so the stream can still carry a
                         # second sample: an empty answer earns nothing, and the deadline has room.
                         log.info(
