@@ -113,14 +113,14 @@ class ServerChecker:
 
     async def check(self, target: ServerTarget) -> ServerReport:
         started = time.monotonic()
-        status, body, error = await asyncio.to_thread(self._get, target.url)
+        status, body, error = await asyncio.to_thread(self._fetch, target.url)
         verdict, reason = judge(status, body, error)
         return ServerReport(target.name, verdict, reason, status, time.monotonic() - started)
 
-    def _get(
+    def _fetch(
         self, url: str, data: bytes | None = None, timeout: float | None = None
     ) -> tuple[int | None, str, str]:
-        """GET ``url`` (POST ``data`` as JSON when given): its status, the start of its body, and why
+        """GET ``url``, or POST ``data`` as JSON when given: its status, the start of its body, and why
         nothing answered ('' when something did)."""
         request = urllib.request.Request(
             url, data=data, headers={"Content-Type": "application/json"} if data is not None else {}
@@ -156,7 +156,7 @@ class ServerChecker:
             "n_predict": WARM_TOKENS,
             "cache_prompt": False,
         }
-        status, text, error = self._get(target.completion_url, json.dumps(body).encode(), WARM_TIMEOUT)
+        status, text, error = self._fetch(target.completion_url, json.dumps(body).encode(), WARM_TIMEOUT)
         if status is None:
             return error
         return "" if status == 200 else f"HTTP {status}: {text.strip()[:200]}"
