@@ -456,7 +456,9 @@ class BlankFirst(RecordingBackend):
             yield word
 
 
-async def test_a_blank_answer_is_sampled_once_more_before_it_is_refused() -> None:
+async def test_a_blank_answer_is_sampled_again_a_bounded_number_of_times() -> None:
+    from services.miner.service import BLANK_SAMPLES
+
     backend = BlankFirst()
     service, _ = make_service(backend=backend, temperature=0.7)
     send = Recorder()
@@ -466,12 +468,21 @@ async def test_a_blank_answer_is_sampled_once_more_before_it_is_refused() -> Non
     first, second = backend.requests
     assert second.seed == (None if first.seed is None else first.seed + 1)
 
-    # Once only: a model that ends blank twice is answered 502 with the reason, as before.
+    # Blank twice: a third sample, each with the next seed.
     backend = BlankFirst(blanks=2)
     service, _ = make_service(backend=backend, temperature=0.7)
     send = Recorder()
     await (await service.forward(synapse(), "prompting")).stream_response(send)
-    assert send.messages[0]["status"] == 502 and len(backend.requests) == 2
+    assert send.messages[0]["status"] == 200 and len(backend.requests) == 3
+    seeds = [r.seed for r in backend.requests]
+    assert seeds == [None] * 3 or seeds == [seeds[0], seeds[0] + 1, seeds[0] + 2]
+
+    # Bounded: a model that ends blank BLANK_SAMPLES times is answered 502 with the reason.
+    backend = BlankFirst(blanks=BLANK_SAMPLES)
+    service, _ = make_service(backend=backend, temperature=0.7)
+    send = Recorder()
+    await (await service.forward(synapse(), "prompting")).stream_response(send)
+    assert send.messages[0]["status"] == 502 and len(backend.requests) == BLANK_SAMPLES
     assert dict(send.messages[0]["headers"])[b"bt_header_axon_status_message"].startswith(b"the model ended")
 
     # Greedy decoding would give the same blank again: no second try.
