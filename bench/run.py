@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, str] = {
     "fleet": "The shipped fleet (make up) under K validators asking every miner at once",
     "soak": "The shipped fleet (make up) under steady validator load for a set time: answers, memory slope",
     "server_memory": "The shipped model server's memory under long questions, vs a twin with SWA checkpoints",
+    "arenas": "A llamacpp miner's malloc arenas: one (shipped) vs two vs glibc's default",
 }
 # These run `make up` (docker): not in a --quick run unless named.
 NEEDS_THE_STACK = frozenset({"fleet", "soak", "server_memory"})
@@ -101,6 +102,12 @@ HEADLINES: dict[str, tuple[str, ...]] = {
         "shipped_peak_over_limit",
         "checkpoints_peak_mib",
         "checkpoints_oom_killed",
+    ),
+    "arenas": (
+        "one_over_two_pieces_per_s",
+        "one_rss_growth_mib",
+        "two_rss_growth_mib",
+        "default_rss_growth_mib",
     ),
     "soak": ("answered", "requests", "restarts", "memory_slope_orchestrator", "memory_slope_gemma-1"),
     "fleet": (
