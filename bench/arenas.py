@@ -7,7 +7,7 @@ it saves: each variant runs in a fresh process, loads the bundled GGUF through t
 ``LlamaCppBackend`` (one thread, as in tests) and streams the same answers (same questions, seeds and
 lengths) while the event loop keeps making small objects, the way the axon's loop does between pieces.
 Reported per variant: pieces per second, how far the process's memory rose after the first two answers,
-and the non-main arenas left in ``/proc/self/smaps``; and the one-arena / two-arena throughput ratio,
+and the arenas glibc counts at the end; and the one-arena / two-arena throughput ratio,
 paired per round. Rounds alternate the variants' order. Run:
 
     python -m bench.arenas            # three rounds of 12 answers each (~6 min on 2 cores)
@@ -16,7 +16,6 @@ paired per round. Rounds alternate the variants' order. Run:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -24,91 +23,20 @@ import sys
 import time
 from typing import Any
 
-from bench._common import GGUF, ROOT, Figure, Result, machine, main_for, make_result, progress, python
+from bench._common import ROOT, Figure, Result, machine, main_for, make_result, progress, python
+from bench.arenas_child import MAX_TOKENS, WARM
 from bench.harness import alternating, model_missing
 
 NAME = "arenas"
 TITLE = "A llamacpp miner's malloc arenas: one (shipped) vs two vs glibc's default"
 VARIANTS: dict[str, int | None] = {"one": 1, "two": 2, "default": None}
-WARM = 2  # answers before the memory baseline: the model's and the sampler's first blocks
-MAX_TOKENS = 48
-HEAP_ALIGN = 64 << 20  # a non-main glibc arena is a heap reserved on a 64 MiB boundary
 CHILD_TIMEOUT_S = 600.0
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def non_main_arenas(smaps: str) -> int:
-    """Anonymous read-write mappings that start on a 64 MiB boundary: glibc's non-main heaps."""
-    count = 0
-    for line in smaps.splitlines():
-        head = line.split()
-        if len(head) < 5 or "-" not in head[0] or ":" in head[0]:
-            continue  # a field line ("Rss: ..."), not a mapping's header
-        start = int(head[0].split("-")[0], 16)
-        anonymous = len(head) == 5 and head[4] == "0"
-        count += anonymous and head[1].startswith("rw") and start % HEAP_ALIGN == 0
-    return count
-
-
-def _own_arenas() -> int:
-    with open("/proc/self/smaps", encoding="ascii", errors="replace") as f:
-        return non_main_arenas(f.read())
-
-
-async def _answers(arenas: int | None, answers: int) -> dict[str, Any]:
-    from services.miner.app import bound_malloc_arenas
-    from services.miner.backends.base import GenerationRequest
-    from services.miner.backends.llamacpp import LlamaCppBackend, LlamaCppSettings
-    from services.miner.chat import ChatMessage
-
-    capped = bound_malloc_arenas(arenas) if arenas is not None else False
-    backend = LlamaCppBackend(LlamaCppSettings(model_path=GGUF, n_threads=1, n_ctx=512, seed=0))
-    backend.load()
-    ticks = 0
-
-    async def event_loop_work() -> None:
-        nonlocal ticks
-        while True:
-            _ = [f"{i}:{ticks}" for i in range(200)]
-            ticks += 1
-            await asyncio.sleep(0.001)
-
-    loop_task = asyncio.create_task(event_loop_work())
-    pieces, started, baseline = 0, 0.0, 0.0
-    for i in range(answers):
-        if i == WARM:
-            pieces, started, baseline = 0, time.perf_counter(), _rss_mib()
-        chat = [ChatMessage(role="user", content=f"Tell me something about the number {i}.")]
-        request = GenerationRequest(chat=chat, max_tokens=MAX_TOKENS, temperature=0.7, seed=i)
-        async for _piece in backend.stream(request):
-            pieces += 1
-    elapsed = time.perf_counter() - started
-    loop_task.cancel()
-    return {
-        "capped": capped,
-        "pieces_per_s": pieces / elapsed,
-        "rss_growth_mib": _rss_mib() - baseline,
-        "non_main_arenas": _own_arenas(),
-    }
-
-
-def child(arenas: str, answers: str) -> int:
-    """``python -m bench.arenas --child ARENAS ANSWERS``: one variant, its result as a JSON line."""
-    print(json.dumps(asyncio.run(_answers(None if arenas == "default" else int(arenas), int(answers)))))
-    return 0
 
 
 def one_variant(variant: str, answers: int) -> dict[str, Any]:
     arenas = VARIANTS[variant]
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
-    argv = [python(), "-m", "bench.arenas", "--child", str(arenas or "default"), str(answers)]
+    argv = [python(), "-m", "bench.arenas_child", str(arenas or "default"), str(answers)]
     done = subprocess.run(
         argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=True
     )
@@ -133,9 +61,9 @@ def figures(rounds: list[dict[str, dict[str, Any]]]) -> list[Figure]:
                 "MiB",
             ),
             Figure.of(
-                f"{variant}_non_main_arenas",
-                f"non-main arenas in smaps at the end, {variant}",
-                [x["non_main_arenas"] for x in runs],
+                f"{variant}_arenas",
+                f"malloc arenas at the end (glibc's malloc_stats), {variant}",
+                [x["arenas"] for x in runs],
                 "",
             ),
         ]
@@ -162,8 +90,6 @@ def run(quick: bool) -> Result:
 
 
 def main() -> int:
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        return child(sys.argv[2], sys.argv[3])
     return main_for(NAME, __doc__ or "", run)
 
 
