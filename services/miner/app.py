@@ -145,10 +145,11 @@ def raise_open_files_limit() -> None:
 # core, and an arena keeps what it once held. A llama.cpp miner generates in a new thread per answer and
 # its sampler takes ~3 MiB (a record per vocabulary entry) per token: over hours the answers land on one
 # arena after another and each keeps its 3 MiB. Measured in the shipped solo-1 under the soak: 16 arenas,
-# filled one by one, +3.2 MiB a step; with 2, one step of 2.8 MiB at minute 86 of a 2-hour soak, when
-# the second arena took its block (docs/ARCHITECTURE.md, "Memory of a miner"). A miner generates at most
-# one in-process answer at a time and its event loop allocates little outside Python's own pools, so
-# one arena costs no measurable lock wait and leaves a single heap that reuses the sampler's block.
+# filled one by one, +3.2 MiB a step; with 2, one step of 2.8 MiB at minute 86 of a 2-hour soak,
+# probably the second arena's block (docs/ARCHITECTURE.md, "Memory of a miner"). A miner generates at
+# most one in-process answer at a time, so one arena leaves a single heap that reuses the sampler's block,
+# at the same throughput (bench.arenas: one over two 1.03). The cap only stops new arenas: it must come
+# before any thread allocates, and main() sets it first thing.
 MALLOC_ARENAS = 1
 _M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
 
