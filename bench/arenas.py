@@ -10,7 +10,7 @@ Reported per variant: pieces per second, how far the process's memory rose after
 and the arenas glibc counts at the end; and the one-arena / two-arena throughput ratio,
 paired per round. Rounds alternate the variants' order. Run:
 
-    python -m bench.arenas            # three rounds of 12 answers each (~6 min on 2 cores)
+    python -m bench.arenas            # three rounds of 12 answers each (~1.5 min on 2 cores)
     python -m bench.arenas --quick    # one round of 5 answers
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 
 from bench._common import ROOT, Figure, Result, machine, main_for, make_result, progress, python
 from bench.arenas_child import MAX_TOKENS, WARM
-from bench.harness import alternating, model_missing
+from bench.harness import PerRound, alternating, model_missing, per_round_figures
 
 NAME = "arenas"
 TITLE = "A llamacpp miner's malloc arenas: one (shipped) vs two vs glibc's default"
@@ -46,27 +46,29 @@ def one_variant(variant: str, answers: int) -> dict[str, Any]:
 def figures(rounds: list[dict[str, dict[str, Any]]]) -> list[Figure]:
     out = []
     for variant in VARIANTS:
-        runs = [r[variant] for r in rounds]
-        out += [
-            Figure.of(
-                f"{variant}_pieces_per_s",
-                f"pieces a second, {variant} arena setting",
-                [x["pieces_per_s"] for x in runs],
-                "/s",
-            ),
-            Figure.of(
-                f"{variant}_rss_growth_mib",
-                f"memory risen after the first {WARM} answers, {variant}",
-                [x["rss_growth_mib"] for x in runs],
-                "MiB",
-            ),
-            Figure.of(
-                f"{variant}_arenas",
-                f"malloc arenas at the end (glibc's malloc_stats), {variant}",
-                [x["arenas"] for x in runs],
-                "",
-            ),
-        ]
+        out += per_round_figures(
+            [r[variant] for r in rounds],
+            [
+                PerRound(
+                    f"{variant}_pieces_per_s",
+                    f"pieces a second, {variant}",
+                    lambda x: x["pieces_per_s"],
+                    "/s",
+                ),
+                PerRound(
+                    f"{variant}_rss_growth_mib",
+                    f"memory risen after the first {WARM} answers, {variant}",
+                    lambda x: x["rss_growth_mib"],
+                    "MiB",
+                ),
+                PerRound(
+                    f"{variant}_arenas",
+                    f"malloc arenas at the end (malloc_stats), {variant}",
+                    lambda x: x["arenas"],
+                    "",
+                ),
+            ],
+        )
     ratios = [r["one"]["pieces_per_s"] / r["two"]["pieces_per_s"] for r in rounds]
     out.append(Figure.of("one_over_two_pieces_per_s", "one arena's throughput / two arenas'", ratios, "x"))
     return out

@@ -24,15 +24,7 @@ import os  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
-from bench._common import GGUF  # noqa: E402
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+from bench._common import GGUF, self_memory  # noqa: E402
 
 
 def arenas_in_use() -> int:
@@ -72,7 +64,7 @@ async def _answers(capped: bool, answers: int) -> dict[str, Any]:
     pieces, started, baseline = 0, 0.0, 0.0
     for i in range(answers):
         if i == WARM:
-            pieces, started, baseline = 0, time.perf_counter(), _rss_mib()
+            pieces, started, baseline = 0, time.perf_counter(), self_memory()["rss"]
         chat = [ChatMessage(role="user", content=f"Tell me about the number {i}.")]
         request = GenerationRequest(chat=chat, max_tokens=MAX_TOKENS, temperature=0.7, seed=i)
         async for _piece in backend.stream(request):
@@ -83,7 +75,7 @@ async def _answers(capped: bool, answers: int) -> dict[str, Any]:
         "capped": capped,
         "pieces": pieces,
         "pieces_per_s": pieces / elapsed,
-        "rss_growth_mib": _rss_mib() - baseline,
+        "rss_growth_mib": self_memory()["rss"] - baseline,
         "arenas": arenas_in_use(),
     }
 
