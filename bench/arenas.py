@@ -43,32 +43,22 @@ def one_variant(variant: str, answers: int) -> dict[str, Any]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+# Per variant: (key, what, unit) of each figure, read from the child's result under the same key.
+PER_VARIANT = (
+    ("pieces_per_s", "pieces a second", "/s"),
+    ("rss_growth_mib", f"memory risen after the first {WARM} answers", "MiB"),
+    ("arenas", "malloc arenas at the end (malloc_stats)", ""),
+)
+
+
 def figures(rounds: list[dict[str, dict[str, Any]]]) -> list[Figure]:
     out = []
     for variant in VARIANTS:
-        out += per_round_figures(
-            [r[variant] for r in rounds],
-            [
-                PerRound(
-                    f"{variant}_pieces_per_s",
-                    f"pieces a second, {variant}",
-                    lambda x: x["pieces_per_s"],
-                    "/s",
-                ),
-                PerRound(
-                    f"{variant}_rss_growth_mib",
-                    f"memory risen after the first {WARM} answers, {variant}",
-                    lambda x: x["rss_growth_mib"],
-                    "MiB",
-                ),
-                PerRound(
-                    f"{variant}_arenas",
-                    f"malloc arenas at the end (malloc_stats), {variant}",
-                    lambda x: x["arenas"],
-                    "",
-                ),
-            ],
-        )
+        specs = [
+            PerRound(f"{variant}_{key}", f"{what}, {variant}", lambda x, key=key: x[key], unit)
+            for key, what, unit in PER_VARIANT
+        ]
+        out += per_round_figures([r[variant] for r in rounds], specs)
     ratios = [r["one"]["pieces_per_s"] / r["two"]["pieces_per_s"] for r in rounds]
     out.append(Figure.of("one_over_two_pieces_per_s", "one arena's throughput / two arenas'", ratios, "x"))
     return out

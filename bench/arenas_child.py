@@ -29,14 +29,15 @@ from bench._common import GGUF, self_memory  # noqa: E402
 
 def arenas_in_use() -> int:
     """glibc's own count of this process's arenas (``malloc_stats`` writes one "Arena N:" each to fd 2)."""
-    import ctypes
     import tempfile
+
+    from services.miner.app import libc
 
     with tempfile.TemporaryFile() as out:
         saved = os.dup(2)
         os.dup2(out.fileno(), 2)
         try:
-            ctypes.CDLL("libc.so.6").malloc_stats()
+            libc().malloc_stats()
         finally:
             os.dup2(saved, 2)
             os.close(saved)

@@ -161,10 +161,15 @@ def bound_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     if "MALLOC_ARENA_MAX" in os.environ:
         return False
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+        mallopt = libc().mallopt
     except (OSError, AttributeError):  # no libc by that name, or one without mallopt
         return False
     return bool(mallopt(_M_ARENA_MAX, arenas))
+
+
+def libc() -> ctypes.CDLL:
+    """The C library this process runs on (raises OSError where there is none by that name)."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 def stop_while_starting(signum: int, _frame: Any) -> None:
